@@ -1,0 +1,1 @@
+"""chestx: chest X-ray multi-label classification benchmark."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real data lives, and skips when it is absent."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_ROOT = REPO / "data" / "nih_sample"
+FIXTURES = Path(__file__).resolve().parent / "data"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}: clone chestx beside the shared/ data folder to run this test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` beside the checkout (CI has it; a user's clone may not)."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def nih_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "nih")
+
+
+@pytest.fixture(scope="session")
+def chexpert_dir(shared_data: Path) -> Path:
+    return _require(shared_data / "chexpert")
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The 621 real NIH images at 256 px embedded in the project."""
+    return SAMPLE_ROOT
+
+
+@pytest.fixture(scope="session")
+def fullres_fixtures() -> Path:
+    """Two untouched 1024 px NIH originals (one RGBA, one L) embedded in tests/data."""
+    return FIXTURES / "nih_fullres"
