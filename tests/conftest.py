@@ -43,3 +43,33 @@ def sample_root() -> Path:
 def fullres_fixtures() -> Path:
     """Two untouched 1024 px NIH originals (one RGBA, one L) embedded in tests/data."""
     return FIXTURES / "nih_fullres"
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train"):
+    """Compose the real config as `python -m chestx.train` would, writing into `output_dir`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from chestx.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+# A tiny but real run: embedded NIH sample, 64 px, a few batches, CPU, no loggers.
+TINY = [
+    "data.image_size=64",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "data.eval_batch_size=64",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.accelerator=cpu",
+    "logger=none",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

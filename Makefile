@@ -1,0 +1,43 @@
+# chestx: every target sets up .venv from uv.lock first (installing uv with pip if it is missing).
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= nih_sample
+ROOT ?=
+ARGS ?=
+
+.PHONY: help venv test test-fast train benchmark perf clean
+
+help:
+	@echo "make train       train DenseNet121 on the embedded real NIH sample and print its test AUROC table"
+	@echo "make test        run the whole test suite (what CI runs)"
+	@echo "make test-fast   skip tests marked slow"
+	@echo "make benchmark   sweep the five backbones and build the comparison report (DATA=nih ROOT=/data/ChestX-ray14 for the real thing)"
+	@echo "make perf        loader / training / inference throughput table (bench.json)"
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --dev
+	@touch $@
+
+venv: $(VENV)/.synced
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+train: venv
+	$(PY) -m chestx.train $(ARGS)
+
+benchmark: venv
+	$(PY) -m chestx.benchmark data=$(DATA) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
+
+perf: venv
+	$(PY) -m chestx.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

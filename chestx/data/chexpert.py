@@ -1,0 +1,164 @@
+"""CheXpert: read Stanford's `train.csv` / `valid.csv` into a `LabelTable` under an uncertainty policy.
+
+Source: Irvin et al. 2019, "CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels"
+(U-Ignore, U-Zeros, U-Ones, U-MultiClass) and Pham et al. 2021 (label smoothing of uncertain
+labels, `lsr_zeros` / `lsr_ones`). Each observation column holds 1.0 (positive), 0.0 (negative),
+-1.0 (uncertain) or blank (not mentioned).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from chestx.data.labels import CHEXPERT_PATHOLOGIES, DataError, LabelTable, read_label_csv, select_pathologies
+
+log = logging.getLogger(__name__)
+
+UNCERTAINTY_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones", "multiclass", "lsr_zeros", "lsr_ones")
+BLANK_POLICIES: tuple[str, ...] = ("zeros", "mask")
+CHEXPERT_META_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+DEFAULT_KEY = "default"
+
+
+def resolve_uncertainty(uncertainty: str | Mapping[str, str], pathologies: Sequence[str]) -> list[str]:
+    """One policy per pathology from a policy name or a mapping {pathology: policy, "default": policy}.
+
+    A mapping without "default" uses "ignore" for the pathologies it does not name.
+    """
+    def check(policy: object, where: str) -> str:
+        if policy not in UNCERTAINTY_POLICIES:
+            raise DataError(
+                f"unknown uncertainty policy {policy!r} ({where}); valid policies: {list(UNCERTAINTY_POLICIES)}"
+            )
+        return str(policy)
+
+    if isinstance(uncertainty, str):
+        return [check(uncertainty, "uncertainty")] * len(pathologies)
+    if not isinstance(uncertainty, Mapping):
+        raise DataError(
+            f"uncertainty={uncertainty!r} must be a policy name or a mapping "
+            f"{{pathology: policy, 'default': policy}}; valid policies: {list(UNCERTAINTY_POLICIES)}"
+        )
+    default = check(uncertainty.get(DEFAULT_KEY, "ignore"), "uncertainty.default")
+    per = {str(k): check(v, f"uncertainty[{k!r}]") for k, v in uncertainty.items() if k != DEFAULT_KEY}
+    unknown = [k for k in per if k not in CHEXPERT_PATHOLOGIES]
+    if unknown:
+        raise DataError(
+            f"uncertainty names unknown pathologies {unknown}; valid keys: {[DEFAULT_KEY, *pathologies]}"
+        )
+    unused = [k for k in per if k not in pathologies]
+    if unused:
+        log.warning("uncertainty policies for %s ignored: not among the selected pathologies %s",
+                    unused, list(pathologies))
+    return [per.get(p, default) for p in pathologies]
+
+
+def _check_range(rng: Sequence[float], name: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in rng)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise DataError(f"{name}={tuple(rng)} must be (low, high) with 0 <= low <= high <= 1")
+    return lo, hi
+
+
+def _numeric_labels(raw: pd.DataFrame, names: list[str], csv_path: Path) -> np.ndarray:
+    """Observation columns as float32 (N, K) with values in {1, 0, -1, NaN}; anything else -> DataError."""
+    cols = raw[names]
+    if not all(pd.api.types.is_numeric_dtype(cols[c]) for c in names):
+        cols = cols.apply(pd.to_numeric, errors="coerce")
+    values = cols.to_numpy(dtype=np.float32)  # (N, K)
+    bad = ~(np.isnan(values) | np.isin(values, (1.0, 0.0, -1.0)))
+    bad |= np.isnan(values) & raw[names].notna().to_numpy()
+    if bad.any():
+        r, k = np.argwhere(bad)[0]
+        value = raw[names[k]].iloc[r]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(
+            f"{str(csv_path)!r}: {int(bad.sum())} label cells are not 1.0 / 0.0 / -1.0 / blank, e.g. "
+            f"{names[k]!r}={value!r} in row {r} ({raw['Path'].iloc[r]}); use the CSV as distributed"
+        )
+    return values
+
+
+def read_chexpert(
+    csv_path: str | Path,
+    pathologies: Sequence[str] = CHEXPERT_PATHOLOGIES,
+    uncertainty: str | Mapping[str, str] = "ignore",
+    blank: str = "zeros",
+    frontal_only: bool = False,
+    lsr_zeros: Sequence[float] = (0.0, 0.3),
+    lsr_ones: Sequence[float] = (0.55, 0.85),
+    seed: int = 0,
+) -> LabelTable:
+    """Read CheXpert's train.csv / valid.csv into a LabelTable.
+
+    Uncertain (-1.0) cells become: `ignore` NaN, `zeros` 0, `ones` 1, `multiclass` NaN (the model
+    learns a 3-way output from `uncertain`), `lsr_zeros` / `lsr_ones` uniform draws from those
+    ranges (numpy generator seeded with `seed`: the same arguments give the same values).
+    `uncertain` is True wherever the source was -1.0, under every policy. Blank cells are 0
+    (`blank="zeros"`) or NaN (`blank="mask"`). `frame.image_id` and `frame.path` are the CSV's
+    `Path`; `patient_id` is parsed from it (`patient00001`).
+    """
+    csv_path = Path(csv_path).expanduser()
+    names = select_pathologies(pathologies, CHEXPERT_PATHOLOGIES, "CheXpert")
+    policies = resolve_uncertainty(uncertainty, names)
+    if blank not in BLANK_POLICIES:
+        raise DataError(f"blank={blank!r} is not one of {list(BLANK_POLICIES)}")
+    ranges = {"lsr_zeros": _check_range(lsr_zeros, "lsr_zeros"), "lsr_ones": _check_range(lsr_ones, "lsr_ones")}
+
+    raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *names], "CheXpert")
+    if frontal_only:
+        keep = (raw["Frontal/Lateral"] == "Frontal").to_numpy()
+        log.info("CheXpert frontal_only keeps %d of %d rows of %s", int(keep.sum()), len(raw), csv_path)
+        raw = raw.loc[keep].reset_index(drop=True)
+        if raw.empty:
+            raise DataError(
+                f"frontal_only=True keeps no row of {str(csv_path)!r}: its Frontal/Lateral column has no 'Frontal'"
+            )
+
+    paths = raw["Path"].astype(str)
+    patient = paths.str.extract(r"(patient\d+)", expand=False)
+    if patient.isna().any():
+        bad = paths[patient.isna()].head(3).tolist()
+        raise DataError(
+            f"{str(csv_path)!r}: {int(patient.isna().sum())} paths contain no 'patientNNNNN' folder "
+            f"(e.g. {bad}); expected paths like CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
+        )
+
+    source = _numeric_labels(raw, names, csv_path)  # (N, K) 1 / 0 / -1 / NaN
+    uncertain = source == -1.0  # (N, K) bool
+    labels = source.copy()
+    if blank == "zeros":
+        labels[np.isnan(labels)] = 0.0
+    rng = np.random.default_rng(seed)
+    for k, policy in enumerate(policies):
+        unc = uncertain[:, k]
+        if policy in ("ignore", "multiclass"):
+            labels[unc, k] = np.nan
+        elif policy == "zeros":
+            labels[unc, k] = 0.0
+        elif policy == "ones":
+            labels[unc, k] = 1.0
+        else:
+            lo, hi = ranges[policy]
+            labels[unc, k] = rng.uniform(lo, hi, size=len(labels))[unc]
+
+    frontal = raw["Frontal/Lateral"].astype(str)
+    frame = pd.DataFrame({
+        "image_id": paths,
+        "patient_id": patient,
+        "path": paths,  # relative to the folder holding CheXpert-v1.0-small/ (the datamodule resolves it)
+        "view": raw["AP/PA"].astype("object").where(raw["AP/PA"].notna(), frontal).astype(str),
+        "age": pd.to_numeric(raw["Age"], errors="coerce").to_numpy(dtype=np.float64),
+        "sex": raw["Sex"].astype(str),
+        "frontal_lateral": frontal,
+    })
+    log.info(
+        "Read %d CheXpert images of %d patients from %s; uncertainty %s, blank=%s, %d uncertain cells",
+        len(frame), frame["patient_id"].nunique(), csv_path, dict(zip(names, policies)), blank, int(uncertain.sum()),
+    )
+    return LabelTable(frame=frame, labels=labels.astype(np.float32), uncertain=uncertain, pathologies=names)

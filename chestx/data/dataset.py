@@ -1,0 +1,64 @@
+"""Torch dataset over a list of image files and their label matrix.
+
+Each item is a dict: `image` (C, H, W) float32, `target` (K,) float32 training target under the
+chosen label policy, `eval_target` (K,) float32 1/0/NaN ground truth for metrics, `uncertain`
+(K,) bool, and `index` () int64 (the row in the split, used to de-duplicate DDP padding).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from chestx.data.images import load_grayscale
+
+
+class PixelSource(Protocol):
+    """Anything that returns the uint8 (H, W) pixels of row `i` (a file decoder or a cache)."""
+
+    def __call__(self, i: int) -> np.ndarray: ...
+
+
+class FileSource:
+    """Decode row `i` from its image file."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = [str(p) for p in paths]
+
+    def __call__(self, i: int) -> np.ndarray:
+        return load_grayscale(self.paths[i])  # (H, W) uint8
+
+
+class XrayDataset(Dataset):
+    """Images + float32 labels (1/0/NaN) for one split."""
+
+    def __init__(
+        self,
+        pixels: PixelSource,
+        targets: np.ndarray,
+        eval_targets: np.ndarray,
+        uncertain: np.ndarray,
+        transform: Callable[[np.ndarray], torch.Tensor],
+    ) -> None:
+        assert len(targets) == len(eval_targets) == len(uncertain), (len(targets), len(eval_targets), len(uncertain))
+        self.pixels = pixels
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)  # (N, K)
+        self.eval_targets = torch.as_tensor(eval_targets, dtype=torch.float32)  # (N, K)
+        self.uncertain = torch.as_tensor(uncertain, dtype=torch.bool)  # (N, K)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.transform(self.pixels(i))  # (C, H, W)
+        return {
+            "image": image,
+            "target": self.targets[i],
+            "eval_target": self.eval_targets[i],
+            "uncertain": self.uncertain[i],
+            "index": torch.tensor(i, dtype=torch.int64),
+        }

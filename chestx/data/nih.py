@@ -1,0 +1,158 @@
+"""NIH ChestX-ray14: read `Data_Entry_2017[_v2020].csv` into a `LabelTable` and find image files.
+
+Source: Wang et al. 2017, https://nihcc.app.box.com/v/ChestXray-NIHCC. The label file has
+`Image Index`, `Finding Labels` (`|`-joined, `No Finding` for none), `Patient ID`, `Patient Age`,
+`Patient Gender`, `View Position`. Images ship in `images_001.tar.gz` ... `images_012.tar.gz`,
+which unpack to `images_0NN/images/*.png` (Kaggle) or a single `images/` folder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv, select_pathologies
+
+log = logging.getLogger(__name__)
+
+NIH_COLUMNS: tuple[str, ...] = (
+    "Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position",
+)
+
+
+def _parse_age(age: pd.Series) -> np.ndarray:
+    """Ages as float years; the 2017 release wrote some as '058Y' (NaN when unparseable)."""
+    if pd.api.types.is_numeric_dtype(age):
+        return age.to_numpy(dtype=np.float64)
+    digits = age.astype(str).str.extract(r"(\d+)", expand=False)
+    return pd.to_numeric(digits, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _finding_matrix(findings: pd.Series, csv_path: Path, image_ids: pd.Series) -> dict[str, np.ndarray]:
+    """Label string -> (N,) bool column, from `|`-joined `Finding Labels`; unknown strings -> DataError."""
+    if findings.isna().any():
+        bad = image_ids[findings.isna()].head(5).tolist()
+        raise DataError(
+            f"{str(csv_path)!r}: {int(findings.isna().sum())} rows have an empty 'Finding Labels' "
+            f"(first: {bad}); every row needs labels or '{NO_FINDING}'"
+        )
+    cleaned = findings.astype(str).str.replace(r"\s*\|\s*", "|", regex=True).str.strip()
+    tokens = cleaned.reset_index(drop=True).str.split("|").explode()  # one row per (image, label)
+    codes, uniq = pd.factorize(tokens.to_numpy())
+    hits = np.zeros((len(cleaned), len(uniq)), dtype=bool)  # (N, labels seen)
+    hits[tokens.index.to_numpy(), codes] = True
+    known = set(NIH_PATHOLOGIES) | {NO_FINDING}
+    unknown = sorted(set(uniq) - known)
+    if unknown:
+        first = image_ids[hits[:, [list(uniq).index(u) for u in unknown]].any(axis=1)].head(3).tolist()
+        raise DataError(
+            f"{str(csv_path)!r}: unknown label strings {unknown} in 'Finding Labels' (e.g. rows {first}); "
+            f"valid labels are {sorted(known)}. Fix the file or use NIH's Data_Entry_2017*.csv unchanged."
+        )
+    return {name: hits[:, j] for j, name in enumerate(uniq)}
+
+
+def read_nih(
+    csv_path: str | Path,
+    pathologies: Sequence[str] = NIH_PATHOLOGIES,
+    include_no_finding: bool = False,
+    views: Sequence[str] | str | None = None,
+) -> LabelTable:
+    """Read NIH's label file into a LabelTable.
+
+    `pathologies`: any subset of `NIH_PATHOLOGIES` (in the order given). `include_no_finding`
+    appends `No Finding` as an extra class (1 where the row has no pathology label). `views`:
+    keep only these `View Position` values, e.g. ["PA"] or ["PA", "AP"]; None keeps all.
+    NIH labels are never uncertain, so `uncertain` is all False.
+    """
+    csv_path = Path(csv_path).expanduser()
+    names = select_pathologies(pathologies, NIH_PATHOLOGIES, "NIH")
+    raw = read_label_csv(csv_path, NIH_COLUMNS, "NIH")
+    if views is not None:
+        wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
+        view_col = raw["View Position"].astype(str).str.strip().str.upper()
+        present = set(view_col.unique())
+        absent = [v for v in wanted if v not in present]
+        if absent:
+            log.warning("NIH views %s occur in no row of %s (views present: %s)", absent, csv_path, sorted(present))
+        keep = view_col.isin(wanted).to_numpy()
+        if not keep.any():
+            raise DataError(
+                f"views={wanted} keeps no row of {str(csv_path)!r}; views present: {sorted(present)}"
+            )
+        log.info("NIH view filter %s keeps %d of %d rows", wanted, int(keep.sum()), len(raw))
+        raw = raw.loc[keep].reset_index(drop=True)
+
+    image_ids = raw["Image Index"].astype(str).str.strip()
+    dummies = _finding_matrix(raw["Finding Labels"], csv_path, image_ids)
+    columns = names + ([NO_FINDING] if include_no_finding else [])
+    labels = np.zeros((len(raw), len(columns)), dtype=np.float32)  # (N, K)
+    for k, name in enumerate(columns):
+        if name in dummies:
+            labels[:, k] = dummies[name]
+    if include_no_finding:
+        # `No Finding` = none of the 14 pathologies (so it agrees with the pathology columns).
+        any_path = np.zeros(len(raw), dtype=bool)
+        for name in NIH_PATHOLOGIES:
+            if name in dummies:
+                any_path |= dummies[name]
+        labels[:, -1] = ~any_path
+
+    frame = pd.DataFrame({
+        "image_id": image_ids,
+        "patient_id": raw["Patient ID"].astype(str).str.strip(),
+        "path": image_ids,  # file name; find_nih_images() resolves it under the dataset root
+        "view": raw["View Position"].astype(str).str.strip(),
+        "age": _parse_age(raw["Patient Age"]),
+        "sex": raw["Patient Gender"].astype(str).str.strip(),
+        "finding_labels": raw["Finding Labels"].astype(str),
+    })
+    if "Follow-up #" in raw.columns:
+        frame["follow_up"] = raw["Follow-up #"].to_numpy()
+    dupes = frame["image_id"].duplicated()
+    if dupes.any():
+        raise DataError(
+            f"{str(csv_path)!r}: {int(dupes.sum())} duplicated 'Image Index' values "
+            f"(first: {frame['image_id'][dupes].head(3).tolist()}); each image must appear once"
+        )
+    log.info("Read %d NIH images of %d patients from %s (%d classes)",
+             len(frame), frame["patient_id"].nunique(), csv_path, len(columns))
+    return LabelTable(frame=frame, labels=labels, uncertain=np.zeros(labels.shape, dtype=bool), pathologies=columns)
+
+
+def _image_dirs(root: Path) -> list[Path]:
+    """Folders that may hold NIH images: root/images, root/images_0NN/images, root/images_0NN, root."""
+    dirs = [root / "images"]
+    with os.scandir(root) as it:
+        split_dirs = sorted(e.name for e in it if e.is_dir() and e.name.startswith("images_"))
+    for name in split_dirs:
+        dirs += [root / name / "images", root / name]
+    dirs.append(root)
+    return [d for d in dirs if d.is_dir()]
+
+
+def find_nih_images(root: str | Path, image_ids: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
+    """Locate image files by name under `root` (one directory listing per folder, no stat per file).
+
+    Looks in `root/images/`, `root/images_0NN/images/`, `root/images_0NN/` and `root/` itself; the
+    first folder holding a name wins. Returns (found: image id -> Path, sorted missing ids).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"NIH image root {str(root)!r} is not a folder; point data.root at the dataset folder")
+    wanted = set(image_ids)
+    found: dict[str, Path] = {}
+    for folder in _image_dirs(root):
+        with os.scandir(folder) as it:
+            names = [e.name for e in it if e.name in wanted and e.name not in found]
+        for name in names:
+            found[name] = folder / name
+        if len(found) == len(wanted):
+            break
+    missing = sorted(wanted - found.keys())
+    log.info("Found %d of %d NIH images under %s (%d missing)", len(found), len(wanted), root, len(missing))
+    return found, missing

@@ -1,0 +1,163 @@
+"""LightningModule for multi-label chest X-ray classification.
+
+One backbone producing K logits (or 3K under the CheXpert `multiclass` uncertainty policy), a
+masked loss, and per-pathology AUROC computed at the end of each validation/test epoch on the
+whole split. Predictions are gathered with torchmetrics' `CatMetric` (which syncs across DDP
+processes) together with each image's dataset index, so images padded in by a distributed
+sampler are dropped, not counted twice.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric
+
+from chestx.metrics.auroc import masked_auroc
+from chestx.models.losses import probabilities
+
+log = logging.getLogger(__name__)
+
+
+class NaNLossError(RuntimeError):
+    """Raised when the training loss stops being finite."""
+
+
+@dataclass
+class EpochOutputs:
+    """Predictions of one full split, one row per image, sorted by dataset index."""
+
+    index: np.ndarray  # (N,) int64 dataset row index
+    probs: np.ndarray  # (N, K) float32
+    logits: np.ndarray  # (N, K) float32 positive-class logits (multiclass: log-odds of pos vs neg)
+    targets: np.ndarray  # (N, K) float32 1/0/NaN
+
+
+class ChestXModule(L.LightningModule):
+    """Backbone + masked multi-label loss + per-pathology AUROC."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        pathologies: list[str],
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        multiclass: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.net = net
+        self.pathologies = list(pathologies)
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.multiclass = multiclass
+        self.channels_last = channels_last
+        self._gather = nn.ModuleDict(
+            {name: CatMetric(nan_strategy="disable") for name in ("index", "probs", "logits", "targets")}
+        )
+        self.outputs: dict[str, EpochOutputs] = {}
+        self.run_info: dict[str, Any] = {}  # plain config saved into every checkpoint (see on_save_checkpoint)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)  # (B, K) or (B, 3K) logits
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
+        if not torch.isfinite(loss):
+            raise NaNLossError(
+                f"training loss became {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); lower optimizer.lr, check the "
+                "input normalisation, or use trainer.precision=32"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    # ---------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
+        probs = probabilities(logits.float(), self.multiclass)  # (B, K)
+        pos_logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))  # (B, K)
+        self._gather["index"].update(batch["index"].float())
+        self._gather["probs"].update(probs)
+        self._gather["logits"].update(pos_logits)
+        self._gather["targets"].update(batch["eval_target"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _collect(self) -> EpochOutputs:
+        parts = {name: metric.compute() for name, metric in self._gather.items()}
+        for metric in self._gather.values():
+            metric.reset()
+        index = parts["index"].long().cpu().numpy().reshape(-1)
+        k = len(self.pathologies)
+        probs = parts["probs"].float().cpu().numpy().reshape(-1, k)
+        logits = parts["logits"].float().cpu().numpy().reshape(-1, k)
+        targets = parts["targets"].float().cpu().numpy().reshape(-1, k)
+        index, first = np.unique(index, return_index=True)  # drop sampler padding duplicates
+        return EpochOutputs(index, probs[first], logits[first], targets[first])
+
+    def _end_eval_epoch(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            for metric in self._gather.values():
+                metric.reset()
+            return
+        out = self._collect()
+        self.outputs[stage] = out
+        table = masked_auroc(out.probs, out.targets, self.pathologies)
+        for row in table.itertuples():
+            key = f"{stage}/auroc_mean" if row.pathology == "mean" else f"{stage}/auroc/{row.pathology}"
+            value = float(row.auroc) if not math.isnan(row.auroc) else float("nan")
+            self.log(key, value, prog_bar=row.pathology == "mean", sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval_epoch("test")
+
+    # ----------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["chestx"] = self.run_info
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.run_info = checkpoint.get("chestx", {})
+
+
+def optimizer_name(factory: Callable[..., Any]) -> str:
+    """Readable name of a (partial) optimizer or scheduler factory, for logs."""
+    func = factory.func if isinstance(factory, functools.partial) else factory
+    return getattr(func, "__name__", str(func))

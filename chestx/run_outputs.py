@@ -1,0 +1,97 @@
+"""The files every run writes to its folder, and reading them back.
+
+`predictions.csv` (one row per image: image_id, patient_id, then prob_<P> and label_<P> for every
+pathology, the label empty when unknown), `auroc.csv` (pathology, auroc, n_pos, n_neg, and a
+`mean` row) and `metrics.json`. `chestx.train`, `chestx.evaluate` and `chestx.report` all use these
+functions, so the column names live here only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chestx.metrics.auroc import masked_auroc
+
+log = logging.getLogger(__name__)
+
+PROB_PREFIX = "prob_"
+LABEL_PREFIX = "label_"
+PREDICTIONS_FILE = "predictions.csv"
+VAL_PREDICTIONS_FILE = "predictions_val.csv"
+AUROC_FILE = "auroc.csv"
+METRICS_FILE = "metrics.json"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def predictions_frame(ids: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> pd.DataFrame:
+    """ids: image_id, patient_id (N rows); probs, labels: (N, K)."""
+    assert probs.shape == labels.shape == (len(ids), len(pathologies)), (probs.shape, labels.shape, len(ids))
+    columns: dict[str, Any] = {"image_id": ids["image_id"].to_numpy(), "patient_id": ids["patient_id"].to_numpy()}
+    for k, name in enumerate(pathologies):
+        columns[PROB_PREFIX + name] = probs[:, k]
+        columns[LABEL_PREFIX + name] = pd.array(
+            np.where(np.isnan(labels[:, k]), np.nan, labels[:, k]), dtype="Int64"
+        ) if np.all(np.isin(labels[:, k][~np.isnan(labels[:, k])], (0.0, 1.0))) else labels[:, k]
+    return pd.DataFrame(columns)
+
+
+def write_predictions(path: Path, frame: pd.DataFrame) -> None:
+    _atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+
+
+def read_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """Inverse of write_predictions: (ids frame, probs (N,K), labels (N,K), pathologies)."""
+    frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+    pathologies = [c[len(PROB_PREFIX):] for c in frame.columns if c.startswith(PROB_PREFIX)]
+    probs = frame[[PROB_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)
+    labels = frame[[LABEL_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)
+    return frame[["image_id", "patient_id"]], probs, labels, pathologies
+
+
+def write_auroc(path: Path, probs: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> pd.DataFrame:
+    table = masked_auroc(probs, labels, pathologies)
+    _atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
+    return table
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if hasattr(value, "item") and callable(value.item):
+        return _clean(value.item())
+    return value
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json; NaN becomes null so the file is valid JSON."""
+    _atomic_write_text(path, json.dumps({k: _clean(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def format_auroc_table(table: pd.DataFrame) -> str:
+    """Plain-text table for the terminal."""
+    lines = [f"{'pathology':<20} {'AUROC':>7} {'n_pos':>6} {'n_neg':>6}"]
+    for row in table.itertuples():
+        auc = "   n/a" if math.isnan(row.auroc) else f"{row.auroc:7.3f}"
+        lines.append(f"{row.pathology:<20} {auc:>7} {int(row.n_pos):>6} {int(row.n_neg):>6}")
+    return "\n".join(lines)
