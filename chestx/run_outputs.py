@@ -51,7 +51,7 @@ def predictions_frame(ids: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, 
 
 
 def write_predictions(path: Path, frame: pd.DataFrame) -> None:
-    _atomic_write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+    _atomic_write_text(path, frame.to_csv(index=False, float_format="%.9g"))
 
 
 def read_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:

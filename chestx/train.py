@@ -113,14 +113,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "mean": datamodule.mean,
         "std": datamodule.std,
     }
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
-
+    ckpt_path = _resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     checkpoint = trainer.checkpoint_callback
-    best = getattr(checkpoint, "best_model_path", "") or None
-    if best is None:
-        log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
+    if cfg.get("fit", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = getattr(checkpoint, "best_model_path", "") or None
+        if best is None:
+            log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
+        else:
+            log.info("Best checkpoint: %s (%s=%s)", best, checkpoint.monitor, checkpoint.best_model_score)
     else:
-        log.info("Best checkpoint: %s (%s=%s)", best, checkpoint.monitor, checkpoint.best_model_score)
+        if ckpt_path is None:
+            raise ValueError("fit=false scores an existing model: also pass ckpt_path=<path to a .ckpt>")
+        best = ckpt_path
+        log.info("fit=false: scoring %s on validation and test without training", best)
     metrics: dict[str, Any] = {}
     metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
     if cfg.get("test", True):

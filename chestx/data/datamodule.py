@@ -98,11 +98,29 @@ class ChestXDataModule(L.LightningDataModule):
         assert self.table is not None
         return list(self.table.pathologies)
 
+    def labels_only(self) -> tuple[LabelTable, np.ndarray]:
+        """Label table and split of every row, without looking for image files.
+
+        For commands that need labels alone (`chestx.evaluate`, `chestx.explore`); the `No Finding`
+        undersampling and the patient-overlap check apply as in training.
+        """
+        if self.table is not None:
+            assert self.split is not None
+            return self.table, self.split
+        self._check_root()
+        table, split = self.load_table()
+        table, split, _ = self._undersample_no_finding(table, split, [None] * len(split))
+        check_patient_disjoint(table.frame["patient_id"].to_numpy(), split)
+        return table, split
+
+    def _check_root(self) -> None:
+        if not self.root.exists():
+            raise DataError(f"data.root={str(self.root)!r} does not exist: point data.root at the dataset folder")
+
     def _prepare_table(self) -> None:
         if self.table is not None:
             return
-        if not self.root.exists():
-            raise DataError(f"data.root={str(self.root)!r} does not exist: point data.root at the dataset folder")
+        self._check_root()
         table, split = self.load_table()
         paths, missing = self.resolve_paths(table)
         if missing:
@@ -143,12 +161,13 @@ class ChestXDataModule(L.LightningDataModule):
         return table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
 
     def _pixels(self, rows: np.ndarray) -> PixelSource:
-        paths = [self.paths[i] for i in rows]
-        if self.cache:
+        if self.cache:  # one cache for every row of the dataset, built once, shared by the three splits
             from chestx.data.cache import cached_pixels
 
-            return cached_pixels(paths, self.image_size, cache_dir=self.cache_dir, root=self.root)
-        return FileSource(paths)
+            if getattr(self, "_pixel_cache", None) is None:
+                self._pixel_cache = cached_pixels(self.paths, self.image_size, cache_dir=self.cache_dir, root=self.root)
+            return self._pixel_cache.subset(rows)
+        return FileSource([self.paths[i] for i in rows])
 
     def _normalisation_stats(self, train_rows: np.ndarray) -> None:
         if self.normalization != "dataset" or self.mean is not None:
