@@ -1,0 +1,32 @@
+"""Model layer: timm backbones (incl. the registered ``resnet56v2``) and masked multi-label losses.
+
+Importing this package registers ``resnet56v2`` in timm's model registry.
+"""
+from chestx.models import resnet_v2_cifar  # noqa: F401  (registers "resnet56v2" with timm)
+from chestx.models.backbones import MODEL_ALIASES, LoadReport, create_backbone, load_weights_file, resolve_model_name
+from chestx.models.losses import (
+    MaskedBCELoss,
+    MaskedFocalLoss,
+    MulticlassUncertaintyLoss,
+    WeightedBCELoss,
+    class_weights_from_labels,
+    multiclass_positive_probability,
+    probabilities,
+    weighted_bce,
+)
+
+__all__ = [
+    "MODEL_ALIASES",
+    "LoadReport",
+    "create_backbone",
+    "load_weights_file",
+    "resolve_model_name",
+    "MaskedBCELoss",
+    "MaskedFocalLoss",
+    "MulticlassUncertaintyLoss",
+    "WeightedBCELoss",
+    "class_weights_from_labels",
+    "multiclass_positive_probability",
+    "probabilities",
+    "weighted_bce",
+]
