@@ -67,9 +67,38 @@ TINY = [
     "trainer.limit_train_batches=2",
     "trainer.accelerator=cpu",
     "logger=none",
+    "clinical.cams=0",
 ]
 
 
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+def build_chexpert_tree(chexpert_dir: Path, dest: Path, n_train: int = 200, size: int = 64) -> Path:
+    """A CheXpert-v1.0-small folder with the real CSV rows and small real X-ray JPEGs at their paths.
+
+    The first `n_train` rows of the real train.csv and all of valid.csv; pixels come from the
+    embedded NIH sample (CheXpert images may not be shipped), re-encoded as JPEG.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    folder = dest / "CheXpert-v1.0-small"
+    folder.mkdir(parents=True, exist_ok=True)
+    train = pd.read_csv(chexpert_dir / "train.csv", nrows=n_train)
+    valid = pd.read_csv(chexpert_dir / "valid.csv")
+    train.to_csv(folder / "train.csv", index=False)
+    valid.to_csv(folder / "valid.csv", index=False)
+    sources = sorted((SAMPLE_ROOT / "images").glob("*.png"))
+    for i, rel in enumerate(pd.concat([train["Path"], valid["Path"]])):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(sources[i % len(sources)]).convert("L").resize((size, size)).save(target, quality=90)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def chexpert_tree(chexpert_dir: Path, tmp_path_factory) -> Path:
+    return build_chexpert_tree(chexpert_dir, tmp_path_factory.mktemp("chexpert"))

@@ -75,7 +75,7 @@ def test_slurm_launcher_config_makes_a_valid_sbatch_script(tmp_path: Path, monke
 
 
 def test_optuna_search_config_composes(tmp_path: Path) -> None:
-    cfg = _compose(["+hparams_search=optuna"], tmp_path, hydra_config=True)
+    cfg = _compose(["hparams_search=optuna"], tmp_path, hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"optimizer.lr", "optimizer.weight_decay", "data.no_finding_fraction"}
@@ -84,7 +84,7 @@ def test_optuna_search_config_composes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_optuna_two_trial_sweep_runs(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "chestx.train", "-m", "+hparams_search=optuna", "hydra.sweeper.n_trials=2",
+    args = [sys.executable, "-m", "chestx.train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
             *TINY, "trainer.limit_train_batches=1", "model=resnet56v2", "clinical=none",
             f"hydra.sweep.dir={tmp_path}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,264 @@
+"""One code path from a checkpoint to predictions: model, preprocessing, frozen thresholds, heatmaps.
+
+`load_for_inference(ckpt)` rebuilds the backbone from the config saved in the checkpoint
+(`checkpoint["chestx"]`, see `chestx.models.module.ChestXModule.on_save_checkpoint`), loads its
+weights, builds the evaluation transform with the saved image size / channels / normalisation,
+and reads the decision thresholds from `thresholds.csv` in the checkpoint's run folder
+(`<run>/checkpoints/x.ckpt` -> `<run>/thresholds.csv`, written by `chestx.clinical`); without
+that file every threshold is 0.5, with a warning. `chestx.predict`, `chestx.export` and the
+clinical step of `chestx.train` all use it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from chestx.config import instantiate_net
+from chestx.data.images import ImageReadError, load_grayscale
+from chestx.data.transforms import build_transform
+from chestx.models.losses import probabilities
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.csv"
+DEFAULT_THRESHOLD = 0.5
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used for inference; the message names the file and the fix."""
+
+
+@dataclass
+class Predictor:
+    """A loaded checkpoint: backbone in eval mode, its preprocessing and its frozen thresholds."""
+
+    net: nn.Module
+    pathologies: list[str]
+    multiclass: bool
+    image_size: int
+    in_chans: int
+    normalization: str
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    thresholds: np.ndarray  # (K,) float64, prob >= threshold is positive
+    threshold_source: str
+    ckpt_path: Path
+    model_name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        self.transform: Callable[[np.ndarray], torch.Tensor] = build_transform(
+            self.image_size, train=False, in_chans=self.in_chans, normalization=self.normalization,
+            mean=self.mean, std=self.std,
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_of_checkpoint(self.ckpt_path)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 (H, W) images -> (B, C, S, S) float32 model input."""
+        return torch.stack([self.transform(img) for img in images])
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> raw net output (B, K), or (B, 3K) under multiclass."""
+        return self.net(x.to(self.device)).float().cpu()
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """(B, C, S, S) -> positive-class probabilities (B, K) float64."""
+        return probabilities(self.logits(x), self.multiclass).numpy().astype(np.float64)
+
+    def positives(self, probs: np.ndarray) -> np.ndarray:
+        """(B, K) probabilities -> (B, K) bool, positive at the frozen thresholds."""
+        return np.asarray(probs) >= self.thresholds[None, :]
+
+    def pathology_index(self, name: str) -> int:
+        """Column of a pathology, forgiving case and '_' vs ' '."""
+        wanted = _norm(name)
+        for k, p in enumerate(self.pathologies):
+            if _norm(p) == wanted:
+                return k
+        raise ValueError(f"pathology {name!r} is not predicted by this model; choose from {self.pathologies}")
+
+    def cams(self, x: torch.Tensor, classes: Sequence[Sequence[int]], target_layer: str | None = None) -> np.ndarray:
+        """Grad-CAM heatmaps (N, S, S) in [0, 1], one per (image, class) pair (see chestx.explain.gradcam)."""
+        from chestx.explain.gradcam import compute_cams
+
+        return compute_cams(self.net, x.to(self.device), [list(c) for c in classes],
+                            target_layer_name=target_layer or self.model_name, multiclass=self.multiclass)
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", " ")
+
+
+def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path:
+    """<run>/checkpoints/x.ckpt -> <run>; a checkpoint elsewhere -> its own folder."""
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """`<run>/checkpoints/best.ckpt`, else the only .ckpt other than last.ckpt, else last.ckpt, else None."""
+    folder = Path(run_dir) / "checkpoints"
+    if (folder / "best.ckpt").is_file():
+        return folder / "best.ckpt"
+    others = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
+    if len(others) == 1:
+        return others[0]
+    if len(others) > 1:
+        log.warning("%d checkpoints in %s and none is best.ckpt: using the newest, %s", len(others), folder,
+                    max(others, key=lambda p: p.stat().st_mtime).name)
+        return max(others, key=lambda p: p.stat().st_mtime)
+    return folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
+
+
+def read_thresholds(path: str | Path, pathologies: Sequence[str]) -> np.ndarray:
+    """thresholds.csv (pathology, threshold, ...) -> (K,) in `pathologies` order; missing or NaN -> 0.5 (warned)."""
+    table = pd.read_csv(path)
+    if not {"pathology", "threshold"} <= set(table.columns):
+        raise CheckpointError(f"{path} must have columns pathology, threshold; found {list(table.columns)}")
+    by_name = dict(zip(table["pathology"].astype(str), table["threshold"].astype(float)))
+    out = np.array([by_name.get(p, math.nan) for p in pathologies], dtype=np.float64)
+    bad = [p for p, t in zip(pathologies, out) if not np.isfinite(t)]
+    if bad:
+        log.warning("%s has no usable threshold for %s: using %.1f for those", path, bad, DEFAULT_THRESHOLD)
+        out[~np.isfinite(out)] = DEFAULT_THRESHOLD
+    return out
+
+
+def load_for_inference(
+    ckpt: str | Path, thresholds: str | Path | None = None, device: str = "cpu"
+) -> Predictor:
+    """Checkpoint -> Predictor. `thresholds`: a thresholds.csv; default `<run>/thresholds.csv`, else 0.5."""
+    ckpt_path = Path(ckpt).expanduser()
+    if not ckpt_path.is_file():
+        raise CheckpointError(f"ckpt={str(ckpt_path)!r} does not exist; pass ckpt=<run folder>/checkpoints/best.ckpt")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    info = checkpoint.get("chestx") or {}
+    if not info.get("config") or not info.get("pathologies"):
+        raise CheckpointError(
+            f"ckpt={str(ckpt_path)!r} carries no chestx run info (checkpoint['chestx']); only checkpoints written "
+            "by `python -m chestx.train` can be loaded"
+        )
+    config, pathologies = info["config"], list(info["pathologies"])
+    multiclass = bool(info.get("multiclass", False))
+    net = instantiate_net(config["model"], len(pathologies) * (3 if multiclass else 1))
+    state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
+    dev = torch.device(device)
+    net.eval().to(dev)
+    run_dir = run_dir_of_checkpoint(ckpt_path)
+    threshold_path = Path(thresholds) if thresholds else run_dir / THRESHOLDS_FILE
+    if threshold_path.is_file():
+        values, source = read_thresholds(threshold_path, pathologies), str(threshold_path)
+    else:
+        if thresholds:
+            raise CheckpointError(f"thresholds={str(threshold_path)!r} does not exist")
+        log.warning("no %s beside the checkpoint (%s): every pathology uses threshold %.1f; run the clinical "
+                    "step (chestx.clinical) to freeze validation thresholds", THRESHOLDS_FILE, run_dir, DEFAULT_THRESHOLD)
+        values, source = np.full(len(pathologies), DEFAULT_THRESHOLD), "default 0.5"
+    mean, std = info.get("mean"), info.get("std")
+    predictor = Predictor(
+        net=net, pathologies=pathologies, multiclass=multiclass, image_size=int(info["image_size"]),
+        in_chans=int(info["in_chans"]), normalization=str(info["normalization"]),
+        mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
+        thresholds=values, threshold_source=source, ckpt_path=ckpt_path,
+        model_name=str(config["model"].get("name")), config=config, device=dev,
+    )
+    log.info("Loaded %s: %s, %d pathologies, %d px, thresholds from %s", ckpt_path, predictor.model_name,
+             len(pathologies), predictor.image_size, source)
+    return predictor
+
+
+def collect_images(inputs: str | Path | Iterable[str | Path], recursive: bool = True) -> list[Path]:
+    """Files and folders -> sorted image files (.png/.jpg/.jpeg, any case). A missing path is an error."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.glob("*")
+            found = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                log.warning("no PNG/JPEG files in folder %s", path)
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"inputs: {str(path)!r} is neither a file nor a folder")
+    return files
+
+
+def load_images(paths: Sequence[Path]) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
+    """Read every file; unreadable ones are returned as (path, reason) and skipped, never raised."""
+    ok: list[Path] = []
+    images: list[np.ndarray] = []
+    failed: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            images.append(load_grayscale(path))  # (H, W) uint8
+            ok.append(path)
+        except ImageReadError as err:
+            log.warning("skipping %s", err)
+            failed.append((path, str(err)))
+    return ok, images, failed
+
+
+def heatmap_classes(
+    predictor: Predictor, probs: np.ndarray, pathologies: Sequence[str] | None = None
+) -> list[list[int]]:
+    """Per image, the classes to explain: the named `pathologies`, else those positive at the thresholds."""
+    if pathologies:
+        chosen = [predictor.pathology_index(p) for p in pathologies]
+        return [list(chosen) for _ in range(len(probs))]
+    return [list(np.flatnonzero(row)) for row in predictor.positives(probs)]
+
+
+def write_heatmaps(
+    predictor: Predictor,
+    names: Sequence[str],
+    images: Sequence[np.ndarray],
+    x: torch.Tensor,
+    probs: np.ndarray,
+    out_dir: Path,
+    classes: Sequence[Sequence[int]],
+    target_layer: str | None = None,
+) -> pd.DataFrame:
+    """Grad-CAM overlays on the loaded X-rays, one PNG per (image, class): `<out_dir>/<stem>_<pathology>.png`.
+
+    names: (B,) image names; images: (B,) uint8 (H, W) as loaded; x: (B, C, S, S) model input;
+    probs: (B, K). Returns a table image_id, pathology, probability, positive, file.
+    """
+    from chestx.clinical_plots import save_heatmap
+    from chestx.explain.gradcam import overlay
+
+    out_dir = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    if not any(len(c) for c in classes):
+        return pd.DataFrame(rows, columns=["image_id", "pathology", "probability", "positive", "file"])
+    cams = predictor.cams(x, classes, target_layer)  # (N, S, S), image-major
+    n = 0
+    for i, cls in enumerate(classes):
+        for k in cls:
+            name, prob = predictor.pathologies[k], float(probs[i, k])
+            positive = bool(prob >= predictor.thresholds[k])
+            file = out_dir / f"{Path(names[i]).stem}_{name.replace(' ', '_')}.png"
+            title = f"{names[i]}\n{name}: p={prob:.3f} ({'positive' if positive else 'negative'} at t={predictor.thresholds[k]:.3f})"
+            save_heatmap(file, overlay(images[i], cams[n]), title)
+            rows.append({"image_id": names[i], "pathology": name, "probability": prob, "positive": positive,
+                         "file": str(file)})
+            n += 1
+    log.info("Wrote %d Grad-CAM heatmaps to %s", n, out_dir)
+    return pd.DataFrame(rows)

@@ -1,0 +1,110 @@
+"""chestx.explore against independent pandas counts: embedded sample, full NIH label file, CheXpert train.csv."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chestx.data.datamodule import CheXpertDataModule, NIHDataModule
+from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
+from chestx.explore import explore, format_report
+from conftest import SAMPLE_ROOT
+
+
+def _nih_truth(csv: Path, rows: pd.Series | None = None) -> pd.DataFrame:
+    """(N, 14) 0/1 frame from 'Finding Labels', independent of chestx's reader."""
+    raw = pd.read_csv(csv)
+    if rows is not None:
+        raw = raw[raw["Image Index"].isin(rows)]
+    return raw["Finding Labels"].str.get_dummies(sep="|").reindex(columns=list(NIH_PATHOLOGIES), fill_value=0)
+
+
+def test_sample_counts_match_pandas(tmp_path: Path) -> None:
+    dm = NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+    table, split = dm.labels_only()
+    result = explore(table, split, tmp_path, query_name="edema")
+    counts = result["label_counts"].set_index(["split", "pathology"])
+    truth = _nih_truth(SAMPLE_ROOT / "Data_Entry_sample.csv").set_index(
+        pd.read_csv(SAMPLE_ROOT / "Data_Entry_sample.csv")["Image Index"])
+    for name in ("train", "val", "test", "all"):
+        ids = table.frame["image_id"] if name == "all" else table.frame["image_id"][split == name]
+        part = truth.loc[ids]
+        for p in NIH_PATHOLOGIES:
+            assert counts.loc[(name, p), "positive"] == part[p].sum(), (name, p)
+            assert counts.loc[(name, p), "negative"] == len(part) - part[p].sum()
+    assert (counts["uncertain"] == 0).all() and (counts["unknown"] == 0).all()
+    edema = truth[truth["Edema"] == 1].drop(columns="Edema").sum().sort_values(ascending=False)
+    q = result["query_table"].set_index("pathology")["cases"]
+    assert result["query"]["cases"] == truth["Edema"].sum() == 18
+    assert q.to_dict() == edema.to_dict() and list(q.to_numpy()) == sorted(q.to_numpy(), reverse=True)
+    co = result["cooccurrence"]
+    co_all = co[co["split"] == "all"].set_index("pathology")[list(NIH_PATHOLOGIES)]
+    np.testing.assert_array_equal(co_all.to_numpy(), truth.T.to_numpy() @ truth.to_numpy())
+    assert (result["patient_overlap"]["shared_patients"] == 0).all()
+    sex = result["demographics"].query("variable == 'sex' and split == 'all'").set_index("value")["count"]
+    assert sex.to_dict() == pd.read_csv(SAMPLE_ROOT / "Data_Entry_sample.csv")["Patient Gender"].value_counts().to_dict()
+    for name in ["overview.csv", "label_counts.csv", "cooccurrence.csv", "cooccurrence.png", "demographics.csv",
+                 "demographics.png", "patient_overlap.csv", "query_Edema.csv"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "(OK: 0)" in format_report(result)
+
+
+@pytest.mark.slow
+def test_full_nih_label_file_in_seconds(nih_dir: Path, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    table, split = NIHDataModule(root=str(nih_dir)).labels_only()  # official split, no images
+    result = explore(table, split, tmp_path, query_name="Pneumonia", figures=False)
+    elapsed = time.perf_counter() - started
+    assert len(table) == 112120 and elapsed < 60, elapsed
+    overview = result["overview"].set_index("split")
+    assert overview.loc["all", "patients"] == 30805 and overview.loc["test", "images"] == 25596
+    counts = result["label_counts"].set_index(["split", "pathology"])
+    csv = nih_dir / "Data_Entry_2017_v2020.csv"
+    test_ids = pd.Series((nih_dir / "test_list.txt").read_text().split())
+    for name, truth in (("all", _nih_truth(csv)), ("test", _nih_truth(csv, test_ids))):
+        got = np.array([counts.loc[(name, p), "positive"] for p in NIH_PATHOLOGIES])
+        np.testing.assert_array_equal(got, truth.sum().to_numpy())
+    assert (result["patient_overlap"]["shared_patients"] == 0).all()
+
+
+@pytest.mark.slow
+def test_chexpert_ones_policy_counts(chexpert_dir: Path, tmp_path: Path) -> None:
+    dm = CheXpertDataModule(root=str(chexpert_dir), uncertainty="ones")
+    table, split = dm.labels_only()
+    result = explore(table, split, tmp_path, query_name="Edema", figures=False)
+    raw = pd.concat([pd.read_csv(chexpert_dir / f) for f in ("train.csv", "valid.csv")], ignore_index=True)
+    raw = raw[raw["Frontal/Lateral"] == "Frontal"]
+    tasks = list(CHEXPERT_COMPETITION_TASKS)
+    counts = result["label_counts"].query("split == 'all'").set_index("pathology")
+    assert len(raw) == len(table) == 191229
+    for p in tasks:
+        assert counts.loc[p, "positive"] == raw[p].isin([1.0, -1.0]).sum(), p  # ones: uncertain -> positive
+        assert counts.loc[p, "uncertain"] == (raw[p] == -1.0).sum(), p
+        assert counts.loc[p, "negative"] == (raw[p].fillna(0.0) == 0.0).sum(), p  # blank -> 0
+    pos = raw[tasks].isin([1.0, -1.0])
+    edema = pos[pos["Edema"]].drop(columns="Edema").sum().sort_values(ascending=False)
+    assert result["query"]["cases"] == int(pos["Edema"].sum())
+    assert result["query_table"].set_index("pathology")["cases"].to_dict() == edema.to_dict()
+
+
+def test_unknown_query_lists_the_choices(tmp_path: Path) -> None:
+    dm = NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+    table, split = dm.labels_only()
+    with pytest.raises(ValueError, match="query='Covid'.*Hernia"):
+        explore(table, split, tmp_path, query_name="Covid", figures=False)
+
+
+def test_cli_on_the_sample(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python -m chestx.explore out=... query=Hernia` run in-process."""
+    from chestx.explore import main
+
+    monkeypatch.setattr(sys, "argv", ["chestx.explore", f"out={tmp_path}", "query=Hernia", "figures=false"])
+    main()
+    printed = capsys.readouterr().out
+    assert "Patient overlap between splits: train/val 0, train/test 0, val/test 0 (OK: 0)" in printed
+    assert "query=Hernia: 20 cases" in printed
+    assert (tmp_path / "label_counts.csv").is_file()

@@ -1,0 +1,41 @@
+"""ONNX export of a real run's checkpoint: dynamic batch, metadata, parity with PyTorch on real images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chestx.export import check_onnx, export_onnx
+from chestx.inference import collect_images, load_for_inference, load_images
+from clinical_run import tiny_clinical_run
+from conftest import SAMPLE_ROOT
+
+
+@pytest.mark.slow
+def test_onnx_matches_pytorch_on_real_images(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    run_dir = tiny_clinical_run()
+    predictor = load_for_inference(run_dir / "checkpoints" / "best.ckpt")
+    path = export_onnx(predictor, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx.data").exists(), "weights are stored inline, one file"
+    _, images, failed = load_images(collect_images(SAMPLE_ROOT / "images")[:4])
+    assert not failed
+    report = check_onnx(path, predictor, images, batch_sizes=(2, 3))
+    print(f"ONNX vs PyTorch max abs diff: {report['max_abs_diff']:.3g}")
+    assert report["max_abs_diff"] <= 1e-4
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = predictor.preprocess(images)  # (4, C, S, S): a batch size never seen at export
+    logits, probs = session.run(None, {"image": x.numpy()})
+    assert logits.shape == probs.shape == (4, len(predictor.pathologies))
+    np.testing.assert_allclose(probs, predictor.probabilities(x), atol=1e-4)
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["chestx.pathologies"]) == predictor.pathologies
+    assert int(meta["chestx.image_size"]) == predictor.image_size == 96
+    np.testing.assert_allclose(json.loads(meta["chestx.thresholds"]), predictor.thresholds)
+    assert json.loads((tmp_path / "model.json").read_text()) == meta
