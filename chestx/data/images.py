@@ -89,7 +89,9 @@ def _decode_pillow(data: bytes, path: Path) -> np.ndarray:
             return np.asarray(im.convert("L") if im.mode != "L" else im)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        raise _fail(path, "not a PNG or JPEG image Pillow or OpenCV can decode") from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise _fail(path, f"{type(err).__name__}: {err}") from err
 
 
