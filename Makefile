@@ -33,7 +33,10 @@ test-fast: venv
 train: venv
 	$(PY) -m chestx.train $(ARGS)
 
+# DATA=nih_sample (default): conf/experiment/benchmark_sample.yaml, measured 18 min on 2 shared CPU cores (docs/benchmark.md);
+# DATA=nih ROOT=...: conf/experiment/benchmark.yaml, full size (hours on a GPU). Report in <sweep>/report/.
 benchmark: venv
+	@if [ "$(DATA)" = nih_sample ]; then echo "make benchmark: 5 backbones on the embedded NIH sample (80 px; 2 short epochs; experiment=benchmark_sample): under 30 min on 2 CPU cores"; else echo "make benchmark: 5 backbones on data=$(DATA) at full size (experiment=benchmark): hours; a GPU is advised"; fi
 	$(PY) -m chestx.benchmark data=$(DATA) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
 
 perf: venv

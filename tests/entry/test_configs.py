@@ -62,3 +62,22 @@ def test_experiment_configs_compose(tmp_path: Path) -> None:
     for option in group("experiment"):
         cfg = compose_train([f"experiment={option}"], tmp_path)
         assert cfg.model.name
+
+
+def test_model_weights_from_the_command_line_load_the_file(tmp_path: Path) -> None:
+    """`model.weights=<file>` builds the backbone with exactly the saved weights (saved by this test)."""
+    import torch
+
+    source = instantiate_net(compose_train(["model=resnet18"], tmp_path).model, num_outputs=14).eval()
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    cfg = compose_train(["model=resnet18", f"model.weights={tmp_path / 'resnet18.pth'}"], tmp_path)
+    loaded = instantiate_net(cfg.model, num_outputs=14).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), source(images), rtol=0, atol=0)
+
+
+def test_pretrained_without_network_says_how_to_pass_a_file(tmp_path: Path) -> None:
+    cfg = compose_train(["model=densenet121", "model.pretrained=true"], tmp_path)
+    with pytest.raises(Exception, match="model.weights="):
+        instantiate_net(cfg.model, num_outputs=14)

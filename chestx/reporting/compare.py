@@ -1,0 +1,182 @@
+"""Statistics of a comparison: patient bootstrap CIs per run, seed aggregation, paired DeLong vs a reference.
+
+Glue over `chestx.metrics` (bootstrap_auroc, paired_tests, holm); no statistics are re-implemented
+here. Runs are compared only on identical test sets: runs whose predictions cover the same image ids
+with the same labels and pathologies form one *test set*, and each test set is bootstrapped in one
+vectorised call with the same patient draws for every run in it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from chestx.metrics.bootstrap import bootstrap_auroc
+from chestx.metrics.delong import paired_tests
+from chestx.reporting.runs import ReportError, Run
+
+log = logging.getLogger(__name__)
+
+MEAN = "mean"
+
+
+@dataclass
+class TestSet:
+    """Runs scored on the same images. probs (R, N, K), labels (N, K), patient_ids (N,)."""
+
+    runs: list[Run]
+    pathologies: list[str]
+    image_ids: np.ndarray
+    patient_ids: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+@dataclass
+class Comparison:
+    """Everything the tables and figures need."""
+
+    runs: list[Run]                     # ok runs, in sweep order
+    groups: dict[str, list[Run]]        # label -> its runs (several seeds), in first-seen order
+    pathologies: list[str]              # table rows (without the mean)
+    per_run: pd.DataFrame               # label, run, seed, pathology, auroc, lower, upper (pathology "mean" too)
+    summary: pd.DataFrame               # label, pathology, auroc, lower, upper, sd, n_seeds
+    pvalues: pd.DataFrame               # label, run, seed, reference, pathology, auc, ..., p_value, p_holm
+    reference: str
+    n_resamples: int
+    seed: int
+    ci: float
+    bootstrap_seconds: float
+    test_sets: list[TestSet] = field(default_factory=list)
+
+
+def _aligned(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by image id: ids (N,), patients (N,), probs (N, K), labels (N, K)."""
+    assert run.ids is not None and run.probs is not None and run.labels is not None
+    ids = run.ids["image_id"].to_numpy(dtype=str)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], run.ids["patient_id"].to_numpy(dtype=str)[order], run.probs[order], run.labels[order]
+
+
+def group_test_sets(runs: list[Run]) -> list[TestSet]:
+    """Partition ok runs by (image ids, pathologies, labels)."""
+    sets: list[TestSet] = []
+    for run in runs:
+        ids, patients, probs, labels = _aligned(run)
+        for ts in sets:
+            if (ts.pathologies == run.pathologies and ts.image_ids.shape == ids.shape
+                    and np.array_equal(ts.image_ids, ids) and np.array_equal(ts.labels, labels, equal_nan=True)):
+                ts.runs.append(run)
+                ts.probs = np.concatenate([ts.probs, probs[None]])
+                break
+        else:
+            if len(np.unique(ids)) != len(ids):
+                raise ReportError(f"{run.path}/predictions.csv lists an image id twice: one row per test image")
+            sets.append(TestSet([run], list(run.pathologies), ids, patients, labels, probs[None]))
+    if len(sets) > 1:
+        log.warning("Runs were scored on %d different test sets (image ids / labels / pathologies differ): "
+                    "DeLong tests only pair runs on the reference's test set", len(sets))
+    return sets
+
+
+def _bootstrap(test_sets: list[TestSet], n_resamples: int, seed: int, ci: float) -> tuple[pd.DataFrame, float]:
+    rows = []
+    started = time.perf_counter()
+    for ts in test_sets:
+        t0 = time.perf_counter()
+        out = bootstrap_auroc(ts.probs, ts.labels, ts.patient_ids, n_resamples=n_resamples, seed=seed, ci=ci)
+        log.info("Bootstrap: %d runs x %d images (%d patients) x %d pathologies, %d resamples: %.2f s",
+                 len(ts.runs), len(ts.image_ids), out["n_patients"], len(ts.pathologies), n_resamples,
+                 time.perf_counter() - t0)
+        for r, run in enumerate(ts.runs):
+            for k, name in enumerate(ts.pathologies):
+                observed = ~np.isnan(ts.labels[:, k])
+                rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
+                             "pathology": name, "auroc": out["auroc"][r, k], "lower": out["lower"][r, k],
+                             "upper": out["upper"][r, k], "n_pos": int((ts.labels[observed, k] == 1).sum()),
+                             "n_neg": int((ts.labels[observed, k] == 0).sum())})
+            rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
+                         "pathology": MEAN, "auroc": out["mean"][r], "lower": out["mean_lower"][r],
+                         "upper": out["mean_upper"][r], "n_pos": np.nan, "n_neg": np.nan})
+    return pd.DataFrame(rows), time.perf_counter() - started
+
+
+def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per (label, pathology): the run's value and CI, or mean +- sd over seeds."""
+    rows = []
+    for (label, pathology), block in per_run.groupby(["label", "pathology"], sort=False):
+        values = block["auroc"].to_numpy(dtype=float)
+        single = len(block) == 1
+        rows.append({
+            "label": label, "pathology": pathology, "n_seeds": len(block),
+            "auroc": float(values[0]) if single else float(np.nanmean(values)) if np.any(~np.isnan(values)) else np.nan,
+            "lower": float(block["lower"].iloc[0]) if single else np.nan,
+            "upper": float(block["upper"].iloc[0]) if single else np.nan,
+            "sd": np.nan if single else float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1 else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def choose_reference(summary: pd.DataFrame, groups: dict[str, list[Run]], name: str | None) -> str:
+    """The named group (label, model name or run folder), else the best by mean AUROC."""
+    if name is None:
+        means = summary[summary["pathology"] == MEAN].set_index("label")["auroc"].dropna()
+        if means.empty:
+            return next(iter(groups))
+        return str(means.idxmax())
+    for label, runs in groups.items():
+        if name == label or any(name in (r.model, r.path.name, str(r.path)) for r in runs):
+            return label
+    raise ReportError(f"--reference {name!r} matches no run; use one of: {', '.join(groups)}")
+
+
+def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: str) -> pd.DataFrame:
+    frames = []
+    ref_runs = groups[reference]
+    for ts in test_sets:
+        index = {id(run): r for r, run in enumerate(ts.runs)}
+        refs = [run for run in ref_runs if id(run) in index]
+        if not refs:
+            others = [run.label for run in ts.runs]
+            log.warning("No DeLong test for %s: not scored on the reference's test set", ", ".join(others))
+            continue
+        for run in ts.runs:
+            if run.label == reference:
+                continue
+            ref = next((x for x in refs if x.seed == run.seed), refs[0])  # pair seeds when both have them
+            pair = ts.probs[[index[id(run)], index[id(ref)]]]  # (2, N, K)
+            table = paired_tests(pair, ts.labels, reference=1, pathologies=ts.pathologies).drop(columns="run")
+            table.insert(0, "label", run.label)
+            table.insert(1, "run", run.path.name)
+            table.insert(2, "seed", run.seed)
+            table.insert(3, "reference", reference)
+            table.insert(4, "reference_run", ref.path.name)
+            frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["label", "run", "seed", "reference", "reference_run", "pathology", "auc",
+                                     "auc_reference", "diff", "se", "z", "p_value", "p_holm"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 1000, seed: int = 0,
+            ci: float = 0.95) -> Comparison:
+    """Bootstrap every ok run, aggregate seeds, test every group against the reference."""
+    ok = [r for r in runs if r.status == "ok"]
+    if not ok:
+        raise ReportError("no finished runs to compare (every run failed or is incomplete)")
+    groups: dict[str, list[Run]] = {}
+    for run in ok:
+        groups.setdefault(run.label, []).append(run)
+    pathologies: list[str] = []
+    for run in ok:
+        pathologies.extend(p for p in run.pathologies if p not in pathologies)
+    test_sets = group_test_sets(ok)
+    per_run, seconds = _bootstrap(test_sets, n_resamples, seed, ci)
+    summary = _summarise(per_run)
+    ref = choose_reference(summary, groups, reference)
+    log.info("Reference for DeLong tests: %s%s", ref, "" if reference else " (best mean AUROC)")
+    return Comparison(ok, groups, pathologies, per_run, summary, _delong(test_sets, groups, ref), ref,
+                      n_resamples, seed, ci, seconds, test_sets)

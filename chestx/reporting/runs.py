@@ -1,0 +1,218 @@
+"""Find run folders under sweep folders and read each one back (status, config, overrides, predictions).
+
+A run folder is one `chestx.train` / `chestx.evaluate` job (docs/design.md, "Run folder"). Its
+status for the report:
+
+- ``ok``: metrics.json says ok and predictions.csv is there;
+- ``failed``: metrics.json says failed (its ``error`` is the reason);
+- ``incomplete``: no metrics.json or no predictions.csv (killed mid-way, or still running).
+
+The keys a sweep varied are found from each run's `.hydra/overrides.yaml`; the value of a key a
+run did not override is looked up in its resolved `config.yaml`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from chestx.run_outputs import METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
+
+log = logging.getLogger(__name__)
+
+CLINICAL_FILES = ("thresholds.csv", "operating_points.csv", "calibration.csv")
+# Overrides that never describe *what* was compared: where things are, how fast loaders are,
+# and chestx.evaluate's input options. Seeds are aggregated, not columns.
+IGNORED_KEY_PREFIXES = ("hydra.", "paths.")
+IGNORED_KEYS = frozenset({
+    "seed", "data.num_workers", "data.pin_memory", "data.root", "data.cache", "data.cache_dir",
+    "data.eval_batch_size", "logger", "trainer.accelerator", "trainer.devices", "ckpt_path",
+    "predictions", "prefix", "id_column", "name", "allow_missing", "task_name",
+})
+
+
+class ReportError(Exception):
+    """Input the report cannot use; the message names the folder and the fix."""
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it."""
+
+    path: Path
+    status: str                       # ok | failed | incomplete
+    reason: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    ids: pd.DataFrame | None = None    # image_id, patient_id (N rows)
+    probs: np.ndarray | None = None    # (N, K)
+    labels: np.ndarray | None = None   # (N, K) 1/0/NaN
+    pathologies: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # swept key -> value (set by label_runs)
+    label: str = ""                    # column name in the tables (set by label_runs)
+
+    @property
+    def model(self) -> str:
+        return str(self.metrics.get("model") or _select(self.config, "model.name") or self.overrides.get("model")
+                   or self.path.name)
+
+    @property
+    def seed(self) -> Any:
+        seed = self.metrics.get("seed")
+        return seed if seed is not None else self.overrides.get("seed", _select(self.config, "seed"))
+
+    def clinical_file(self, name: str) -> Path | None:
+        path = self.path / name
+        return path if path.is_file() else None
+
+
+def _select(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / ".hydra").is_dir() or (path / METRICS_FILE).is_file() or (path / PREDICTIONS_FILE).is_file()
+
+
+def find_run_dirs(folders: list[Path]) -> list[Path]:
+    """Run folders given directly or found below sweep folders (any depth), in a stable order."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ReportError(f"{folder} is not a folder: pass sweep folders (outputs/multirun/<date>/<time>) or run folders")
+        if _is_run_dir(folder):
+            found.append(folder)
+            continue
+        below = sorted({p.parent.parent if p.parent.name == ".hydra" else p.parent
+                        for pattern in (".hydra/overrides.yaml", METRICS_FILE, PREDICTIONS_FILE)
+                        for p in folder.rglob(pattern)}, key=_natural_key)
+        below = [p for p in below if not any(q != p and q in p.parents for q in below)]  # outermost run folders
+        if not below:
+            raise ReportError(f"no run folders (with .hydra/, metrics.json or predictions.csv) under {folder}")
+        found.extend(below)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
+def _parse_overrides(path: Path) -> dict[str, str]:
+    """`.hydra/overrides.yaml` (a list of `key=value`) -> {key: value}; `+`/`++`/`~` prefixes dropped."""
+    if not path.is_file():
+        return {}
+    items = yaml.safe_load(path.read_text()) or []
+    out: dict[str, str] = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def load_run(path: Path) -> Run:
+    """Read one run folder; never raises for a broken run (it becomes failed / incomplete)."""
+    path = Path(path)
+    overrides = _parse_overrides(path / ".hydra" / "overrides.yaml")
+    config: dict[str, Any] = {}
+    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            try:
+                config = yaml.safe_load(candidate.read_text()) or {}
+            except yaml.YAMLError as error:
+                log.warning("%s: unreadable (%s); settings from overrides only", candidate, error)
+            break
+    run = Run(path=path, status="incomplete", overrides=overrides, config=config)
+    metrics_path = path / METRICS_FILE
+    if metrics_path.is_file():
+        try:
+            run.metrics = read_metrics(metrics_path)
+        except ValueError as error:
+            run.reason = f"metrics.json is not valid JSON ({error})"
+            return run
+    if run.metrics.get("status") == "failed":
+        run.status = "failed"
+        run.reason = run.metrics.get("error") or "failed (no error message in metrics.json)"
+        return run
+    if not (path / PREDICTIONS_FILE).is_file():
+        run.reason = ("no predictions.csv" + ("" if run.metrics else " and no metrics.json")
+                      + ": killed or still running")
+        return run
+    try:
+        run.ids, run.probs, run.labels, run.pathologies = read_predictions(path / PREDICTIONS_FILE)
+    except (ValueError, KeyError) as error:
+        run.reason = f"predictions.csv unreadable: {error}"
+        return run
+    if not run.pathologies or len(run.ids) == 0:
+        run.reason = "predictions.csv has no prob_<pathology> columns or no rows"
+        return run
+    if not run.metrics:
+        run.reason = "no metrics.json (cost columns empty)"
+        log.warning("%s: %s", path, run.reason)
+    run.status = "ok"
+    return run
+
+
+def load_runs(folders: list[Path]) -> list[Run]:
+    runs = [load_run(p) for p in find_run_dirs(folders)]
+    log.info("%d run folders: %d ok, %d failed, %d incomplete", len(runs),
+             sum(r.status == "ok" for r in runs), sum(r.status == "failed" for r in runs),
+             sum(r.status == "incomplete" for r in runs))
+    return runs
+
+
+def _value_of(run: Run, key: str) -> str | None:
+    """The run's value of a swept key: its override, else its resolved config value; None when unknown
+    (a config group the run did not override, e.g. a plain run folder without .hydra/overrides.yaml)."""
+    if key in run.overrides:
+        return run.overrides[key]
+    if key == "model":
+        return run.model
+    value = _select(run.config, key)
+    if isinstance(value, dict):
+        value = value.get("name")
+    return None if value is None else str(value)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Keys whose known value differs between runs (besides seeds and the ignored plumbing keys), model first."""
+    keys: set[str] = set()
+    for run in runs:
+        keys.update(k for k in run.overrides
+                    if k not in IGNORED_KEYS and not k.startswith(IGNORED_KEY_PREFIXES))
+    varying = [k for k in sorted(keys) if len({_value_of(r, k) for r in runs} - {None}) > 1]
+    if len({r.model for r in runs}) > 1 and "model" not in varying:
+        varying.insert(0, "model")
+    return sorted(varying, key=lambda k: (k != "model", k))
+
+
+def label_runs(runs: list[Run]) -> list[str]:
+    """Set each run's `settings` and `label` (the model, then `key=value` for other swept keys)."""
+    keys = swept_keys(runs)
+    for run in runs:
+        run.settings = {k: (run.model if k == "model" else _value_of(run, k) or "?") for k in keys}
+        parts = [run.model] + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in run.settings.items() if k != "model"]
+        run.label = " ".join(parts)
+    return keys
+
+
+def fixed_settings(runs: list[Run]) -> dict[str, str]:
+    """Overrides shared by every run (what the whole sweep ran with), for the report's header."""
+    if not runs:
+        return {}
+    common = set(runs[0].overrides.items())
+    for run in runs[1:]:
+        common &= set(run.overrides.items())
+    return {k: v for k, v in sorted(common) if not k.startswith("hydra.")}

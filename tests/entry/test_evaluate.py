@@ -1,0 +1,116 @@
+"""chestx.evaluate on real labels: the embedded sample and the whole official NIH test split (25,596 images).
+
+Prediction files are real image ids with scores that depend on the real labels (no model needed);
+the report over five such files on the NIH test split also times the bootstrap at full size.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from chestx.data.datamodule import NIHDataModule
+from chestx.evaluate import EvaluationError, evaluate
+from chestx.reporting import build_report
+from chestx.run_outputs import read_predictions
+from conftest import REPO, SAMPLE_ROOT
+
+
+def _scores(labels: np.ndarray, strength: float, seed: int) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=labels.shape) + strength * np.nan_to_num(labels)
+    return 1.0 / (1.0 + np.exp(-logits))  # (N, K)
+
+
+def _write(path: Path, ids, probs: np.ndarray, names: list[str], id_column="image_id", prefix="prob_") -> Path:
+    frame = pd.DataFrame({id_column: list(ids)} | {prefix + p: probs[:, k] for k, p in enumerate(names)})
+    frame.to_csv(path, index=False, float_format="%.9g")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random").labels_only()
+
+
+def test_sample_scores_match_sklearn(sample, tmp_path: Path) -> None:
+    table, split = sample
+    probs = _scores(table.labels, 1.5, 0)
+    csv = _write(tmp_path / "pub.csv", table.frame["image_id"], probs, table.pathologies, "Image Index", "")
+    metrics = evaluate(csv, table, split, tmp_path / "run", prefix="", id_column="Image Index", name="published")
+    for name in ["split.csv", "predictions.csv", "predictions_val.csv", "auroc.csv", "metrics.json"]:
+        assert (tmp_path / "run" / name).is_file(), name
+    ids, p, y, names = read_predictions(tmp_path / "run" / "predictions.csv")
+    test_rows = np.flatnonzero(split == "test")
+    assert sorted(ids["image_id"]) == sorted(table.frame["image_id"].iloc[test_rows])
+    assert names == list(table.pathologies) and metrics["model"] == "published"
+    for k, name in enumerate(names):
+        seen = ~np.isnan(y[:, k])
+        assert abs(metrics[f"test/auroc/{name}"] - roc_auc_score(y[seen, k], p[seen, k])) < 1e-9
+
+
+def test_bad_inputs_name_the_problem(sample, tmp_path: Path) -> None:
+    table, split = sample
+    ids, names = table.frame["image_id"].tolist(), list(table.pathologies)
+    probs = _scores(table.labels, 1.0, 1)
+    cases = {
+        "unknown": (_write(tmp_path / "a.csv", ["99999999_000.png", *ids[1:]], probs, names), r"1 of 621 image ids .* not in the dataset.*99999999_000.png"),
+        "column": (_write(tmp_path / "b.csv", ids, probs[:, :13], names[:13]), r"lacks 1 of 14 .*prob_Hernia.*prefix="),
+        "range": (_write(tmp_path / "c.csv", ids, np.where(np.arange(14) == 2, 1.5, probs), names), r"outside \[0, 1\].*prob_Effusion.*sigmoid"),
+        "nan": (_write(tmp_path / "d.csv", ids, np.where(np.arange(14) == 0, np.nan, probs), names), r"missing, not numbers"),
+        "twice": (_write(tmp_path / "e.csv", [ids[0], *ids[:-1]], probs, names), r"appear twice"),
+        "idcol": (_write(tmp_path / "f.csv", ids, probs, names, id_column="img"), r"no image-id column 'image_id'.*id_column="),
+    }
+    for case, (csv, pattern) in cases.items():
+        with pytest.raises(EvaluationError, match=pattern):
+            evaluate(csv, table, split, tmp_path / case)
+    first_test = sorted(table.frame["image_id"][split == "test"])[0]
+    keep = [i for i, x in enumerate(ids) if x != first_test]
+    csv = _write(tmp_path / "g.csv", [ids[i] for i in keep], probs[keep], names)
+    with pytest.raises(EvaluationError, match=r"1 of 124 test images have no prediction.*allow_missing=true"):
+        evaluate(csv, table, split, tmp_path / "g")
+    assert evaluate(csv, table, split, tmp_path / "g2", allow_missing=True)["n_test"] == 123
+
+
+@pytest.mark.slow
+def test_cli_writes_failed_metrics(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "chestx.evaluate", f"predictions={tmp_path / 'none.csv'}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "does not exist" in metrics["error"]
+    assert (tmp_path / "run" / "error.txt").is_file()
+
+
+@pytest.mark.slow
+def test_full_nih_test_split_and_fast_bootstrap(nih_dir: Path, tmp_path: Path) -> None:
+    """Five 'published models' on the official NIH test split; the report's bootstrap takes seconds."""
+    table, split = NIHDataModule(root=str(nih_dir)).labels_only()
+    test = split == "test"
+    assert int(test.sum()) == 25_596
+    ids = table.frame["image_id"][test].tolist()
+    for m, strength in enumerate([0.5, 1.0, 1.5, 2.0, 2.5]):
+        csv = _write(tmp_path / f"model{m}.csv", ids, _scores(table.labels[test], strength, m), list(table.pathologies),
+                     "Image Index")
+        evaluate(csv, table, split, tmp_path / "runs" / f"m{m}", id_column="Image Index", name=f"model{m}")
+    started = time.perf_counter()
+    result = build_report([tmp_path / "runs"], tmp_path / "report", n_resamples=1000, seed=0)
+    comparison = result.comparison
+    assert comparison.test_sets[0].probs.shape == (5, 25_596, 14)
+    assert comparison.bootstrap_seconds < 60, f"bootstrap took {comparison.bootstrap_seconds:.1f} s"
+    assert time.perf_counter() - started < 180
+    assert comparison.reference == "model4"  # strongest scores, best mean AUROC
+    ids_, p, y, names = read_predictions(tmp_path / "runs" / "m2" / "predictions.csv")
+    row = comparison.per_run.set_index(["label", "pathology"])
+    for k, name in enumerate(names):
+        seen = ~np.isnan(y[:, k])
+        assert abs(row.loc[("model2", name), "auroc"] - roc_auc_score(y[seen, k], p[seen, k])) < 1e-9
+    pvalues = pd.read_csv(tmp_path / "report" / "pvalues.csv")
+    assert len(pvalues) == 4 * 14 and (pvalues.loc[pvalues["label"] == "model0", "p_holm"] < 0.05).all()
+    print(f"bootstrap 5 runs x 25,596 images x 14 pathologies x 1000 resamples: {comparison.bootstrap_seconds:.2f} s")

@@ -1,0 +1,55 @@
+"""chestx.train on CheXpert: real label rows, each uncertainty policy through the whole run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chestx.data.labels import CHEXPERT_COMPETITION_TASKS
+from chestx.run_outputs import read_predictions
+from chestx.train import train
+from conftest import compose_train
+
+POLICIES = ["ignore", "zeros", "ones", "multiclass", "lsr_zeros", "lsr_ones"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_uncertainty_policy_trains(policy: str, chexpert_tree: Path, tmp_path: Path, tiny_overrides) -> None:
+    cfg = compose_train(
+        [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", f"data.uncertainty={policy}",
+         "model=resnet56v2", "data.image_size=32"],
+        tmp_path,
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "ok"
+    ids, probs, labels, pathologies = read_predictions(tmp_path / "predictions.csv")
+    assert pathologies == list(CHEXPERT_COMPETITION_TASKS)
+    assert len(ids) == 202, "valid.csv has 202 frontal images: all of them are the test split"
+    assert np.all((probs >= 0) & (probs <= 1))
+    # the test split is valid.csv: radiologist labels, no uncertainty, identical under every policy
+    valid = pd.read_csv(chexpert_tree / "CheXpert-v1.0-small" / "valid.csv").set_index("Path")
+    truth = valid.loc[ids["image_id"], list(CHEXPERT_COMPETITION_TASKS)].to_numpy()
+    np.testing.assert_array_equal(np.nan_to_num(labels, nan=-9), np.nan_to_num(truth, nan=0))
+
+
+def test_per_pathology_policy_mapping(chexpert_tree: Path, tmp_path: Path, tiny_overrides) -> None:
+    cfg = compose_train(
+        [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", "model=resnet56v2", "data.image_size=32",
+         "data.uncertainty={default: zeros, Atelectasis: ones, Edema: ones}", "trainer.fast_dev_run=true"],
+        tmp_path,
+    )
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    table, split = datamodule.labels_only()
+    raw = pd.read_csv(chexpert_tree / "CheXpert-v1.0-small" / "train.csv")
+    raw = raw[raw["Frontal/Lateral"] == "Frontal"].set_index("Path")
+    train_rows = table.frame["image_id"].isin(raw.index).to_numpy()
+    for k, name in enumerate(table.pathologies):
+        expected = raw.loc[table.frame["image_id"][train_rows], name]
+        positive = (expected == 1) | ((expected == -1) & (name in ("Atelectasis", "Edema")))
+        np.testing.assert_array_equal(table.labels[train_rows, k] == 1, positive.to_numpy(), err_msg=name)
+    assert train(cfg)["status"] == "ok"

@@ -1,0 +1,203 @@
+"""chestx.benchmark / chestx.report on a real tiny sweep (embedded NIH sample) with one failing backbone.
+
+One module-scoped sweep (`python -m chestx.benchmark`, three backbones, InceptionV3 at 64 px fails
+as it really does: its stem needs >= 75 px) plus one in-process run with another seed feed every check.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from chestx.report import main as report_main
+from chestx.reporting import ReportError, build_report
+from chestx.reporting.compare import MEAN
+from chestx.run_outputs import read_predictions
+from conftest import REPO, TINY, compose_train
+
+SWEEP = [
+    "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",
+    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "clinical.cams=0",
+    "report.resamples=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("bench") / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "chestx.benchmark", *SWEEP, f"hydra.sweep.dir={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def seed1_run(tmp_path_factory) -> Path:
+    """resnet18 again with seed 1 (another random split of the sample), a plain run folder."""
+    from chestx.train import train
+
+    out = tmp_path_factory.mktemp("seed1")
+    train(compose_train([*TINY, "experiment=benchmark_sample", "model=resnet18", "seed=1", "data.image_size=64",
+                         "trainer.limit_train_batches=1"], out))
+    return out
+
+
+def _runs(sweep_dir: Path) -> dict[str, Path]:
+    return {json.loads((p / "metrics.json").read_text())["model"]: p for p in sorted(sweep_dir.glob("[0-9]"))}
+
+
+@pytest.mark.slow
+def test_benchmark_builds_every_file_and_lists_the_failure(sweep) -> None:
+    out, proc = sweep
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = out / "report"
+    for name in ["auroc_table.md", "auroc_table.csv", "auroc_table.tex", "pvalues.csv", "report.html",
+                 "figures/roc_curves.png", "figures/auroc_heatmap.png", "figures/auroc_vs_cost.png"]:
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    md = (report / "auroc_table.md").read_text()
+    assert "| pathology | resnet18" in md and "mobilenetv2" in md
+    left_out = md.split("## Runs left out")[1]
+    assert "inceptionv3" in left_out and "failed" in left_out and "Kernel size" in left_out
+    assert "**mean**" in md and md.count("**") >= 2 * 15, "the best cell of every row is bold"
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["sweep_exit_status"] != 0 and summary["machine"]["cores"] >= 1
+    assert {r["status"] for r in summary["runs"].values()} == {"ok", "failed"}
+    costs = pd.read_csv(report / "costs.csv")
+    assert set(costs["label"]) == {"resnet18", "mobilenetv2"}
+    for key in ["params", "macs", "infer_images_per_s", "peak_memory_mb", "wall_time_s", "epochs", "best_epoch"]:
+        assert costs[key].notna().all(), key
+    assert "train_images_per_s" in costs  # null here: one training batch is all warm-up
+    tex = (report / "auroc_table.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"Pleural\_Thickening" in tex
+
+
+@pytest.mark.slow
+def test_auroc_equals_sklearn_per_pathology(sweep) -> None:
+    out, _ = sweep
+    per_run = pd.read_csv(out / "report" / "auroc_per_run.csv")
+    table = pd.read_csv(out / "report" / "auroc_table.csv").set_index("pathology")
+    for model, folder in _runs(out).items():
+        if model == "inceptionv3":
+            continue
+        _, probs, labels, names = read_predictions(folder / "predictions.csv")
+        mine = per_run[per_run["label"] == model].set_index("pathology")["auroc"]
+        expected = []
+        for k, name in enumerate(names):
+            seen = ~np.isnan(labels[:, k])
+            if np.unique(labels[seen, k]).size < 2:
+                assert np.isnan(mine[name])
+                continue
+            expected.append(roc_auc_score(labels[seen, k], probs[seen, k]))
+            assert mine[name] == pytest.approx(expected[-1], abs=1e-6)  # CSV keeps 6 decimals
+        assert table.loc[MEAN, model] == pytest.approx(np.mean(expected), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_report_numbers_exact_and_bootstrap_reproducible(sweep, tmp_path: Path) -> None:
+    out, _ = sweep
+    a = build_report([out], tmp_path / "a", n_resamples=1000, seed=7)
+    b = build_report([out], tmp_path / "b", n_resamples=1000, seed=7)
+    c = build_report([out], tmp_path / "c", n_resamples=1000, seed=8)
+    for run in a.comparison.runs:  # in-memory AUROC vs sklearn to 1e-9
+        row = a.comparison.per_run.set_index(["label", "pathology"])
+        for k, name in enumerate(run.pathologies):
+            seen = ~np.isnan(run.labels[:, k])
+            if np.unique(run.labels[seen, k]).size == 2:
+                assert abs(row.loc[(run.label, name), "auroc"] - roc_auc_score(run.labels[seen, k], run.probs[seen, k])) < 1e-9
+    pd.testing.assert_frame_equal(a.comparison.per_run, b.comparison.per_run)
+    assert (tmp_path / "a" / "auroc_table.csv").read_text() == (tmp_path / "b" / "auroc_table.csv").read_text()
+    assert not np.allclose(a.comparison.per_run["lower"].fillna(0), c.comparison.per_run["lower"].fillna(0))
+    inside = a.comparison.per_run.dropna(subset=["lower"])
+    assert ((inside["lower"] <= inside["auroc"] + 1e-12) & (inside["auroc"] <= inside["upper"] + 1e-12)).mean() > 0.9
+
+
+def _naive_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of the paired DeLong test from the O(m n) kernel (DeLong et al. 1988, eqs. 2-5)."""
+    from scipy.stats import norm
+
+    pos, neg = y == 1, y == 0
+    v10, v01 = [], []
+    for s in (a, b):
+        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])  # (m, n)
+        v10.append(psi.mean(axis=1))
+        v01.append(psi.mean(axis=0))
+    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
+    var = (s10 / pos.sum() + s01 / neg.sum()) @ np.array([1, -1]) @ np.array([1, -1])
+    z = (np.mean(v10[0]) - np.mean(v10[1])) / np.sqrt(var)
+    return float(2 * norm.sf(abs(z)))
+
+
+@pytest.mark.slow
+def test_delong_matches_independent_check_and_reference_option(sweep, tmp_path: Path) -> None:
+    out, _ = sweep
+    runs = _runs(out)
+    result = build_report([out], tmp_path, reference="resnet18")
+    pvalues = pd.read_csv(tmp_path / "pvalues.csv")
+    assert set(pvalues["reference"]) == {"resnet18"} and set(pvalues["label"]) == {"mobilenetv2"}
+    _, pa, labels, names = read_predictions(runs["mobilenetv2"] / "predictions.csv")
+    ids_b, pb, _, _ = read_predictions(runs["resnet18"] / "predictions.csv")
+    checked = 0
+    for k, name in enumerate(names):
+        seen = ~np.isnan(labels[:, k])
+        if np.unique(labels[seen, k]).size < 2:
+            continue
+        expected = _naive_delong(labels[seen, k], pa[seen, k], pb[seen, k])
+        got = float(pvalues.loc[pvalues["pathology"] == name, "p_value"].iloc[0])
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), name
+        checked += 1
+    assert checked >= 10
+    holm = pvalues["p_holm"].to_numpy()
+    assert np.all(holm >= pvalues["p_value"].to_numpy() - 1e-12)
+    assert "resnet18 (ref)" in (tmp_path / "auroc_table.md").read_text()
+    with pytest.raises(ReportError, match="mobilenetv2"):
+        build_report([out], tmp_path / "bad", reference="nosuchnet")
+    assert result.comparison.reference == "resnet18"
+
+
+@pytest.mark.slow
+def test_seeds_are_aggregated_and_run_folders_mix_with_sweeps(sweep, seed1_run, tmp_path: Path) -> None:
+    out, _ = sweep
+    result = build_report([out, seed1_run], tmp_path)
+    groups = result.comparison.groups
+    assert len(groups["resnet18"]) == 2 and {r.seed for r in groups["resnet18"]} == {0, 1}
+    table = pd.read_csv(tmp_path / "auroc_table.csv").set_index("pathology")
+    per_run = result.comparison.per_run
+    means = per_run[(per_run["label"] == "resnet18") & (per_run["pathology"] == MEAN)]["auroc"]
+    assert table.loc[MEAN, "resnet18"] == pytest.approx(means.mean(), abs=1e-6)
+    assert table.loc[MEAN, "resnet18 sd"] == pytest.approx(means.std(ddof=1), abs=1e-6)
+    assert table.loc[MEAN, "resnet18 n_seeds"] == 2
+    assert "±" in (tmp_path / "auroc_table.md").read_text()
+    pvalues = pd.read_csv(tmp_path / "pvalues.csv")
+    assert set(pvalues["label"]) <= {"mobilenetv2", "resnet18"}
+
+
+@pytest.mark.slow
+def test_incomplete_and_all_failed(sweep, tmp_path: Path, capsys) -> None:
+    out, _ = sweep
+    runs = _runs(out)
+    partial = tmp_path / "partial"
+    shutil.copytree(runs["resnet18"], partial / "0")
+    shutil.copytree(runs["mobilenetv2"], partial / "1")
+    (partial / "1" / "predictions.csv").unlink()  # killed before testing
+    result = build_report([partial], tmp_path / "r1")
+    assert [r.status for r in result.runs] == ["ok", "incomplete"]
+    assert "incomplete: no predictions.csv" in (tmp_path / "r1" / "auroc_table.md").read_text()
+    failed = tmp_path / "failed"
+    shutil.copytree(runs["inceptionv3"], failed / "0")
+    assert report_main([str(failed), "--out", str(tmp_path / "r2")]) == 1
+    assert "Kernel size" in (tmp_path / "r2" / "auroc_table.md").read_text()
+    assert report_main([str(tmp_path / "nothing_here")]) == 2
+
+
+@pytest.mark.slow
+def test_operating_points_section_when_present(sweep) -> None:
+    out, _ = sweep
+    page = (out / "report" / "report.html").read_text()
+    assert (_runs(out)["resnet18"] / "operating_points.csv").is_file()
+    assert "<h2>Operating points</h2>" in page and "sensitivity" in page and "npv" in page
