@@ -24,11 +24,14 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 venv: $(VENV)/.synced
 
+# the suite runs on every core (pytest-xdist; one test file per worker so module fixtures are built once)
+PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
+
 test: venv
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 train: venv
 	$(PY) -m chestx.train $(ARGS)

@@ -36,16 +36,36 @@ def count_macs(model: nn.Module, in_chans: int, image_size: int) -> int:
         model.train(was_training)
 
 
-def peak_memory_mb(device: torch.device | None = None) -> float:
-    """Peak GPU memory allocated on CUDA, else the process's peak resident set size."""
-    if device is not None and device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux /proc), or None where that is not available."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize() / 2**20
+
+
+def lifetime_peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak GPU memory allocated on CUDA (since the last reset), else the process's peak resident set."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return lifetime_peak_rss_mb()
+
+
 class CostMonitor(L.Callback):
-    """Times training and test batches (the first `warmup` batches of each epoch are not counted)."""
+    """Times training and test batches (the first `warmup` batches of each epoch are not counted
+    unless nothing else ran) and tracks this run's peak memory.
+
+    Peak memory: on CUDA the allocator's peak, reset at the start of the run; on CPU the largest
+    resident set size seen at batch ends (not the process's lifetime peak, which in a multirun
+    would carry over from earlier jobs).
+    """
 
     def __init__(self, warmup: int = 1) -> None:
         self.warmup = warmup
@@ -53,12 +73,23 @@ class CostMonitor(L.Callback):
         self.train_seconds = 0.0
         self.test_images = 0
         self.test_seconds = 0.0
+        self.all_train = [0, 0.0]  # images, seconds including warm-up batches
+        self.all_test = [0, 0.0]
+        self.peak_rss_mb = 0.0
         self.fit_started = 0.0
         self.fit_seconds = 0.0
         self._t0 = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_started = time.perf_counter()
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        self._sample_memory()
+
+    def _sample_memory(self) -> None:
+        rss = current_rss_mb()
+        if rss is not None:
+            self.peak_rss_mb = max(self.peak_rss_mb, rss)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_seconds = time.perf_counter() - self.fit_started
@@ -73,9 +104,13 @@ class CostMonitor(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
         self._sync(pl_module)
+        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
+        self.all_train[0] += images
+        self.all_train[1] += seconds
         if batch_idx >= self.warmup:
-            self.train_seconds += time.perf_counter() - self._t0
-            self.train_images += len(batch["image"])
+            self.train_seconds += seconds
+            self.train_images += images
+        self._sample_memory()
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
         self._sync(pl_module)
@@ -83,14 +118,26 @@ class CostMonitor(L.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
         self._sync(pl_module)
+        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
+        self.all_test[0] += images
+        self.all_test[1] += seconds
         if batch_idx >= self.warmup:
-            self.test_seconds += time.perf_counter() - self._t0
-            self.test_images += len(batch["image"])
+            self.test_seconds += seconds
+            self.test_images += images
+        self._sample_memory()
 
     def summary(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        def rate(steady: tuple[int, float], everything: list) -> float | None:
+            images, seconds = steady if steady[1] else everything
+            return images / seconds if seconds else None
+
+        if pl_module.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        else:
+            peak = self.peak_rss_mb or lifetime_peak_rss_mb()
         return {
-            "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
-            "infer_images_per_s": self.test_images / self.test_seconds if self.test_seconds else None,
+            "train_images_per_s": rate((self.train_images, self.train_seconds), self.all_train),
+            "infer_images_per_s": rate((self.test_images, self.test_seconds), self.all_test),
             "fit_seconds": self.fit_seconds,
-            "peak_memory_mb": peak_memory_mb(pl_module.device),
+            "peak_memory_mb": peak,
         }

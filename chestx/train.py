@@ -136,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
             _write_predictions(run_dir, datamodule, module, pathologies)
-            if cfg.get("clinical"):
+            if cfg.get("clinical") and cfg.clinical.get("_target_"):  # clinical=none leaves no _target_
                 instantiate(cfg.clinical)(run_dir)
     metrics.update(_run_summary(cfg, trainer, module, cost, datamodule, best, started))
     if trainer.is_global_zero:

@@ -1,9 +1,19 @@
 """Shared fixtures: where the real data lives, and skips when it is absent."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one test process per core already: torch's and OpenCV's thread pools would only oversubscribe
+    # the cores (also for the subprocesses that tests start, which inherit the environment)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -25,11 +25,11 @@ def _sweep_params(name: str) -> dict:
     return yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
 
 
-def test_chexnet_is_the_papers_recipe(tmp_path: Path) -> None:
+def test_chexnet_is_the_reproduction_recipe(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=chexnet"], tmp_path)
     assert cfg.model.name == "densenet121" and cfg.data.image_size == 224 and cfg.data.batch_size == 16
-    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
-    assert list(cfg.optimizer.betas) == [0.9, 0.999] and cfg.optimizer.weight_decay == 0.0
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.01
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 0.0
     assert cfg.scheduler._target_.endswith("ReduceLROnPlateau") and cfg.scheduler.factor == 0.1
     assert cfg.module.scheduler_monitor == "val/loss" and (cfg.monitor, cfg.monitor_mode) == ("val/loss", "min")
     assert cfg.data.normalization == "imagenet" and cfg.data.augment.hflip == 0.5
