@@ -11,7 +11,7 @@ ARGS ?=
 .PHONY: help venv test test-fast train benchmark perf clean
 
 help:
-	@echo "make train       train DenseNet121 on the embedded real NIH sample and print its test AUROC table"
+	@echo "make train       train DenseNet121 on the embedded real NIH sample (5 epochs, 128 px, ~4 min on 2 cores) and print its test AUROC table"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-fast   skip tests marked slow"
 	@echo "make benchmark   sweep the five backbones and build the comparison report (DATA=nih ROOT=/data/ChestX-ray14 for the real thing)"
@@ -34,7 +34,7 @@ test-fast: venv
 	$(PYTEST) -m "not slow"
 
 train: venv
-	$(PY) -m chestx.train $(ARGS)
+	$(PY) -m chestx.train experiment=demo $(ARGS)
 
 # DATA=nih_sample (default): conf/experiment/benchmark_sample.yaml, measured 18 min on 2 shared CPU cores (docs/benchmark.md);
 # DATA=nih ROOT=...: conf/experiment/benchmark.yaml, full size (hours on a GPU). Report in <sweep>/report/.
