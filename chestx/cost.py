@@ -69,12 +69,9 @@ class CostMonitor(L.Callback):
 
     def __init__(self, warmup: int = 1) -> None:
         self.warmup = warmup
-        self.train_images = 0
-        self.train_seconds = 0.0
-        self.test_images = 0
-        self.test_seconds = 0.0
-        self.all_train = [0, 0.0]  # images, seconds including warm-up batches
-        self.all_test = [0, 0.0]
+        # per stage: [images, seconds] of steady batches, and of all batches including warm-up
+        self.steady = {"train": [0, 0.0], "test": [0, 0.0]}
+        self.everything = {"train": [0, 0.0], "test": [0, 0.0]}
         self.peak_rss_mb = 0.0
         self.fit_started = 0.0
         self.fit_seconds = 0.0
@@ -98,37 +95,34 @@ class CostMonitor(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
+    def _start(self, pl_module: L.LightningModule) -> None:
         self._sync(pl_module)
         self._t0 = time.perf_counter()
+
+    def _end(self, stage: str, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
+        self._sync(pl_module)
+        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
+        totals = [self.everything[stage]] + ([self.steady[stage]] if batch_idx >= self.warmup else [])
+        for total in totals:
+            total[0] += images
+            total[1] += seconds
+        self._sample_memory()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
+        self._start(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        self._sync(pl_module)
-        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
-        self.all_train[0] += images
-        self.all_train[1] += seconds
-        if batch_idx >= self.warmup:
-            self.train_seconds += seconds
-            self.train_images += images
-        self._sample_memory()
+        self._end("train", pl_module, batch, batch_idx)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
-        self._sync(pl_module)
-        self._t0 = time.perf_counter()
+        self._start(pl_module)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
-        self._sync(pl_module)
-        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
-        self.all_test[0] += images
-        self.all_test[1] += seconds
-        if batch_idx >= self.warmup:
-            self.test_seconds += seconds
-            self.test_images += images
-        self._sample_memory()
+        self._end("test", pl_module, batch, batch_idx)
 
     def summary(self, pl_module: L.LightningModule) -> dict[str, Any]:
-        def rate(steady: tuple[int, float], everything: list) -> float | None:
-            images, seconds = steady if steady[1] else everything
+        def rate(stage: str) -> float | None:
+            images, seconds = self.steady[stage] if self.steady[stage][1] else self.everything[stage]
             return images / seconds if seconds else None
 
         if pl_module.device.type == "cuda":
@@ -136,8 +130,8 @@ class CostMonitor(L.Callback):
         else:
             peak = self.peak_rss_mb or lifetime_peak_rss_mb()
         return {
-            "train_images_per_s": rate((self.train_images, self.train_seconds), self.all_train),
-            "infer_images_per_s": rate((self.test_images, self.test_seconds), self.all_test),
+            "train_images_per_s": rate("train"),
+            "infer_images_per_s": rate("test"),
             "fit_seconds": self.fit_seconds,
             "peak_memory_mb": peak,
         }

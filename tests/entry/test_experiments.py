@@ -55,7 +55,7 @@ def test_other_recipes_values(tmp_path: Path) -> None:
     assert (cfg.data.image_size, cfg.data.batch_size) == (512, 8)
     assert _sweep_params("benchmark")["model"].split(",") == ["densenet121", "resnet50", "mobilenetv2", "inceptionv3", "vgg16"]
     cfg = compose_train(["experiment=benchmark_sample"], tmp_path)
-    assert (cfg.data.image_size, cfg.trainer.max_epochs, cfg.trainer.limit_train_batches) == (80, 2, 8)
+    assert (cfg.data.image_size, cfg.trainer.max_epochs, cfg.trainer.limit_train_batches) == (112, 3, None)
     assert not cfg.get("logger")
 
 
