@@ -99,7 +99,7 @@ def run(argv: list[str]) -> int:
     notes = [f"Sweep: `python {' '.join(command[1:])}` on data={data}; exit status {sweep.returncode}; "
              f"wall time {sweep_seconds / 60:.1f} min on {info['cpu']} ({info['cores']} cores"
              f"{', GPU ' + info['gpu'] if info.get('gpu') else ''}; 1-min load average at start "
-             f"{info.get('load_avg_1min_at_start')}; cores shared with other work)."]
+             f"{info.get('load_avg_1min_at_start')})."]
     try:
         result = build_report([sweep_dir], sweep_dir / "report", notes=notes, **report_options)
     except ReportError as error:
