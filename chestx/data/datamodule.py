@@ -43,6 +43,11 @@ def worker_init(worker_id: int) -> None:
     pl_worker_init_function(worker_id)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    # each worker continues the augmentation from its own seed, derived from the run's seed by torch
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(getattr(info, "dataset", None), "transform", None)
+    if hasattr(transform, "reseed"):
+        transform.reseed(torch.initial_seed() % 2**32)
 
 
 class ChestXDataModule(L.LightningDataModule):
@@ -207,7 +212,7 @@ class ChestXDataModule(L.LightningDataModule):
             rows = np.flatnonzero(self.split == name)
             transform = build_transform(
                 self.image_size, train=name == "train", in_chans=self.in_chans,
-                normalization=self.normalization, mean=self.mean, std=self.std, **self.augment,
+                normalization=self.normalization, mean=self.mean, std=self.std, seed=self.seed, **self.augment,
             )
             self.datasets[name] = XrayDataset(
                 self._pixels(rows), self.table.labels[rows], eval_targets[rows], self.table.uncertain[rows], transform

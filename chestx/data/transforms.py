@@ -60,6 +60,11 @@ class XrayTransform:
         self.std = std  # (C,) or None
         self.per_image = per_image
 
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation's random stream (albumentations keeps its own, ignoring numpy's)."""
+        if self.augment is not None:
+            self.augment.set_random_seed(seed)
+
     def __call__(self, img: np.ndarray) -> torch.Tensor:
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
@@ -94,8 +99,12 @@ def build_transform(
     rotate: float = 10.0,
     brightness: float = 0.1,
     contrast: float = 0.1,
+    seed: int | None = None,
 ) -> Callable[[np.ndarray], torch.Tensor]:
-    """Transform uint8 (H, W) -> float32 tensor (in_chans, image_size, image_size); augments only if `train`."""
+    """Transform uint8 (H, W) -> float32 tensor (in_chans, image_size, image_size); augments only if `train`.
+
+    `seed` fixes the augmentation's random stream; None draws a fresh one (not reproducible).
+    """
     if normalization not in NORMALIZATIONS:
         raise TransformError(f"normalization={normalization!r} is not one of {list(NORMALIZATIONS)}")
     if in_chans not in (1, 3):
@@ -132,7 +141,7 @@ def build_transform(
                                 border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0))
         if brightness or contrast:
             ops.append(A.RandomBrightnessContrast(brightness_limit=brightness, contrast_limit=contrast, p=1.0))
-        augment = A.Compose(ops) if ops else None
+        augment = A.Compose(ops, seed=seed) if ops else None
     return XrayTransform(int(image_size), augment, in_chans, mean_c, std_c, per_image=normalization == "per_image")
 
 

@@ -152,3 +152,17 @@ def test_unknown_model_lists_choices(tmp_path: Path) -> None:
 
 # A `-m` multirun over several backbones through the real CLI is exercised by the sweep fixture of
 # tests/reporting/test_report.py (chestx.benchmark runs `python -m chestx.train -m model=...`).
+
+
+@pytest.mark.slow
+def test_same_seed_same_predictions(tmp_path: Path, tiny_overrides) -> None:
+    """Augmentation included, two runs with one seed give identical predictions (reproducible AUROCs)."""
+    overrides = [*tiny_overrides, "model=resnet56v2", "data.image_size=32", "clinical=none"]
+    overrides = [o for o in overrides if not o.startswith("clinical.")]
+    for name in ("a", "b"):
+        train(compose_train(overrides, tmp_path / name))
+    first = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    pd.testing.assert_frame_equal(first, pd.read_csv(tmp_path / "b" / "predictions.csv"))
+    other = [o for o in overrides if not o.startswith("seed")] + ["seed=1"]
+    train(compose_train(other, tmp_path / "c"))
+    assert not first.equals(pd.read_csv(tmp_path / "c" / "predictions.csv")), "another seed must change the run"
