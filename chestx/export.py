@@ -4,7 +4,7 @@
     python -m chestx.export ckpt=... out=model.onnx check_inputs=/folder/of/pngs
 
 The graph maps `image` (B, C, S, S), preprocessed exactly as `chestx.inference.Predictor.preprocess`
-does, to `logits` (B, K) (or (B, 3K) under the CheXpert multiclass policy) and `probabilities`
+does, to `logits` (B, num_outputs) (three per pathology under the CheXpert multiclass policy) and `probabilities`
 (B, K). The preprocessing settings, pathologies and frozen thresholds are stored in the ONNX
 metadata (`chestx.*` keys) and in a JSON file beside the model. Exported with the torch.export-based
 exporter (`dynamo=True`, the default since torch 2.9; Dynamo falls back to the TorchScript exporter
@@ -37,13 +37,13 @@ OUTPUT_NAMES = ("logits", "probabilities")
 class ExportedModel(nn.Module):
     """Backbone + positive-class probabilities: (B, C, S, S) -> (logits, probabilities)."""
 
-    def __init__(self, net: nn.Module, multiclass: bool) -> None:
+    def __init__(self, net: nn.Module, multiclass: list[bool]) -> None:
         super().__init__()
         self.net = net
         self.multiclass = multiclass
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(image)  # (B, K) or (B, 3K)
+        logits = self.net(image)  # (B, num_outputs), see OutputLayout
         return logits, probabilities(logits, self.multiclass)  # (B, K)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from chestx.config import instantiate_net
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.transforms import build_transform
-from chestx.models.losses import probabilities
+from chestx.models.losses import OutputLayout, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Predictor:
 
     net: nn.Module
     pathologies: list[str]
-    multiclass: bool
+    multiclass: list[bool]  # (K,) per pathology: three logits (U-MultiClass) or one
     image_size: int
     in_chans: int
     normalization: str
@@ -72,7 +72,7 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> raw net output (B, K), or (B, 3K) under multiclass."""
+        """(B, C, S, S) -> raw net output (B, num_outputs), laid out as `OutputLayout(multiclass)`."""
         return self.net(x.to(self.device)).float().cpu()
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
@@ -153,8 +153,9 @@ def load_for_inference(
             "by `python -m chestx.train` can be loaded"
         )
     config, pathologies = info["config"], list(info["pathologies"])
-    multiclass = bool(info.get("multiclass", False))
-    net = instantiate_net(config["model"], len(pathologies) * (3 if multiclass else 1))
+    layout = OutputLayout(info.get("multiclass", False), len(pathologies))  # older checkpoints store one bool
+    multiclass = layout.multiclass
+    net = instantiate_net(config["model"], layout.num_outputs)
     state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
     dev = torch.device(device)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from chestx.config import CONFIG_DIR, instantiate_net
 from chestx.cost import CostMonitor, count_macs, count_parameters
-from chestx.models.losses import MulticlassUncertaintyLoss
+from chestx.models.losses import MixedPolicyLoss, OutputLayout
 from chestx.run_outputs import (
     AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
     write_auroc, write_metrics, write_predictions,
@@ -42,15 +42,20 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def _build_loss(cfg: DictConfig, datamodule: Any) -> torch.nn.Module:
-    if datamodule.multiclass:
-        log.info("data.uncertainty uses 'multiclass': 3-way output per pathology, loss MulticlassUncertaintyLoss")
-        return MulticlassUncertaintyLoss()
-    loss = instantiate(cfg.loss)
-    if isinstance(loss, functools.partial):  # losses that need the training split (weighted_bce)
-        loss = loss(labels=datamodule.train_labels())
-    log.info("Loss: %s", loss)
-    return loss
+def _build_loss(cfg: DictConfig, datamodule: Any, layout: OutputLayout) -> torch.nn.Module:
+    """The configured loss; under per-pathology `multiclass` it trains only the other pathologies."""
+    binary = None
+    if layout.binary_k:
+        binary = instantiate(cfg.loss)
+        if isinstance(binary, functools.partial):  # losses that need the training split (weighted_bce)
+            binary = binary(labels=datamodule.train_labels()[:, layout.binary_k])
+    if not layout.any_multiclass:
+        log.info("Loss: %s", binary)
+        return binary
+    names = datamodule.pathologies
+    log.info("data.uncertainty: 3-way output and MulticlassUncertaintyLoss for %s; loss %s for %s",
+             [names[k] for k in layout.multiclass_k], binary, [names[k] for k in layout.binary_k])
+    return MixedPolicyLoss(binary, layout)
 
 
 def _resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -82,14 +87,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.save_split(run_dir / "split.csv")
     pathologies = datamodule.pathologies
-    num_outputs = len(pathologies) * (3 if datamodule.multiclass else 1)
+    layout = OutputLayout(datamodule.multiclass, len(pathologies))
 
-    log.info("Instantiating backbone %s (%d outputs, in_chans=%d)", cfg.model.name, num_outputs, cfg.model.in_chans)
-    net = instantiate_net(cfg.model, num_outputs)
+    log.info("Instantiating backbone %s (%d outputs, in_chans=%d)", cfg.model.name, layout.num_outputs, cfg.model.in_chans)
+    net = instantiate_net(cfg.model, layout.num_outputs)
     module = instantiate(
-        cfg.module, _convert_="all", net=net, pathologies=pathologies, loss=_build_loss(cfg, datamodule),
+        cfg.module, _convert_="all", net=net, pathologies=pathologies, loss=_build_loss(cfg, datamodule, layout),
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        multiclass=datamodule.multiclass,
+        multiclass=layout.multiclass,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     cost = next((c for c in callbacks if isinstance(c, CostMonitor)), None) or CostMonitor()
@@ -106,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module.run_info = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "pathologies": pathologies,
-        "multiclass": datamodule.multiclass,
+        "multiclass": layout.multiclass,
         "image_size": datamodule.image_size,
         "in_chans": datamodule.in_chans,
         "normalization": datamodule.normalization,

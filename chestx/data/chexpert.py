@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import CHEXPERT_PATHOLOGIES, DataError, LabelTable, read_label_csv, select_pathologies
+from chestx.data.labels import (
+    CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv, select_pathologies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,9 @@ UNCERTAINTY_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones", "multiclass"
 BLANK_POLICIES: tuple[str, ...] = ("zeros", "mask")
 CHEXPERT_META_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 DEFAULT_KEY = "default"
+# Under blank="mask", rows with No Finding = 1 have their blank cells set to 0, except these
+# (a normal study can still carry devices; torchxrayvision makes the same exception).
+BLANK_KEPT_UNDER_NO_FINDING: tuple[str, ...] = ("Support Devices",)
 
 
 def resolve_uncertainty(uncertainty: str | Mapping[str, str], pathologies: Sequence[str]) -> list[str]:
@@ -100,8 +105,11 @@ def read_chexpert(
     learns a 3-way output from `uncertain`), `lsr_zeros` / `lsr_ones` uniform draws from those
     ranges (numpy generator seeded with `seed`: the same arguments give the same values).
     `uncertain` is True wherever the source was -1.0, under every policy. Blank cells are 0
-    (`blank="zeros"`) or NaN (`blank="mask"`). `frame.image_id` and `frame.path` are the CSV's
-    `Path`; `patient_id` is parsed from it (`patient00001`).
+    (`blank="zeros"`) or NaN (`blank="mask"`), except that under `mask` a row whose `No Finding`
+    is 1 has its blank cells set to 0 (Support Devices excepted): the labeller's No Finding means
+    the other observations are absent. `frame.no_finding` is `No Finding` == 1 whatever the
+    selected pathologies. `frame.image_id` and `frame.path` are the CSV's `Path`; `patient_id`
+    is parsed from it (`patient00001`).
     """
     csv_path = Path(csv_path).expanduser()
     names = select_pathologies(pathologies, CHEXPERT_PATHOLOGIES, "CheXpert")
@@ -110,7 +118,7 @@ def read_chexpert(
         raise DataError(f"blank={blank!r} is not one of {list(BLANK_POLICIES)}")
     ranges = {"lsr_zeros": _check_range(lsr_zeros, "lsr_zeros"), "lsr_ones": _check_range(lsr_ones, "lsr_ones")}
 
-    raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *names], "CheXpert")
+    raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *dict.fromkeys([NO_FINDING, *names])], "CheXpert")
     if frontal_only:
         keep = (raw["Frontal/Lateral"] == "Frontal").to_numpy()
         log.info("CheXpert frontal_only keeps %d of %d rows of %s", int(keep.sum()), len(raw), csv_path)
@@ -130,10 +138,17 @@ def read_chexpert(
         )
 
     source = _numeric_labels(raw, names, csv_path)  # (N, K) 1 / 0 / -1 / NaN
+    normal = _numeric_labels(raw, [NO_FINDING], csv_path)[:, 0] == 1.0  # (N,) the labeller's No Finding
     uncertain = source == -1.0  # (N, K) bool
     labels = source.copy()
     if blank == "zeros":
         labels[np.isnan(labels)] = 0.0
+    else:  # mask: blank is unknown, except that No Finding = 1 says the other findings are absent
+        absent = [k for k, name in enumerate(names) if name not in BLANK_KEPT_UNDER_NO_FINDING]
+        rows = np.flatnonzero(normal)
+        block = labels[np.ix_(rows, absent)]  # (n_normal, K') view copy
+        block[np.isnan(block)] = 0.0
+        labels[np.ix_(rows, absent)] = block
     rng = np.random.default_rng(seed)
     for k, policy in enumerate(policies):
         unc = uncertain[:, k]
@@ -156,6 +171,7 @@ def read_chexpert(
         "age": pd.to_numeric(raw["Age"], errors="coerce").to_numpy(dtype=np.float64),
         "sex": raw["Sex"].astype(str),
         "frontal_lateral": frontal,
+        "no_finding": normal,
     })
     log.info(
         "Read %d CheXpert images of %d patients from %s; uncertainty %s, blank=%s, %d uncertain cells",

@@ -17,17 +17,21 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from chestx.data.chexpert import read_chexpert
+from chestx.data.chexpert import read_chexpert, resolve_uncertainty
 from chestx.data.dataset import FileSource, PixelSource, XrayDataset
 from chestx.data.images import load_grayscale, resize_square
-from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError, LabelTable
-from chestx.data.nih import find_nih_images, read_nih
+from chestx.data.labels import (
+    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError, LabelTable, evaluation_targets,
+)
+from chestx.data.nih import find_nih_images, read_list_labels, read_nih, with_list_labels
 from chestx.data.splits import SPLITS, check_patient_disjoint, list_split, official_split, random_split, save_split
 from chestx.data.transforms import build_transform, compute_mean_std
 
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
+# data.chexnet_labels: where data.split=chexnet takes its 14 labels from
+CHEXNET_LABEL_SOURCES = ("lists", "csv")
 
 
 def worker_init(worker_id: int) -> None:
@@ -108,40 +112,45 @@ class ChestXDataModule(L.LightningDataModule):
         """Image file of every row (None when missing), and the missing image ids."""
 
     @property
-    def multiclass(self) -> bool:
-        return False
+    def multiclass(self) -> list[bool]:
+        """Per pathology: True where the model gets a 3-way (negative / positive / uncertain) output."""
+        return [False] * len(self.pathologies)
 
     # --------------------------------------------------------------- set-up
     @property
     def pathologies(self) -> list[str]:
-        self._prepare_table()
+        if self.table is None:
+            self.labels_only()
         assert self.table is not None
         return list(self.table.pathologies)
 
-    def labels_only(self) -> tuple[LabelTable, np.ndarray]:
-        """Label table and split of every row, without looking for image files.
+    def labels_only(self, find_images: bool = False) -> tuple[LabelTable, np.ndarray]:
+        """Label table and split of every row, as training uses them.
 
-        For commands that need labels alone (`chestx.evaluate`, `chestx.explore`); the `No Finding`
-        undersampling and the patient-overlap check apply as in training.
+        Without `find_images` no image file is looked for (`chestx.evaluate`, `chestx.explore` on a
+        label file alone); the rows and split then equal a run's `split.csv` whenever its images are
+        all present (`data.missing_images=error`, the default). With it, missing images are handled as
+        in training (`data.missing_images`), so the result equals `split.csv` under `drop` too.
         """
-        if self.table is not None:
+        if self.table is not None and (self.paths or not find_images):
             assert self.split is not None
             return self.table, self.split
         self._check_root()
         table, split = self.load_table()
-        table, split, _ = self._undersample_no_finding(table, split, [None] * len(split))
+        table, split = self._undersample_no_finding(table, split)
+        paths: list[Path] = []
+        if find_images:
+            table, split, paths = self._drop_missing(table, split)
         check_patient_disjoint(table.frame["patient_id"].to_numpy(), split)
+        self.table, self.split, self.paths = table, split, paths
         return table, split
 
     def _check_root(self) -> None:
         if not self.root.exists():
             raise DataError(f"data.root={str(self.root)!r} does not exist: point data.root at the dataset folder")
 
-    def _prepare_table(self) -> None:
-        if self.table is not None:
-            return
-        self._check_root()
-        table, split = self.load_table()
+    def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
+        """Image file of every row; missing ones stop the run or are dropped (data.missing_images)."""
         paths, missing = self.resolve_paths(table)
         if missing:
             shown = ", ".join(missing[:5])
@@ -151,11 +160,16 @@ class ChestXDataModule(L.LightningDataModule):
                     f"data.root={str(self.root)!r} (first: {shown}); fix data.root, or set "
                     "data.missing_images=drop to train on the images that are present"
                 )
-            log.warning("Dropping %d of %d rows whose image is missing (first: %s)", len(missing), len(paths), shown)
+            log.warning("Dropping %d of %d rows whose image is missing (data.missing_images=drop; first: %s)",
+                        len(missing), len(paths), shown)
             keep = np.array([p is not None for p in paths])
             table, split, paths = table.subset(keep), split[keep], [p for p in paths if p is not None]
-        table, split, paths = self._undersample_no_finding(table, split, paths)
-        check_patient_disjoint(table.frame["patient_id"].to_numpy(), split)
+        return table, split, [Path(p) for p in paths]
+
+    def _prepare_table(self) -> None:
+        if self.table is not None and self.paths:
+            return
+        table, split = self.labels_only(find_images=True)
         for name in SPLITS:
             n = int((split == name).sum())
             if n == 0:
@@ -163,22 +177,26 @@ class ChestXDataModule(L.LightningDataModule):
         sizes = {name: int((split == name).sum()) for name in SPLITS}
         patients = {name: table.frame.loc[split == name, "patient_id"].nunique() for name in SPLITS}
         log.info("Split sizes (images): %s; patients: %s", sizes, patients)
-        self.table, self.split, self.paths = table, split, [Path(p) for p in paths]
 
-    def _undersample_no_finding(
-        self, table: LabelTable, split: np.ndarray, paths: list
-    ) -> tuple[LabelTable, np.ndarray, list]:
+    def _undersample_no_finding(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray]:
+        """Keep `no_finding_fraction` of the training split's normal images (`frame.no_finding`).
+
+        One uniform draw per row of the whole table (seeded, in label-file order, before any image
+        lookup), so the kept rows do not depend on which images are present.
+        """
         if self.no_finding_fraction >= 1.0:
-            return table, split, paths
-        normal = (split == "train") & np.all(np.nan_to_num(table.labels, nan=0.0) == 0, axis=1)
-        rng = np.random.default_rng(self.seed)
-        drop = normal & (rng.random(len(split)) >= self.no_finding_fraction)
+            return table, split
+        normal = (split == "train") & table.frame["no_finding"].to_numpy(dtype=bool)  # (N,)
+        drop = normal & (np.random.default_rng(self.seed).random(len(split)) >= self.no_finding_fraction)
         log.info(
-            "Undersampling No Finding in train: keeping %d of %d normal images (data.no_finding_fraction=%s)",
-            int(normal.sum() - drop.sum()), int(normal.sum()), self.no_finding_fraction,
+            "Undersampling No Finding in train: the split has %d normal images of %d; keeping %d "
+            "(data.no_finding_fraction=%s); validation and test untouched",
+            int(normal.sum()), int((split == "train").sum()), int(normal.sum() - drop.sum()), self.no_finding_fraction,
         )
-        keep = ~drop
-        return table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
+        if normal.sum() == 0:
+            log.warning("data.no_finding_fraction=%s: the training split has no normal image, nothing to undersample",
+                        self.no_finding_fraction)
+        return table.subset(~drop), split[~drop]
 
     def _pixels(self, rows: np.ndarray) -> PixelSource:
         if self.cache:  # one cache for every row of the dataset, built once, shared by the three splits
@@ -205,9 +223,7 @@ class ChestXDataModule(L.LightningDataModule):
         self._prepare_table()
         assert self.table is not None and self.split is not None
         self._normalisation_stats(np.flatnonzero(self.split == "train"))
-        eval_targets = self.table.labels.copy()
-        eval_targets[self.table.uncertain] = np.nan  # uncertain is never ground truth for metrics
-        eval_targets[(eval_targets > 0) & (eval_targets < 1)] = np.nan
+        eval_targets = evaluation_targets(self.table.labels, self.table.uncertain)  # (N, K)
         for name in SPLITS:
             rows = np.flatnonzero(self.split == name)
             transform = build_transform(
@@ -276,11 +292,18 @@ class NIHDataModule(ChestXDataModule):
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         include_no_finding: bool = False,
         views: Sequence[str] | None = None,
+        chexnet_labels: str = "lists",
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
         if split not in ("official", "chexnet", "random"):
             raise DataError(f"data.split={split!r} is not one of ['official', 'chexnet', 'random']")
+        if chexnet_labels not in CHEXNET_LABEL_SOURCES:
+            raise DataError(
+                f"data.chexnet_labels={chexnet_labels!r} is not one of {list(CHEXNET_LABEL_SOURCES)}: 'lists' takes "
+                "the labels written in the CheXNet list files, 'csv' those of the label file"
+            )
+        self.chexnet_labels = chexnet_labels
         self.csv = csv
         self.split_name = split
         self.split_dir = split_dir
@@ -305,6 +328,8 @@ class NIHDataModule(ChestXDataModule):
             if not lists["train"].exists():
                 lists = {name: split_dir / f"{name}_list.txt" for name in SPLITS}
             split = list_split(table.frame, lists)
+            if self.chexnet_labels == "lists":
+                table = with_list_labels(table, read_list_labels(lists.values()))
         else:
             split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
         keep = split != ""
@@ -352,9 +377,14 @@ class CheXpertDataModule(ChestXDataModule):
         self.val_fraction = val_fraction
 
     @property
-    def multiclass(self) -> bool:
-        policies = [self.uncertainty] if isinstance(self.uncertainty, str) else list(self.uncertainty.values())
-        return "multiclass" in policies
+    def uncertainty_policies(self) -> list[str]:
+        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
+        return resolve_uncertainty(self.uncertainty, self.tasks)
+
+    @property
+    def multiclass(self) -> list[bool]:
+        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
+        return [policy == "multiclass" for policy in self.uncertainty_policies]
 
     def _dataset_dir(self) -> Path:
         for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):

@@ -2,7 +2,9 @@
 
 Label convention (docs/design.md): `labels` is float32 (N, K) with 1 / 0 / NaN (NaN = unknown,
 masked in loss and metrics; soft values only under CheXpert `lsr_*`), `uncertain` is bool (N, K)
-and marks source labels that were "uncertain" (CheXpert -1.0).
+and marks source labels that were "uncertain" (CheXpert -1.0). `frame.no_finding` is the source's
+own "normal" flag (NIH `Finding Labels` == "No Finding", CheXpert `No Finding` == 1), whatever
+classes or policy are chosen.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ CHEXPERT_COMPETITION_TASKS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion",
 )
 
-FRAME_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "path", "view", "age", "sex")
+FRAME_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "path", "view", "age", "sex", "no_finding")
 
 
 class DataError(ValueError):
@@ -49,7 +51,7 @@ class DataFileNotFoundError(DataError, FileNotFoundError):
 class LabelTable:
     """One row per image: metadata `frame` aligned row for row with `labels` and `uncertain`."""
 
-    frame: pd.DataFrame  # (N, ...) columns image_id, patient_id, path, view, age, sex (+extras)
+    frame: pd.DataFrame  # (N, ...) columns image_id, patient_id, path, view, age, sex, no_finding (+extras)
     labels: np.ndarray  # (N, K) float32: 1 / 0 / NaN (soft values under lsr_*)
     uncertain: np.ndarray  # (N, K) bool: source label was uncertain (-1.0)
     pathologies: list[str]
@@ -96,6 +98,18 @@ class LabelTable:
             uncertain=np.concatenate([t.uncertain for t in tables]),
             pathologies=first,
         )
+
+
+def evaluation_targets(labels: np.ndarray, uncertain: np.ndarray) -> np.ndarray:
+    """Ground truth for every metric: `labels` with uncertain and soft (0 < y < 1) cells set to NaN.
+
+    The one home of this rule: whatever the training policy turned an uncertain cell into, it is never
+    scored, so policies are compared on the same labels. Returns float32 (N, K).
+    """
+    out = np.array(labels, dtype=np.float32, copy=True)  # (N, K)
+    out[np.asarray(uncertain, dtype=bool)] = np.nan
+    out[(out > 0) & (out < 1)] = np.nan
+    return out
 
 
 def select_pathologies(requested: Iterable[str], available: Sequence[str], what: str) -> list[str]:

@@ -65,7 +65,8 @@ def read_nih(
     """Read NIH's label file into a LabelTable.
 
     `pathologies`: any subset of `NIH_PATHOLOGIES` (in the order given). `include_no_finding`
-    appends `No Finding` as an extra class (1 where the row has no pathology label). `views`:
+    appends `No Finding` as an extra class (1 where `Finding Labels` is exactly "No Finding", which
+    is also `frame.no_finding`). `views`:
     keep only these `View Position` values, e.g. ["PA"] or ["PA", "AP"]; None keeps all.
     NIH labels are never uncertain, so `uncertain` is all False.
     """
@@ -94,13 +95,10 @@ def read_nih(
     for k, name in enumerate(columns):
         if name in dummies:
             labels[:, k] = dummies[name]
+    # normal = `Finding Labels` is exactly "No Finding" (the source's own rule), whatever classes are chosen
+    normal = raw["Finding Labels"].astype(str).str.strip().eq(NO_FINDING).to_numpy()  # (N,)
     if include_no_finding:
-        # `No Finding` = none of the 14 pathologies (so it agrees with the pathology columns).
-        any_path = np.zeros(len(raw), dtype=bool)
-        for name in NIH_PATHOLOGIES:
-            if name in dummies:
-                any_path |= dummies[name]
-        labels[:, -1] = ~any_path
+        labels[:, -1] = normal
 
     frame = pd.DataFrame({
         "image_id": image_ids,
@@ -110,6 +108,7 @@ def read_nih(
         "age": _parse_age(raw["Patient Age"]),
         "sex": raw["Patient Gender"].astype(str).str.strip(),
         "finding_labels": raw["Finding Labels"].astype(str),
+        "no_finding": normal,
     })
     if "Follow-up #" in raw.columns:
         frame["follow_up"] = raw["Follow-up #"].to_numpy()
@@ -122,6 +121,59 @@ def read_nih(
     log.info("Read %d NIH images of %d patients from %s (%d classes)",
              len(frame), frame["patient_id"].nunique(), csv_path, len(columns))
     return LabelTable(frame=frame, labels=labels, uncertain=np.zeros(labels.shape, dtype=bool), pathologies=columns)
+
+
+def read_list_labels(list_files: Iterable[str | Path]) -> pd.DataFrame:
+    """Labels of CheXNet-style list files: each line an image name and 14 0/1 in `NIH_PATHOLOGIES` order.
+
+    Returns a float32 frame indexed by image name with the 14 pathology columns. A line with another
+    number of labels, or values other than 0/1, -> DataError naming the file and line.
+    """
+    parts = []
+    for path in map(Path, list_files):
+        if not path.is_file():
+            raise DataError(f"CheXNet list file not found: {str(path)!r}; set data.split_dir to the folder "
+                            "holding chexnet_split/, or data.chexnet_labels=csv to take labels from the label file")
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        bad = next((i for i, r in enumerate(rows) if len(r) != 1 + len(NIH_PATHOLOGIES)), None)
+        if bad is not None:
+            raise DataError(
+                f"{str(path)!r} line {bad + 1} has {len(rows[bad]) - 1} labels, expected {len(NIH_PATHOLOGIES)} "
+                f"(image name then 0/1 for {list(NIH_PATHOLOGIES)}); use data.chexnet_labels=csv for name-only lists"
+            )
+        values = np.asarray([r[1:] for r in rows], dtype=np.float32)  # (M, 14)
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise DataError(f"{str(path)!r}: labels must be 0 or 1; found {sorted(set(np.unique(values)) - {0.0, 1.0})}")
+        parts.append(pd.DataFrame(values, index=[r[0] for r in rows], columns=list(NIH_PATHOLOGIES)))
+    out = pd.concat(parts)
+    if out.index.duplicated().any():
+        raise DataError(f"{int(out.index.duplicated().sum())} images are listed twice in {[str(p) for p in list_files]}")
+    return out
+
+
+def with_list_labels(table: LabelTable, list_labels: pd.DataFrame) -> LabelTable:
+    """`table` with its NIH pathology columns taken from `read_list_labels` (rows matched by image id).
+
+    `No Finding` (if a column) and `frame.no_finding` become "all 14 list labels are 0", so that the
+    normal flag follows the labels in use. Rows absent from the lists -> DataError.
+    """
+    ids = table.frame["image_id"].astype(str)
+    absent = ~ids.isin(list_labels.index)
+    if absent.any():
+        raise DataError(f"{int(absent.sum())} images are in no CheXNet list file (first: {ids[absent].head(3).tolist()}); "
+                        "filter to the listed images or use data.chexnet_labels=csv")
+    rows = list_labels.loc[ids]  # (N, 14) in table order
+    labels = table.labels.copy()  # (N, K)
+    for k, name in enumerate(table.pathologies):
+        if name in rows.columns:
+            labels[:, k] = rows[name].to_numpy(dtype=np.float32)
+    normal = (rows.to_numpy() == 0).all(axis=1)  # (N,)
+    if NO_FINDING in table.pathologies:
+        labels[:, table.pathologies.index(NO_FINDING)] = normal
+    changed = int((labels != table.labels).any(axis=1).sum())
+    log.info("CheXNet list labels: %d of %d images have labels that differ from the label file", changed, len(ids))
+    frame = table.frame.assign(no_finding=normal)
+    return LabelTable(frame=frame, labels=labels, uncertain=table.uncertain.copy(), pathologies=list(table.pathologies))
 
 
 def _image_dirs(root: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ import torch.nn as nn
 from timm.models import is_model, split_model_name_tag
 
 from chestx.models.backbones import MODEL_ALIASES
-from chestx.models.losses import MULTICLASS_POS
+from chestx.models.losses import MULTICLASS_POS, OutputLayout
 
 __all__ = [
     "TARGET_LAYERS",
@@ -138,19 +138,27 @@ def _pairs(class_indices: Union[Sequence, np.ndarray, torch.Tensor], batch: int)
     return pairs
 
 
+def _positive_columns(multiclass: Union[bool, Sequence[bool]]) -> "Callable[[int], int]":
+    """Output column of class k's positive logit."""
+    if isinstance(multiclass, (bool, np.bool_)):
+        return (lambda k: 3 * k + MULTICLASS_POS) if multiclass else (lambda k: k)
+    return OutputLayout(list(multiclass), len(multiclass)).positive_column
+
+
 def compute_cams(
     model: nn.Module,
     images: torch.Tensor,
     class_indices: Union[Sequence[Sequence[int]], Sequence[int], np.ndarray, torch.Tensor],
     target_layer_name: Optional[str] = None,
-    multiclass: bool = False,
+    multiclass: Union[bool, Sequence[bool]] = False,
     batch_size: int = 16,
 ) -> np.ndarray:
     """Grad-CAM heatmaps, (N, H, W) float32 in [0, 1], one per (image, class) pair, image-major order.
 
     images: (B, C, H, W) model inputs. class_indices: (B,) ints (N = B) or a list of class lists per
-    image (N = total). ``multiclass``: the model emits (B, 3K) U-MultiClass logits (see losses.py) and
-    class k is explained through its positive logit, column ``3 * k + 1``. Safe inside the caller's
+    image (N = total). ``multiclass``: True (every pathology) or one flag per pathology; a multiclass
+    pathology has three U-MultiClass logits (see ``OutputLayout`` in losses.py) and is explained
+    through its positive logit. Safe inside the caller's
     ``torch.inference_mode()`` / ``no_grad()``: gradients are enabled locally, parameters are not
     touched (their ``requires_grad``, ``.grad`` and the train/eval mode are restored) and all hooks
     are removed afterwards.
@@ -164,6 +172,7 @@ def compute_cams(
     h, w = images.shape[-2:]
     if not pairs:
         return np.zeros((0, h, w), dtype=np.float32)
+    column = _positive_columns(multiclass)
     layer_path = _resolve_layer_name(model, target_layer_name)
     layer = model.get_submodule(layer_path)
     params = list(model.parameters())
@@ -182,7 +191,7 @@ def compute_cams(
                     idx = torch.tensor([i for i, _ in chunk], device=images.device)
                     x = images.index_select(0, idx).detach().clone().to(device)  # (n, C, H, W), normal tensor
                     x.requires_grad_(True)
-                    cols = [3 * c + MULTICLASS_POS if multiclass else c for _, c in chunk]
+                    cols = [column(c) for _, c in chunk]
                     out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in cols]))
             finally:
                 cam.activations_and_grads.release()

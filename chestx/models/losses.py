@@ -14,6 +14,9 @@ observed cells; a batch with no observed cell gives 0.0 that still has a ``grad_
 - ``MulticlassUncertaintyLoss``: the CheXpert "U-MultiClass" policy (Irvin et al. 2019, AAAI):
   logits (B, 3K) laid out as (B, K, 3) with classes 0 = negative, 1 = positive, 2 = uncertain,
   i.e. the logit of class c for pathology k is at column ``3 * k + c``.
+- ``OutputLayout`` / ``MixedPolicyLoss``: per-pathology policies. Pathology k has one logit, or
+  three (negative, positive, uncertain) when its policy is ``multiclass``, in pathology order; the
+  configured loss trains the one-logit pathologies and ``MulticlassUncertaintyLoss`` the others.
 """
 from __future__ import annotations
 
@@ -33,7 +36,10 @@ __all__ = [
     "WeightedBCELoss",
     "MaskedFocalLoss",
     "MulticlassUncertaintyLoss",
+    "MixedPolicyLoss",
+    "OutputLayout",
     "class_weights_from_labels",
+    "multiclass_classes",
     "weighted_bce",
     "multiclass_positive_probability",
     "probabilities",
@@ -79,6 +85,9 @@ class MaskedBCELoss(nn.Module):
     ) -> torch.Tensor:
         """logits, target: (B, K); ``uncertain`` is unused (uncertain cells are NaN or mapped by policy)."""
         _check_shapes(logits, target)
+        for name, w in (("pos_weight", self.pos_weight), ("neg_weight", self.neg_weight)):
+            if w is not None and w.numel() not in (1, logits.shape[1]):
+                raise ValueError(f"{name} has {w.numel()} entries for {logits.shape[1]} outputs; one per class")
         observed = ~torch.isnan(target)  # (B, K)
         y = torch.where(observed, target, torch.zeros_like(target)).to(logits.dtype)  # (B, K) NaN -> 0
         if self.pos_weight is None and self.neg_weight is None:
@@ -166,6 +175,17 @@ class MaskedFocalLoss(nn.Module):
         return _masked_mean(cell, observed)
 
 
+def multiclass_classes(target: torch.Tensor, uncertain: Optional[torch.Tensor]) -> torch.Tensor:
+    """U-MultiClass training class of each cell (B, K) long: 2 where uncertain, else 1 if the target
+    is >= 0.5, else 0; -1 (ignored) where the target is NaN and the cell is not uncertain."""
+    if uncertain is None:
+        uncertain = torch.zeros_like(target, dtype=torch.bool)
+    uncertain = uncertain.to(torch.bool)
+    known = ~torch.isnan(target)
+    cls = torch.where(known, (target >= 0.5).long(), torch.full_like(target, -1, dtype=torch.long))
+    return torch.where(uncertain, torch.full_like(cls, MULTICLASS_UNCERTAIN), cls)  # (B, K)
+
+
 class MulticlassUncertaintyLoss(nn.Module):
     """CheXpert U-MultiClass: softmax cross-entropy over {negative, positive, uncertain} per pathology.
 
@@ -177,15 +197,93 @@ class MulticlassUncertaintyLoss(nn.Module):
         b, k = target.shape
         if logits.shape != (b, 3 * k):
             raise ValueError(f"multiclass logits must be (B, 3K) = {(b, 3 * k)}, got {tuple(logits.shape)}")
-        if uncertain is None:
-            uncertain = torch.zeros_like(target, dtype=torch.bool)
-        uncertain = uncertain.to(torch.bool)
-        known = ~torch.isnan(target)
-        observed = uncertain | known  # (B, K)
-        cls = torch.where(known, (target >= 0.5).long(), torch.zeros_like(target, dtype=torch.long))
-        cls = torch.where(uncertain, torch.full_like(cls, MULTICLASS_UNCERTAIN), cls)  # (B, K) in {0, 1, 2}
-        cell = F.cross_entropy(logits.reshape(b * k, 3), cls.reshape(-1), reduction="none").reshape(b, k)
-        return _masked_mean(cell, observed)
+        cls = multiclass_classes(target, uncertain)  # (B, K) in {-1, 0, 1, 2}
+        observed = cls >= 0
+        cell = F.cross_entropy(logits.reshape(b * k, 3), cls.clamp(min=0).reshape(-1), reduction="none")
+        return _masked_mean(cell.reshape(b, k), observed)
+
+
+class OutputLayout:
+    """Where each pathology's logits sit in the network output.
+
+    ``multiclass[k]`` True: pathology k has three logits (negative, positive, uncertain), else one;
+    columns follow pathology order. All-False is the plain (B, K) multi-label head, all-True the
+    (B, 3K) U-MultiClass head of ``MulticlassUncertaintyLoss``.
+    """
+
+    def __init__(self, multiclass: "bool | list[bool] | tuple[bool, ...]", num_pathologies: int) -> None:
+        flags = [bool(multiclass)] * num_pathologies if isinstance(multiclass, bool) else [bool(m) for m in multiclass]
+        if len(flags) != num_pathologies:
+            raise ValueError(f"multiclass has {len(flags)} flags for {num_pathologies} pathologies; give one per pathology")
+        self.multiclass = flags
+        widths = [3 if m else 1 for m in flags]
+        self.start = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int).tolist()  # (K,) first column
+        self.num_outputs = int(sum(widths))
+        self.binary_k = [k for k, m in enumerate(flags) if not m]
+        self.multiclass_k = [k for k, m in enumerate(flags) if m]
+        self._binary_cols = [self.start[k] for k in self.binary_k]
+        self._multiclass_cols = [self.start[k] + c for k in self.multiclass_k for c in range(3)]
+
+    @property
+    def any_multiclass(self) -> bool:
+        return bool(self.multiclass_k)
+
+    def positive_column(self, k: int) -> int:
+        """Column of pathology k's positive logit (the one Grad-CAM explains)."""
+        return self.start[k] + (MULTICLASS_POS if self.multiclass[k] else 0)
+
+    def binary_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, self._binary_cols]  # (B, K_binary)
+
+    def multiclass_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, self._multiclass_cols]  # (B, 3 K_multiclass)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, num_outputs) logits -> (B, K) positive-class probabilities (multiclass: renormalised
+        over positive and negative, the uncertain logit ignored)."""
+        if logits.ndim != 2 or logits.shape[1] != self.num_outputs:
+            raise ValueError(f"logits must be (B, {self.num_outputs}) for this layout, got {tuple(logits.shape)}")
+        if not self.multiclass_k:
+            return torch.sigmoid(logits)
+        if not self.binary_k:
+            return multiclass_positive_probability(logits)
+        # a mix: one column per pathology, stacked (no in-place writes, so it also exports to ONNX)
+        columns = [
+            logits[:, s + MULTICLASS_POS] - logits[:, s + MULTICLASS_NEG] if m else logits[:, s]
+            for s, m in zip(self.start, self.multiclass)
+        ]
+        return torch.sigmoid(torch.stack(columns, dim=1))  # (B, K)
+
+
+class MixedPolicyLoss(nn.Module):
+    """Per-pathology policies: ``binary_loss`` on the one-logit pathologies, U-MultiClass on the others.
+
+    The two masked means are combined weighted by their observed cells, so the result equals
+    ``binary_loss`` when no pathology is multiclass and ``MulticlassUncertaintyLoss`` when all are.
+    """
+
+    def __init__(self, binary_loss: Optional[nn.Module], layout: OutputLayout) -> None:
+        super().__init__()
+        if layout.binary_k and binary_loss is None:
+            raise ValueError("a binary loss is needed for the pathologies whose policy is not multiclass")
+        self.binary_loss = binary_loss if layout.binary_k else None
+        self.multiclass_loss = MulticlassUncertaintyLoss()
+        self.layout = layout
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, uncertain: Optional[torch.Tensor]) -> torch.Tensor:
+        lay = self.layout
+        total, cells = logits.new_zeros(()), 0
+        if lay.binary_k:
+            t = target[:, lay.binary_k]  # (B, K_binary)
+            u = uncertain[:, lay.binary_k] if uncertain is not None else None
+            n = (~torch.isnan(t)).sum()
+            total, cells = total + self.binary_loss(lay.binary_logits(logits), t, u) * n, cells + n
+        if lay.multiclass_k:
+            t = target[:, lay.multiclass_k]  # (B, K_multiclass)
+            u = uncertain[:, lay.multiclass_k] if uncertain is not None else None
+            n = (multiclass_classes(t, u) >= 0).sum()
+            total, cells = total + self.multiclass_loss(lay.multiclass_logits(logits), t, u) * n, cells + n
+        return total / torch.as_tensor(cells).clamp(min=1)
 
 
 def multiclass_positive_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -199,6 +297,9 @@ def multiclass_positive_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(z[..., MULTICLASS_POS] - z[..., MULTICLASS_NEG])  # (B, K)
 
 
-def probabilities(logits: torch.Tensor, multiclass: bool = False) -> torch.Tensor:
-    """(B, K) positive-class probabilities: sigmoid, or the renormalised multiclass positive."""
-    return multiclass_positive_probability(logits) if multiclass else torch.sigmoid(logits)
+def probabilities(logits: torch.Tensor, multiclass: "bool | list[bool] | tuple[bool, ...]" = False) -> torch.Tensor:
+    """(B, K) positive-class probabilities: sigmoid, the renormalised multiclass positive, or per
+    pathology when ``multiclass`` is a list of flags (see ``OutputLayout``)."""
+    if isinstance(multiclass, bool):
+        return multiclass_positive_probability(logits) if multiclass else torch.sigmoid(logits)
+    return OutputLayout(multiclass, len(multiclass)).probabilities(logits)

@@ -1,6 +1,7 @@
 """LightningModule for multi-label chest X-ray classification.
 
-One backbone producing K logits (or 3K under the CheXpert `multiclass` uncertainty policy), a
+One backbone producing K logits (three for each pathology under the CheXpert `multiclass`
+uncertainty policy, see `OutputLayout`), a
 masked loss, and per-pathology AUROC computed at the end of each validation/test epoch on the
 whole split. Predictions are gathered with torchmetrics' `CatMetric` (which syncs across DDP
 processes) together with each image's dataset index, so images padded in by a distributed
@@ -21,7 +22,7 @@ from torch import nn
 from torchmetrics.aggregation import CatMetric
 
 from chestx.metrics.auroc import masked_auroc
-from chestx.models.losses import probabilities
+from chestx.models.losses import OutputLayout, probabilities
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class ChestXModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/loss",
-        multiclass: bool = False,
+        multiclass: bool | list[bool] = False,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -62,7 +63,7 @@ class ChestXModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
-        self.multiclass = multiclass
+        self.multiclass = OutputLayout(multiclass, len(self.pathologies)).multiclass  # (K,) per-pathology flags
         self.channels_last = channels_last
         self._gather = nn.ModuleDict(
             {name: CatMetric(nan_strategy="disable") for name in ("index", "probs", "logits", "targets")}
@@ -75,7 +76,7 @@ class ChestXModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.net(images)  # (B, K) or (B, 3K) logits
+        return self.net(images)  # (B, num_outputs) logits, see OutputLayout
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -50,8 +50,25 @@ def test_ignore_masks_exactly_uncertain(train_csv: Path, raw: pd.DataFrame) -> N
 
 
 def test_blank_mask(train_csv: Path, raw: pd.DataFrame) -> None:
-    t = read_chexpert(train_csv, pathologies=TASKS, uncertainty="zeros", blank="mask")
-    np.testing.assert_array_equal(np.isnan(t.labels), raw[TASKS].isna().to_numpy())
+    """Blank is unknown, except in No Finding = 1 rows, where it is a negative (Support Devices excepted)."""
+    names = [*TASKS, "Support Devices"]
+    t = read_chexpert(train_csv, pathologies=names, uncertainty="zeros", blank="mask")
+    normal = (raw["No Finding"] == 1.0).to_numpy()[:, None]  # (N, 1)
+    blank = raw[names].isna().to_numpy()  # (N, K)
+    expected_nan = blank & ~normal
+    expected_nan[:, -1] = blank[:, -1]  # Support Devices stays unknown even in normal rows
+    np.testing.assert_array_equal(np.isnan(t.labels), expected_nan)
+    np.testing.assert_array_equal(t.labels[blank & normal & ~expected_nan], 0.0)
+
+
+def test_blank_mask_no_finding_gives_negatives(chexpert_dir: Path) -> None:
+    """Issue 8 bug 3: frontal Atelectasis under mask had 1,025 negatives beside 29,718 positives
+    (torchxrayvision 1.5.7: 17,621 negatives). Normal studies now contribute their negatives."""
+    t = read_chexpert(chexpert_dir / "train.csv", pathologies=TASKS, blank="mask", frontal_only=True)
+    atelectasis = t.labels[:, TASKS.index("Atelectasis")]
+    assert int((atelectasis == 1).sum()) == 29_720
+    assert int((atelectasis == 0).sum()) == 17_625  # 1,025 stated negatives + 16,600 normal frontal studies
+    assert int(t.frame["no_finding"].sum()) == 16_974
 
 
 def test_frontal_only(train_csv: Path, raw: pd.DataFrame) -> None:

@@ -53,3 +53,27 @@ def test_per_pathology_policy_mapping(chexpert_tree: Path, tmp_path: Path, tiny_
         positive = (expected == 1) | ((expected == -1) & (name in ("Atelectasis", "Edema")))
         np.testing.assert_array_equal(table.labels[train_rows, k] == 1, positive.to_numpy(), err_msg=name)
     assert train(cfg)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_mixed_multiclass_policy_trains_with_the_configured_loss(chexpert_tree: Path, tmp_path: Path,
+                                                                 tiny_overrides) -> None:
+    """{default: multiclass, Atelectasis: ones} with weighted BCE: Atelectasis gets one logit and the
+    weighted BCE (weights from its own training labels), the other four three logits each."""
+    import torch
+
+    from chestx.inference import load_for_inference
+
+    cfg = compose_train(
+        [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", "model=resnet56v2", "data.image_size=32",
+         "data.uncertainty={default: multiclass, Atelectasis: ones}", "loss=weighted_bce"],
+        tmp_path,
+    )
+    assert train(cfg)["status"] == "ok"
+    predictor = load_for_inference(tmp_path / "checkpoints" / "last.ckpt")
+    assert predictor.multiclass == [False, True, True, True, True]
+    head = [v for k, v in torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].items()
+            if k.endswith("weight") and v.ndim == 2][-1]
+    assert head.shape[0] == 1 + 3 * 4
+    ids, probs, labels, pathologies = read_predictions(tmp_path / "predictions.csv")
+    assert pathologies == list(CHEXPERT_COMPETITION_TASKS) and np.all((probs >= 0) & (probs <= 1))

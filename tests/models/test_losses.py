@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from chestx.models.losses import (
     MaskedBCELoss,
     MaskedFocalLoss,
+    MixedPolicyLoss,
     MulticlassUncertaintyLoss,
+    OutputLayout,
     WeightedBCELoss,
     class_weights_from_labels,
+    multiclass_classes,
     multiclass_positive_probability,
     probabilities,
     weighted_bce,
@@ -131,3 +134,91 @@ def test_multiclass_positive_probability_renormalised():
     torch.testing.assert_close(probabilities(logits, multiclass=True), p)
     z = torch.tensor([[0.0, 2.0]])
     torch.testing.assert_close(probabilities(z, multiclass=False), torch.sigmoid(z))
+
+
+# ----------------------------------------------------------- per-pathology policies (issue 8 bug 2)
+def _mixed_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    flags = [False, True, False, True, True]  # pathologies 1, 3, 4 multiclass
+    layout = OutputLayout(flags, len(flags))
+    target = torch.randint(0, 2, (6, 5), generator=g).float()
+    uncertain = torch.rand(6, 5, generator=g) < 0.3
+    target[uncertain & torch.tensor(flags)] = float("nan")  # multiclass: uncertain cells are NaN in the table
+    target[0, 0] = float("nan")  # a masked binary cell
+    logits = torch.randn(6, layout.num_outputs, generator=g, requires_grad=True)
+    return layout, logits, target, uncertain
+
+
+def test_output_layout_columns():
+    layout = OutputLayout([False, True, False, True, True], 5)
+    assert layout.num_outputs == 11 and layout.start == [0, 1, 4, 5, 8]
+    assert [layout.positive_column(k) for k in range(5)] == [0, 2, 4, 6, 9]
+    assert OutputLayout(True, 4).num_outputs == 12 and OutputLayout(False, 4).num_outputs == 4
+    with pytest.raises(ValueError, match="3 flags for 4 pathologies"):
+        OutputLayout([True, False, True], 4)
+
+
+def test_mixed_policy_loss_is_the_cell_weighted_mean_of_both_losses():
+    """Binary pathologies get the configured loss on their own logit; multiclass ones a 3-way cross-entropy."""
+    layout, logits, target, uncertain = _mixed_batch()
+    loss = MixedPolicyLoss(MaskedFocalLoss(gamma=2.0), layout)(logits, target, uncertain)
+    # independent: per cell, then one mean over every trained cell
+    cells = []
+    for k, multi in enumerate(layout.multiclass):
+        s = layout.start[k]
+        for b in range(6):
+            y, u = target[b, k], bool(uncertain[b, k])
+            if multi:
+                cls = 2 if u else (None if torch.isnan(y) else int(y >= 0.5))
+                if cls is not None:
+                    cells.append(F.cross_entropy(logits[b, s:s + 3][None], torch.tensor([cls])))
+            elif not torch.isnan(y):
+                p = torch.sigmoid(logits[b, s])
+                p_t = p if y == 1 else 1 - p
+                cells.append(-(1 - p_t) ** 2 * torch.log(p_t))
+    torch.testing.assert_close(loss, torch.stack(cells).mean())
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_mixed_policy_loss_reduces_to_the_pure_losses():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 2, (5, 4), generator=g).float()
+    uncertain = torch.rand(5, 4, generator=g) < 0.3
+    z = torch.randn(5, 4, generator=g)
+    torch.testing.assert_close(MixedPolicyLoss(MaskedBCELoss(), OutputLayout(False, 4))(z, target, uncertain),
+                               MaskedBCELoss()(z, target, uncertain))
+    z3 = torch.randn(5, 12, generator=g)
+    t = target.masked_fill(uncertain, float("nan"))
+    torch.testing.assert_close(MixedPolicyLoss(None, OutputLayout(True, 4))(z3, t, uncertain),
+                               MulticlassUncertaintyLoss()(z3, t, uncertain))
+
+
+def test_uncertain_cell_of_a_ones_pathology_trains_as_positive():
+    """{default: multiclass, Atelectasis: ones}: Atelectasis' uncertain cell (target 1) is trained as
+    positive by the binary loss, not as the class "uncertain"."""
+    layout = OutputLayout([False, True], 2)
+    target = torch.tensor([[1.0, float("nan")]])
+    uncertain = torch.tensor([[True, True]])
+    logits = torch.tensor([[3.0, 0.0, 0.0, 5.0]])  # confident positive for pathology 0, "uncertain" for 1
+    loss = MixedPolicyLoss(MaskedBCELoss(), layout)(logits, target, uncertain)
+    expected = (F.softplus(torch.tensor(-3.0)) + F.cross_entropy(torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([2]))) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_mixed_layout_probabilities():
+    layout, logits, _, _ = _mixed_batch()
+    p = layout.probabilities(logits.detach())
+    for k, multi in enumerate(layout.multiclass):
+        s = layout.start[k]
+        z = logits[:, s + 1] - logits[:, s] if multi else logits[:, s]
+        torch.testing.assert_close(p[:, k], torch.sigmoid(z.detach()))
+    torch.testing.assert_close(probabilities(logits.detach(), layout.multiclass), p)
+    classes = multiclass_classes(torch.tensor([[1.0, 0.0, float("nan"), 0.7]]), torch.tensor([[False, True, False, False]]))
+    assert classes.tolist() == [[1, 2, -1, 1]]
+
+
+def test_weights_of_another_width_are_refused():
+    """A weight vector for 5 classes must not broadcast silently over 1 output."""
+    with pytest.raises(ValueError, match="5 entries for 1 outputs"):
+        WeightedBCELoss(np.full(5, 0.5), np.full(5, 0.5))(torch.zeros(2, 1), torch.ones(2, 1))
