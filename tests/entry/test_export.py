@@ -39,3 +39,27 @@ def test_onnx_matches_pytorch_on_real_images(tmp_path: Path) -> None:
     assert int(meta["chestx.image_size"]) == predictor.image_size == 96
     np.testing.assert_allclose(json.loads(meta["chestx.thresholds"]), predictor.thresholds)
     assert json.loads((tmp_path / "model.json").read_text()) == meta
+
+
+def test_onnx_export_of_a_mixed_multiclass_head(tmp_path: Path) -> None:
+    """Per-pathology U-MultiClass (1 + 3 + 3 outputs): the exported probabilities are the layout's."""
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from chestx.inference import Predictor
+    from chestx.models.losses import OutputLayout
+
+    torch.manual_seed(0)
+    layout = OutputLayout([False, True, True], 3)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, layout.num_outputs)).eval()
+    predictor = Predictor(net=net, pathologies=["Atelectasis", "Edema", "Cardiomegaly"], multiclass=layout.multiclass,
+                          image_size=8, in_chans=3, normalization="none", mean=None, std=None,
+                          thresholds=np.full(3, 0.5), threshold_source="test", ckpt_path=tmp_path / "x.ckpt",
+                          model_name="tiny")
+    path = export_onnx(predictor, tmp_path / "mixed.onnx")
+    x = torch.randn(5, 3, 8, 8)
+    logits, probs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    assert logits.shape == (5, 7) and probs.shape == (5, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(probs, layout.probabilities(net(x)).numpy(), atol=1e-6)
