@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from chestx.config import REPO_DIR
-from chestx.reporting import ReportError, build_report
+from chestx.report import report
+from chestx.reporting import ReportError
 
 log = logging.getLogger("chestx.benchmark")
 
-REPORT_KEYS = {"report.reference": "reference", "report.resamples": "n_resamples", "report.seed": "seed"}
+REPORT_KEYS = {"report.reference": "reference", "report.resamples": "resamples", "report.seed": "seed"}
 
 
 def machine() -> dict[str, Any]:
@@ -101,7 +102,7 @@ def run(argv: list[str]) -> int:
              f"{', GPU ' + info['gpu'] if info.get('gpu') else ''}; 1-min load average at start "
              f"{info.get('load_avg_1min_at_start')})."]
     try:
-        result = build_report([sweep_dir], sweep_dir / "report", notes=notes, **report_options)
+        result = report([sweep_dir], sweep_dir / "report", notes=notes, **report_options)
     except ReportError as error:
         log.error("Report failed: %s", error)
         return 2

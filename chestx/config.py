@@ -29,3 +29,10 @@ def instantiate_net(model_cfg, num_outputs: int):
     args = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(model_cfg), resolve=True).items()
             if k not in MODEL_CONFIG_ONLY_KEYS}
     return instantiate(args, num_outputs=num_outputs)
+
+
+def hydra_run_dir() -> Path:
+    """The running command's output folder: `hydra.run.dir` (or the job's folder of a sweep), created by Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

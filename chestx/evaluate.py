@@ -1,10 +1,12 @@
 """Score any predictions CSV against a dataset's labels and split, writing the files of a run folder.
 
     python -m chestx.evaluate predictions=their_preds.csv data=nih data.root=/data/ChestX-ray14 prefix=prob_
-    python -m chestx.evaluate predictions=p.csv name=chexnet_published id_column="Image Index" prefix=""
+    python -m chestx.evaluate predictions=p.csv name=chexnet_published prefix=""
 
 The CSV holds an image-id column and one probability column per pathology, named
-`<prefix><pathology>` (e.g. `prob_Edema`, or `Edema` with `prefix=""`). Rows of the test split are
+`<prefix><pathology>` (e.g. `prob_Edema`, or `Edema` with `prefix=""`). The id column is the first of
+`image_id` (chestx's predictions.csv), `Image Index` (NIH) and `Path` (CheXpert) that the CSV has,
+unless `id_column=` names another. Rows of the test split are
 scored (rows of other splits are ignored; rows of the validation split, when all are present, are
 saved as predictions_val.csv). The run folder gets config.yaml, split.csv, predictions.csv,
 auroc.csv and metrics.json, so `chestx.report` puts the model beside trained ones.
@@ -23,8 +25,8 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR
-from chestx.data.labels import LabelTable
+from chestx.config import CONFIG_DIR, hydra_run_dir
+from chestx.data.labels import LabelTable, evaluation_targets
 from chestx.data.splits import save_split
 from chestx.run_outputs import (
     AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
@@ -34,20 +36,42 @@ from chestx.run_outputs import (
 log = logging.getLogger(__name__)
 
 
+# image-id columns recognised without `id_column=`, in this order: chestx's predictions.csv, NIH, CheXpert
+ID_COLUMNS = ("image_id", "Image Index", "Path")
+
+
 class EvaluationError(ValueError):
     """A predictions file that cannot be scored; the message names the column / ids / value and the fix."""
 
 
-def read_prediction_csv(path: Path, id_column: str, prefix: str, pathologies: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ids (M,) str and probabilities (M, K) in `pathologies` order, after checking columns and values."""
+def find_id_column(path: Path, columns: list[str], id_column: str | None = None) -> str:
+    """`id_column` when given (it must exist), else the first of ID_COLUMNS among `columns`."""
+    if id_column is not None:
+        if id_column not in columns:
+            raise EvaluationError(
+                f"predictions CSV {path} has no image-id column id_column={id_column!r} (columns: {columns}); "
+                f"set id_column=<its name>, or id_column=null for the first of {list(ID_COLUMNS)} present")
+        return id_column
+    found = [c for c in ID_COLUMNS if c in columns]
+    if not found:
+        raise EvaluationError(
+            f"predictions CSV {path} has none of the image-id columns {list(ID_COLUMNS)} that id_column=null "
+            f"recognises (columns: {columns}); set id_column=<the name of its image-id column>")
+    return found[0]
+
+
+def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
+                        pathologies: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """ids (M,) str and probabilities (M, K) in `pathologies` order, after checking columns and values.
+
+    `id_column=None` picks the first of ID_COLUMNS the CSV has.
+    """
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"predictions={str(path)!r} does not exist: pass the CSV of the model's outputs")
+    id_column = find_id_column(path, list(pd.read_csv(path, nrows=0).columns), id_column)
+    log.info("Image ids from column %r of %s", id_column, path)
     frame = pd.read_csv(path, dtype={id_column: str})
-    if id_column not in frame.columns:
-        raise EvaluationError(
-            f"predictions CSV {path} has no image-id column {id_column!r} (columns: {list(frame.columns)[:8]}...); "
-            "set id_column=<its name>")
     wanted = [prefix + p for p in pathologies]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -99,16 +123,14 @@ def score_predictions(
         log.warning("%s: scoring the %d that have one", message, int(present.sum()))
         rows, stage_ids = rows[present], stage_ids[present]
     order = position.loc[stage_ids].to_numpy()
-    labels = table.labels[rows].astype(np.float64).copy()
-    labels[table.uncertain[rows]] = np.nan
-    labels[(labels > 0) & (labels < 1)] = np.nan
+    labels = evaluation_targets(table.labels[rows], table.uncertain[rows]).astype(np.float64)  # (N, K)
     frame = table.frame.iloc[rows][["image_id", "patient_id"]].astype(str).reset_index(drop=True)
     return frame, probs[order], labels
 
 
 def evaluate(
     predictions: Path, table: LabelTable, split: np.ndarray, run_dir: Path, prefix: str = "prob_",
-    id_column: str = "image_id", name: str | None = None, allow_missing: bool = False,
+    id_column: str | None = None, name: str | None = None, allow_missing: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score `predictions` on the test split and write the run folder; returns metrics.json's content."""
@@ -140,23 +162,17 @@ def evaluate(
     return metrics
 
 
-def _run_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     """Entry point; on failure metrics.json says failed (with the error) and error.txt has the traceback."""
-    run_dir = _run_dir()
+    run_dir = hydra_run_dir()
     name = cfg.get("name") or Path(str(cfg.predictions)).stem
     try:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         table, split = instantiate(cfg.data).labels_only()
         metrics = evaluate(
             Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
-            id_column=str(cfg.id_column), name=name, allow_missing=bool(cfg.allow_missing),
+            id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
             extra={"data": str(cfg.data._target_).rsplit(".", 1)[-1], "seed": cfg.seed},
         )
     except Exception as error:

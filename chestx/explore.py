@@ -1,6 +1,7 @@
 """Explore a dataset's label file: split sizes, label counts, co-occurrence, demographics, queries.
 
     python -m chestx.explore                                          # the embedded NIH sample
+    python -m chestx.explore query=Hernia hydra.run.dir=explore_sample   # outputs into ./explore_sample
     python -m chestx.explore data=nih data.root=../shared/data/nih    # label file alone, no images needed
     python -m chestx.explore data=chexpert data.root=../shared/data/chexpert data.uncertainty=ones query=Edema
 
@@ -8,8 +9,10 @@ Reads labels and splits through the datamodule's `labels_only()` (the same rows,
 splits as training, no image lookup). Counts follow the chosen uncertainty policy: `positive` /
 `negative` are cells equal to 1 / 0 after the policy, `soft` the cells in (0, 1) (CheXpert
 `lsr_*`), `unknown` the NaN cells; `uncertain` counts the source's -1.0 cells, whichever of the
-others the policy turned them into. Writes to `out`: overview.csv, label_counts.csv,
-cooccurrence.csv (+ .png), demographics.csv (+ .png), patient_overlap.csv and query_<P>.csv.
+others the policy turned them into. Writes to the run folder (outputs/explore/<date>/<time>, or
+`hydra.run.dir=<folder>`): overview.csv, label_counts.csv, cooccurrence.csv (+ .png),
+demographics.csv (+ .png), patient_overlap.csv, query_<P>.csv and split.csv (equal to the
+`split.csv` of a training run with the same data options).
 """
 from __future__ import annotations
 
@@ -24,9 +27,9 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chestx.config import CONFIG_DIR
+from chestx.config import CONFIG_DIR, hydra_run_dir
 from chestx.data.labels import LabelTable
-from chestx.data.splits import SPLITS
+from chestx.data.splits import SPLITS, save_split
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,7 @@ def explore(table: LabelTable, split: np.ndarray, out_dir: str | Path, query_nam
     result["cooccurrence"] = pd.concat(co, ignore_index=True)[["split", "pathology", *table.pathologies]]
     for key in ("overview", "label_counts", "demographics", "patient_overlap", "cooccurrence"):
         result[key].to_csv(out_dir / f"{key}.csv", index=False, float_format="%.4g")
+    save_split(out_dir / "split.csv", table.frame, split)  # the same file a training run saves
     if query_name:
         summary, table_q = query(table, split, query_name)
         result["query"], result["query_table"] = summary, table_q
@@ -195,12 +199,14 @@ def format_report(result: dict[str, Any]) -> str:
 def main(cfg: DictConfig) -> None:
     datamodule = instantiate(cfg.data)  # imports lightning/torch: start-up, not timed
     started = time.perf_counter()
-    table, split = datamodule.labels_only()
+    # data.missing_images=drop: look for the images too, so the split is the one training saves
+    table, split = datamodule.labels_only(find_images=cfg.data.get("missing_images") == "drop")
     loaded = time.perf_counter() - started
-    result = explore(table, split, cfg.out, query_name=cfg.query, figures=cfg.figures)
+    out_dir = hydra_run_dir()
+    result = explore(table, split, out_dir, query_name=cfg.query, figures=cfg.figures)
     print(format_report(result))
     print(f"\n{len(table)} images read in {loaded:.1f} s, explored in {time.perf_counter() - started:.1f} s; "
-          f"tables and figures in {cfg.out}")
+          f"tables and figures in {out_dir}")
 
 
 if __name__ == "__main__":

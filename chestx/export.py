@@ -1,7 +1,7 @@
 """Export a checkpoint to ONNX (dynamic batch) and check it against PyTorch with onnxruntime.
 
-    python -m chestx.export ckpt=outputs/runs/.../checkpoints/best.ckpt            # -> best.onnx beside it
-    python -m chestx.export ckpt=... out=model.onnx check_inputs=/folder/of/pngs
+    python -m chestx.export ckpt=outputs/train/.../checkpoints/best.ckpt   # -> outputs/export/<date>/<time>/best.onnx
+    python -m chestx.export ckpt=... hydra.run.dir=exported/ check_inputs=/folder/of/pngs
 
 The graph maps `image` (B, C, S, S), preprocessed exactly as `chestx.inference.Predictor.preprocess`
 does, to `logits` (B, num_outputs) (three per pathology under the CheXpert multiclass policy) and `probabilities`
@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from chestx.config import CONFIG_DIR
+from chestx.config import CONFIG_DIR, hydra_run_dir
 from chestx.inference import Predictor, collect_images, load_for_inference, load_images
 from chestx.models.losses import probabilities
 
@@ -136,7 +136,7 @@ def check_onnx(path: str | Path, predictor: Predictor, images: Sequence[np.ndarr
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     predictor = load_for_inference(cfg.ckpt, device="cpu")
-    out = Path(cfg.out) if cfg.out else Path(cfg.ckpt).with_suffix(".onnx")
+    out = hydra_run_dir() / (Path(cfg.ckpt).stem + ".onnx")
     export_onnx(predictor, out, opset=cfg.opset, dynamo=cfg.dynamo)
     files = collect_images(cfg.check_inputs)[: cfg.check_images]
     _, images, failed = load_images(files)

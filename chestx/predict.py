@@ -1,12 +1,13 @@
 """Predict pathologies for X-ray files with a trained checkpoint, with optional Grad-CAM heatmaps.
 
-    python -m chestx.predict ckpt=outputs/runs/.../checkpoints/best.ckpt inputs=some_xray.png
-    python -m chestx.predict ckpt=... inputs=/folder/of/pngs out=preds/ cam=true
+    python -m chestx.predict ckpt=outputs/train/.../checkpoints/best.ckpt inputs=some_xray.png
+    python -m chestx.predict ckpt=... inputs=/folder/of/pngs hydra.run.dir=preds/ cam=true
     python -m chestx.predict ckpt=... inputs=data/nih_sample/images labels=data/nih_sample/Data_Entry_sample.csv \
         bbox=../shared/data/nih/BBox_List_2017.csv
 
 The checkpoint supplies backbone, image size, normalisation and pathologies; thresholds come from
-`thresholds.csv` in its run folder (`chestx.inference.load_for_inference`). Writes to `out`:
+`thresholds.csv` in its run folder (`chestx.inference.load_for_inference`). Writes to the run folder
+(outputs/predict/<date>/<time>, or `hydra.run.dir=<folder>`):
 `predictions.csv` (image_id, patient_id, path, prob_<P>, label_<P> (ground truth, empty without
 `labels`), pred_<P> (0/1 at the threshold)), `unreadable.csv` (path, reason) when files could not
 be decoded (they are skipped, never fatal), `heatmaps/` with `cam=true`, and with `bbox`
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR
+from chestx.config import CONFIG_DIR, hydra_run_dir
 from chestx.inference import (
     Predictor, collect_images, heatmap_classes, load_for_inference, load_images, write_heatmaps,
 )
@@ -188,28 +189,35 @@ def format_image_table(predictor: Predictor, name: str, probs: np.ndarray, label
     return "\n".join(lines)
 
 
+def format_result(predictor: Predictor, result: dict[str, Any], out_dir: Path, show: bool = True,
+                  bbox: str | None = None) -> str:
+    """What the command prints: the per-image tables (`show`), skipped files, the pointing game, the output."""
+    lines = []
+    if show:
+        lines += [format_image_table(predictor, name, result["probs"][i],
+                                     result["labels"][i] if result["has_labels"] else None)
+                  for i, name in enumerate(result["predictions"]["image_id"])]
+    lines += [f"unreadable, skipped: {row.path} ({row.reason})" for row in result["failed"].itertuples()]
+    if "pointing_game" in result:
+        if result["pointing_game"].empty:
+            lines.append(f"Pointing game: none of the inputs has a box in {bbox}")
+        else:
+            lines += ["Pointing game (heatmap peak inside the NIH box):", result["pointing_game"].to_string(index=False)]
+    lines.append(f"Wrote {out_dir / 'predictions.csv'} ({len(result['predictions'])} images, "
+                 f"{len(result['failed'])} unreadable)")
+    return "\n".join(lines)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     inputs = OmegaConf.to_container(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs)
     cam_pathologies = list(cfg.cam_pathologies) if cfg.cam_pathologies else None
     predictor = load_for_inference(cfg.ckpt, thresholds=cfg.thresholds, device=cfg.device)
-    result = predict(predictor, inputs, cfg.out, cam=cfg.cam, cam_pathologies=cam_pathologies, labels=cfg.labels,
+    out_dir = hydra_run_dir()
+    result = predict(predictor, inputs, out_dir, cam=cfg.cam, cam_pathologies=cam_pathologies, labels=cfg.labels,
                      bbox=cfg.bbox, batch_size=cfg.batch_size, target_layer=cfg.target_layer,
                      recursive=cfg.recursive)
-    if cfg.show:
-        for i, name in enumerate(result["predictions"]["image_id"]):
-            print(format_image_table(predictor, name, result["probs"][i],
-                                     result["labels"][i] if result["has_labels"] else None))
-    for row in result["failed"].itertuples():
-        print(f"unreadable, skipped: {row.path} ({row.reason})")
-    if "pointing_game" in result:
-        if result["pointing_game"].empty:
-            print(f"Pointing game: none of the inputs has a box in {cfg.bbox}")
-        else:
-            print("Pointing game (heatmap peak inside the NIH box):")
-            print(result["pointing_game"].to_string(index=False))
-    print(f"Wrote {Path(cfg.out) / 'predictions.csv'} ({len(result['predictions'])} images, "
-          f"{len(result['failed'])} unreadable)")
+    print(format_result(predictor, result, out_dir, show=cfg.show, bbox=cfg.bbox))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 It composes the same `data` / `model` config as `chestx.train`, so the cache it builds is exactly
 the one a training run with the same overrides and `data.cache=true` finds and reuses (same files,
 same size, same interpolation; see chestx.data.cache). Decoding runs on all cores with a progress
-bar; an interrupted run resumes; unreadable images are listed with their paths.
+bar; an interrupted run resumes; unreadable images are listed with their paths. The cache goes to
+`data.cache_dir`; the run folder (outputs/prepare/<date>/<time>, or `hydra.run.dir=<folder>`)
+gets the log.
 """
 from __future__ import annotations
 
@@ -20,13 +22,13 @@ from omegaconf import DictConfig
 
 from chestx.config import CONFIG_DIR
 from chestx.data.cache import PIXELS, default_cache_dir
+from chestx.data.datamodule import ChestXDataModule
 
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: DictConfig) -> str:
-    """Build or validate the pixel cache of `cfg.data`; returns the cache folder."""
-    datamodule = instantiate(cfg.data, cache=True)
+def prepare(datamodule: ChestXDataModule) -> str:
+    """Build or validate the pixel cache of `datamodule` (made with cache=True); returns the cache folder."""
     datamodule.setup()  # resolves files, splits, then builds / reuses the one cache of every row
     cache = datamodule._pixel_cache
     size_mb = os.path.getsize(cache.folder / PIXELS) / 2**20
@@ -38,7 +40,7 @@ def prepare(cfg: DictConfig) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    prepare(cfg)
+    prepare(instantiate(cfg.data, cache=True))
 
 
 if __name__ == "__main__":

@@ -1,29 +1,35 @@
 """`python -m chestx.bench` / `make perf`: loader, training and inference throughput; prints a table, writes bench.json.
 
     python -m chestx.bench                                  # quick default: a few minutes on a 2-core CPU
-    python -m chestx.bench --full                           # every backbone, every option, more batches
-    python -m chestx.bench --backbones densenet121 --options 16+cl bf16+cl 16+cl+compile --batch-size 64
-    python -m chestx.bench --images /data/ChestX-ray14/images_001/images --parts loader
+    python -m chestx.bench full=true                        # every backbone, every option, more batches
+    python -m chestx.bench backbones=[densenet121] options=[16+cl,bf16+cl,16+cl+compile] batch_size=64
+    python -m chestx.bench images=/data/ChestX-ray14/images_001/images parts=[loader] hydra.run.dir=perf/
 
-Defaults: images from ../shared/data/nih/fullres1024 (real 1024 px NIH PNGs; the embedded 256 px
-sample if absent), 224 px, CUDA when available. `make perf ARGS="--full"` passes options through.
+Settings are the keys of conf/bench.yaml; those left null there depend on the machine (CUDA or
+not), see `resolve_settings`. Defaults: images from ../shared/data/nih/fullres1024 (real 1024 px NIH
+PNGs; the embedded 256 px sample if absent), 224 px, CUDA when available. bench.json goes to the run
+folder, outputs/bench/<date>/<time> (`hydra.run.dir=<folder>` to choose it). `make perf
+ARGS="full=true"` passes settings through.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import platform
 import tempfile
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Sequence
 
+import hydra
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from chestx.bench.loader import bench_loader
 from chestx.bench.training import Option, bench_training
-from chestx.config import REPO_DIR
+from chestx.config import CONFIG_DIR, REPO_DIR, hydra_run_dir
 from chestx.data.cache import cached_pixels
 
 log = logging.getLogger("chestx.bench")
@@ -31,46 +37,75 @@ log = logging.getLogger("chestx.bench")
 DEFAULT_IMAGES = REPO_DIR.parent / "shared" / "data" / "nih" / "fullres1024"
 FALLBACK_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
 ALL_BACKBONES = ["densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2"]
+PARTS = ("loader", "train")
 TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 2000.0}
+RESULT_FILE = "bench.json"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
-    p = argparse.ArgumentParser(prog="python -m chestx.bench", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--images", type=Path, default=None, help="folder of PNG/JPEG files (default: the 1024 px NIH originals)")
-    p.add_argument("--size", type=int, default=224, help="image size of the cache and the models")
-    p.add_argument("--parts", nargs="+", default=["loader", "train"], choices=["loader", "train"],
-                   help="'train' also measures inference")
-    p.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1], help="DataLoader worker counts for the loader part")
-    p.add_argument("--backbones", nargs="+", default=None, help=f"default: densenet121 on GPU, resnet18 on CPU; --full: {ALL_BACKBONES}")
-    p.add_argument("--options", nargs="+", default=None,
-                   help="training options: 32|bf16|16 [+cl] [+compile]; default CPU: 32 32+cl bf16, GPU: 32 16+cl bf16+cl")
-    p.add_argument("--batch-size", type=int, default=64 if cuda else 8)
-    p.add_argument("--eval-batch-size", type=int, default=128 if cuda else 16)
-    p.add_argument("--batches", type=int, default=30 if cuda else 4, help="timed batches per measurement")
-    p.add_argument("--warmup", type=int, default=5 if cuda else 1, help="untimed batches first (compile, cudnn autotune)")
-    p.add_argument("--train-workers", type=int, default=min(8, os.cpu_count() or 1) if cuda else 0)
-    p.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each Lightning/bare pair; best is kept")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="minimum time per loader measurement")
-    p.add_argument("--device", default="cuda" if cuda else "cpu")
-    p.add_argument("--threads", type=int, default=None if cuda else 1,
-                   help="torch intra-op threads for the train part (0: torch's choice). CPU default 1: the Lightning/bare "
-                        "ratio does not depend on it, and OpenMP threads collapse on a shared, loaded CPU")
-    p.add_argument("--cache-dir", type=Path, default=None, help="where the cache goes (default: a temporary folder)")
-    p.add_argument("--out", type=Path, default=Path("bench.json"))
-    p.add_argument("--full", action="store_true", help="every backbone, compile too, more batches")
-    args = p.parse_args(argv)
-    if args.images is None:
-        args.images = DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else FALLBACK_IMAGES
-    if args.backbones is None:
-        args.backbones = ALL_BACKBONES if args.full else (["densenet121"] if cuda else ["resnet18"])
-    if args.options is None:
-        base = ["32", "16+cl", "bf16+cl"] if cuda else ["32", "32+cl", "bf16"]
-        args.options = base + (["16+cl+compile" if cuda else "32+compile"] if args.full else [])
-    if args.full and args.batches < 10:
-        args.batches = 10
-    return args
+@dataclass
+class BenchSettings:
+    """Every setting of a benchmark run, machine-dependent defaults resolved (see conf/bench.yaml)."""
+
+    images: Path
+    size: int
+    parts: list[str]
+    workers: list[int]
+    backbones: list[str]
+    options: list[str]
+    batch_size: int
+    eval_batch_size: int
+    batches: int
+    warmup: int
+    train_workers: int
+    repeats: int
+    min_seconds: float
+    device: str
+    threads: int | None
+    cache_dir: Path | None
+    full: bool
+
+
+def _as_list(value: object) -> list | None:
+    """`parts=loader` as well as `parts=[loader]` (one value, or a list of them)."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    return [value]
+
+
+def resolve_settings(
+    images: str | Path | None = None, size: int = 224, parts: Sequence[str] = PARTS,
+    workers: Sequence[int] | None = None, backbones: Sequence[str] | None = None, options: Sequence[str] | None = None,
+    batch_size: int | None = None, eval_batch_size: int | None = None, batches: int | None = None,
+    warmup: int | None = None, train_workers: int | None = None, repeats: int = 2, min_seconds: float = 2.0,
+    device: str | None = None, threads: int | None = None, cache_dir: str | Path | None = None, full: bool = False,
+) -> BenchSettings:
+    """Fill in the settings left None from the machine: GPU defaults when `device` is (or defaults to) CUDA."""
+    parts, workers, backbones, options = (_as_list(v) for v in (parts, workers, backbones, options))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = torch.device(device).type == "cuda"
+    if not parts or any(p not in PARTS for p in parts):
+        raise ValueError(f"parts={parts}: choose from {list(PARTS)} ('train' also measures inference)")
+    if options is None:
+        options = (["32", "16+cl", "bf16+cl"] if gpu else ["32", "32+cl", "bf16"]) + (
+            ["16+cl+compile" if gpu else "32+compile"] if full else [])
+    options = [str(o) for o in options]  # `options=[32,bf16]`: Hydra reads 32 as a number
+    for option in options:
+        Option.parse(option)  # fails now, naming the entry, rather than after the loader part
+    batches = batches if batches is not None else (30 if gpu else 4)
+    if not backbones:
+        backbones = ALL_BACKBONES if full else ["densenet121" if gpu else "resnet18"]
+    return BenchSettings(
+        images=Path(images) if images else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else FALLBACK_IMAGES),
+        size=size, parts=parts, workers=[int(w) for w in workers] if workers else [os.cpu_count() or 1],
+        backbones=[str(b) for b in backbones],
+        options=options, batch_size=batch_size or (64 if gpu else 8),
+        eval_batch_size=eval_batch_size or (128 if gpu else 16), batches=max(batches, 10) if full else batches,
+        warmup=warmup if warmup is not None else (5 if gpu else 1),
+        train_workers=train_workers if train_workers is not None else (min(8, os.cpu_count() or 1) if gpu else 0),
+        repeats=repeats, min_seconds=min_seconds, device=device,
+        threads=threads if threads is not None else (None if gpu else 1),
+        cache_dir=Path(cache_dir) if cache_dir else None, full=full,
+    )
 
 
 def machine() -> dict:
@@ -134,26 +169,33 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(settings: BenchSettings) -> dict:
+    """Measure the parts of `settings`; returns what bench.json holds."""
     started = time.perf_counter()
-    paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    images = settings.images
+    paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if images.is_dir() \
+        else []
     if not paths:
-        raise FileNotFoundError(f"--images={str(args.images)!r} holds no PNG/JPEG files; pass a folder of images")
-    device = torch.device(args.device)
-    result: dict = {"machine": machine(), "device": device.type, "size": args.size, "images": str(args.images),
-                    "n_images": len(paths), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+        raise FileNotFoundError(f"images={str(images)!r} holds no PNG/JPEG files; pass images=<a folder of images>")
+    device = torch.device(settings.device)
+    result: dict = {"machine": machine(), "device": device.type, "size": settings.size, "images": str(images),
+                    "n_images": len(paths),
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}}
     with tempfile.TemporaryDirectory(prefix="chestx-bench-") as tmp:
-        cache_dir = args.cache_dir or Path(tmp) / "cache"
-        cache = cached_pixels(paths, args.size, cache_dir=cache_dir, root=args.images)
-        if "loader" in args.parts:
-            result["loader"] = bench_loader(paths, args.size, cache, args.workers, args.min_seconds, Path(tmp))
-        if "train" in args.parts:
-            if args.threads:
-                torch.set_num_threads(args.threads)
+        cache_dir = settings.cache_dir or Path(tmp) / "cache"
+        cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=images)
+        if "loader" in settings.parts:
+            result["loader"] = bench_loader(paths, settings.size, cache, settings.workers, settings.min_seconds,
+                                            Path(tmp))
+        if "train" in settings.parts:
+            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per measurement
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
             result["machine"]["torch_threads"] = torch.get_num_threads()
             result["train"], result["infer"] = bench_training(
-                cache, args.backbones, [Option.parse(o) for o in args.options], args.size, args.batch_size,
-                args.batches, args.warmup, args.train_workers, args.repeats, device, args.eval_batch_size,
+                cache, settings.backbones, [Option.parse(o) for o in settings.options], settings.size,
+                settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
+                device, settings.eval_batch_size,
             )
     result["targets"] = check_targets(result)
     result["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -161,16 +203,22 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    args = parse_args(argv)
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+def write_result(result: dict, out_dir: Path) -> Path:
+    """bench.json in `out_dir`; returns its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULT_FILE
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+def main(cfg: DictConfig) -> None:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    settings = resolve_settings(**{f.name: values[f.name] for f in fields(BenchSettings)})
+    result = run(settings)
+    path = write_result(result, hydra_run_dir())
     print(format_table(result))
-    print(f"\nwritten: {args.out}  ({result['wall_time_s']:.0f} s)")
-    return result
+    print(f"\nwritten: {path}  ({result['wall_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":

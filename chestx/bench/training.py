@@ -47,7 +47,7 @@ class Option:
         parts = text.split("+")
         precision = {"32": "32-true", "fp32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "fp16": "16-mixed"}
         if parts[0] not in precision or any(p not in ("cl", "compile") for p in parts[1:]):
-            raise ValueError(f"--options entry {text!r}: use 32|bf16|16 followed by +cl and/or +compile, e.g. bf16+cl")
+            raise ValueError(f"options entry {text!r}: use 32|bf16|16 followed by +cl and/or +compile, e.g. bf16+cl")
         return cls(precision[parts[0]], "cl" in parts[1:], "compile" in parts[1:])
 
     @property

@@ -97,7 +97,7 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
     out = Path(out) if out else folders[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     if n_resamples < 1000:
-        log.warning("--resamples %d: fewer than 1000 bootstrap resamples give unstable 95%% CI bounds", n_resamples)
+        log.warning("resamples=%d: fewer than 1000 bootstrap resamples give unstable 95%% CI bounds", n_resamples)
     runs = load_runs(folders)
     swept = label_runs(runs)
     failures = [r for r in runs if r.status != "ok"]

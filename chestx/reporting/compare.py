@@ -130,7 +130,7 @@ def choose_reference(summary: pd.DataFrame, groups: dict[str, list[Run]], name: 
     for label, runs in groups.items():
         if name == label or any(name in (r.model, r.path.name, str(r.path)) for r in runs):
             return label
-    raise ReportError(f"--reference {name!r} matches no run; use one of: {', '.join(groups)}")
+    raise ReportError(f"reference={name!r} matches no run; use one of: {', '.join(groups)}")
 
 
 def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: str) -> pd.DataFrame:

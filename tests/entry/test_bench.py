@@ -1,13 +1,14 @@
-"""chestx.bench on real 1024 px NIH originals: table, bench.json, target checks, option parsing."""
+"""chestx.bench on real 1024 px NIH originals: table, bench.json in the run folder, target checks, settings."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from chestx.bench.__main__ import check_targets, main
+from chestx.bench.__main__ import ALL_BACKBONES, check_targets, main, resolve_settings
 from chestx.bench.loader import Decoder
 from chestx.bench.training import Option
 from chestx.data.cache import cached_pixels
@@ -25,40 +26,69 @@ def test_decoders_agree_on_real_originals(fullres_fixtures: Path, tmp_path: Path
         assert np.abs(img.astype(np.int16) - reference).mean() < 4.0, method
 
 
-def test_loader_part_writes_table_and_json(fullres_fixtures: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "bench.json"
-    result = main(["--images", str(fullres_fixtures), "--parts", "loader", "--size", "64", "--workers", "1",
-                   "--min-seconds", "0.05", "--out", str(out)])
-    saved = json.loads(out.read_text())
-    assert saved["n_images"] == 2 and saved["device"] == result["device"]
+def _bench(monkeypatch, *overrides: str) -> None:
+    """`python -m chestx.bench <overrides>` run in-process."""
+    monkeypatch.setattr(sys, "argv", ["chestx.bench", *overrides])
+    main()
+
+
+def test_loader_part_writes_into_the_hydra_run_dir(fullres_fixtures: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    run = tmp_path / "bench_run"
+    _bench(monkeypatch, f"images={fullres_fixtures}", "parts=[loader]", "size=64", "workers=[1]", "min_seconds=0.05",
+           f"hydra.run.dir={run}")
+    assert {p.name for p in run.iterdir()} == {"bench.json", "bench.log", ".hydra"}
+    saved = json.loads((run / "bench.json").read_text())
+    assert saved["n_images"] == 2 and saved["size"] == 64 and "train" not in saved
     methods = {(r["method"], r["workers"]) for r in saved["loader"]}
     assert methods == {(m, w) for m in ("pil", "opencv", "torchvision", "png_resized", "cache") for w in (0, 1)}
-    assert all(r["images_per_s"] > 0 for r in saved["loader"])
-    assert "cache_over_fastest_decode_per_core" in saved["targets"]
+    rate = {r["method"]: r["images_per_s"] for r in saved["loader"] if r["workers"] == 0}
+    target = saved["targets"]["cache_over_fastest_decode_per_core"]
+    assert target["value"] == pytest.approx(rate["cache"] / max(rate["pil"], rate["opencv"], rate["torchvision"]))
     printed = capsys.readouterr().out
-    assert "LOADER" in printed and "TARGETS" in printed and str(out) in printed
+    for r in saved["loader"]:  # the printed table is bench.json's rows
+        assert f"{r['method']:<14}{r['source']:<22}{r['workers']:>8}{r['images_per_s']:>12.1f}" in printed
+    assert "TARGETS" in printed and f"written: {run / 'bench.json'}" in printed
 
 
 @pytest.mark.slow
-def test_train_part_lightning_vs_bare(fullres_fixtures: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "bench.json"
-    main(["--images", str(fullres_fixtures), "--parts", "train", "--size", "32", "--backbones", "resnet18",
-          "--options", "32", "32+cl", "--batch-size", "2", "--eval-batch-size", "2", "--batches", "2",
-          "--warmup", "1", "--repeats", "1", "--threads", "1", "--out", str(out)])
-    saved = json.loads(out.read_text())
+def test_train_part_lightning_vs_bare(fullres_fixtures: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    run = tmp_path / "bench_run"
+    _bench(monkeypatch, f"images={fullres_fixtures}", "parts=[train]", "size=32", "backbones=[resnet18]",
+           "options=[32,32+cl]", "batch_size=2", "eval_batch_size=2", "batches=2", "warmup=1", "repeats=1", "threads=1",
+           f"hydra.run.dir={run}")
+    saved = json.loads((run / "bench.json").read_text())
     assert [(r["backbone"], r["option"]) for r in saved["train"]] == [("resnet18", "32-true"),
                                                                        ("resnet18", "32-true+channels_last")]
     for row in saved["train"]:
-        assert row["lightning_images_per_s"] > 0 and row["bare_images_per_s"] > 0 and row["peak_memory_mb"] > 0
-    assert len(saved["infer"]) == 2 and all(r["images_per_s"] > 0 for r in saved["infer"])
-    assert "lightning_over_bare_cpu_worst" in saved["targets"]
+        assert row["batch_size"] == 2 and row["size"] == 32
+        assert row["lightning_over_bare"] == pytest.approx(row["lightning_images_per_s"] / row["bare_images_per_s"])
+    assert [(r["option"], r["batch_size"]) for r in saved["infer"]] == [("32-true", 2), ("32-true+channels_last", 2)]
+    worst = saved["targets"]["lightning_over_bare_cpu_worst"]["value"]
+    assert worst == pytest.approx(min(r["lightning_over_bare"] for r in saved["train"]))
+    assert saved["machine"]["torch_threads"] == 1 and "loader" not in saved
     assert "TRAIN" in capsys.readouterr().out
+
+
+def test_settings_follow_the_device_and_name_bad_values() -> None:
+    cpu, gpu = resolve_settings(device="cpu"), resolve_settings(device="cuda")
+    assert (cpu.backbones, cpu.options, cpu.batch_size, cpu.batches, cpu.threads) == (
+        ["resnet18"], ["32", "32+cl", "bf16"], 8, 4, 1)
+    assert (gpu.backbones, gpu.options, gpu.batch_size, gpu.batches, gpu.threads) == (
+        ["densenet121"], ["32", "16+cl", "bf16+cl"], 64, 30, None)
+    full = resolve_settings(device="cpu", full=True)
+    assert full.backbones == ALL_BACKBONES and full.options[-1] == "32+compile" and full.batches == 10
+    one = resolve_settings(device="cpu", parts="loader", options=[32, "bf16+cl"], workers=2, batches=3)
+    assert (one.parts, one.options, one.workers, one.batches) == (["loader"], ["32", "bf16+cl"], [2], 3)
+    with pytest.raises(ValueError, match=r"parts=\['gpu'\]: choose from \['loader', 'train'\]"):
+        resolve_settings(parts=["gpu"])
+    with pytest.raises(ValueError, match="options entry 'fp8'"):
+        resolve_settings(options=["32", "fp8"])
 
 
 def test_option_parsing_and_target_checks() -> None:
     assert Option.parse("bf16+cl+compile") == Option("bf16-mixed", True, True)
     assert Option.parse("32").name == "32-true"
-    with pytest.raises(ValueError, match="--options entry 'fp8'"):
+    with pytest.raises(ValueError, match="options entry 'fp8'"):
         Option.parse("fp8")
     result = {"device": "cuda", "loader": [], "train": [
         {"backbone": "densenet121", "size": 224, "option": "16-mixed+channels_last", "lightning_images_per_s": 2100.0,

@@ -1,7 +1,7 @@
-"""chestx.evaluate on real labels: the embedded sample and the whole official NIH test split (25,596 images).
+"""chestx.evaluate on real labels: the embedded sample, CheXpert's valid.csv and the whole official NIH test split.
 
 Prediction files are real image ids with scores that depend on the real labels (no model needed);
-the report over five such files on the NIH test split also times the bootstrap at full size.
+the report over five such files on the NIH test split (25,596 images) also times the bootstrap at full size.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_sample_scores_match_sklearn(sample, tmp_path: Path) -> None:
     table, split = sample
     probs = _scores(table.labels, 1.5, 0)
     csv = _write(tmp_path / "pub.csv", table.frame["image_id"], probs, table.pathologies, "Image Index", "")
-    metrics = evaluate(csv, table, split, tmp_path / "run", prefix="", id_column="Image Index", name="published")
+    metrics = evaluate(csv, table, split, tmp_path / "run", prefix="", name="published")  # NIH's id column, found
     for name in ["split.csv", "predictions.csv", "predictions_val.csv", "auroc.csv", "metrics.json"]:
         assert (tmp_path / "run" / name).is_file(), name
     ids, p, y, names = read_predictions(tmp_path / "run" / "predictions.csv")
@@ -65,7 +65,9 @@ def test_bad_inputs_name_the_problem(sample, tmp_path: Path) -> None:
         "range": (_write(tmp_path / "c.csv", ids, np.where(np.arange(14) == 2, 1.5, probs), names), r"outside \[0, 1\].*prob_Effusion.*sigmoid"),
         "nan": (_write(tmp_path / "d.csv", ids, np.where(np.arange(14) == 0, np.nan, probs), names), r"missing, not numbers"),
         "twice": (_write(tmp_path / "e.csv", [ids[0], *ids[:-1]], probs, names), r"appear twice"),
-        "idcol": (_write(tmp_path / "f.csv", ids, probs, names, id_column="img"), r"no image-id column 'image_id'.*id_column="),
+        "idcol": (_write(tmp_path / "f.csv", ids, probs, names, id_column="img"),
+                  r"none of the image-id columns \['image_id', 'Image Index', 'Path'\] that id_column=null .*"
+                  r"columns: \['img', 'prob_Atelectasis'.*set id_column="),
     }
     for case, (csv, pattern) in cases.items():
         with pytest.raises(EvaluationError, match=pattern):
@@ -76,6 +78,59 @@ def test_bad_inputs_name_the_problem(sample, tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match=r"1 of 124 test images have no prediction.*allow_missing=true"):
         evaluate(csv, table, split, tmp_path / "g")
     assert evaluate(csv, table, split, tmp_path / "g2", allow_missing=True)["n_test"] == 123
+
+
+def test_id_column_found_in_order_and_explicit_wins(sample, tmp_path: Path) -> None:
+    """image_id (chestx) before `Image Index` (NIH); `id_column=` overrides; a wrong explicit one is named."""
+    table, split = sample
+    ids, names = table.frame["image_id"].tolist(), list(table.pathologies)
+    probs = _scores(table.labels, 1.0, 2)
+    both = _write(tmp_path / "both.csv", ids, probs, names, id_column="Image Index")
+    frame = pd.read_csv(both)
+    frame.insert(0, "image_id", [f"row{i}.png" for i in range(len(frame))])  # not image ids of the dataset
+    frame.to_csv(both, index=False)
+    with pytest.raises(EvaluationError, match=r"621 of 621 image ids .* not in the dataset.*row0.png"):
+        evaluate(both, table, split, tmp_path / "auto")  # image_id comes first
+    explicit = evaluate(both, table, split, tmp_path / "explicit", id_column="Image Index")
+    auto = evaluate(_write(tmp_path / "nih.csv", ids, probs, names, id_column="Image Index"), table, split,
+                    tmp_path / "nih")
+    assert explicit["test/auroc_mean"] == auto["test/auroc_mean"]
+    assert (tmp_path / "explicit" / "predictions.csv").read_text() == (tmp_path / "nih" / "predictions.csv").read_text()
+    with pytest.raises(EvaluationError, match=r"no image-id column id_column='Path' \(columns: \['image_id', "
+                                              r"'Image Index', .*set id_column=<its name>, or id_column=null"):
+        evaluate(both, table, split, tmp_path / "wrong", id_column="Path")
+
+
+@pytest.fixture
+def chexpert_labels(chexpert_dir: Path, tmp_path: Path) -> Path:
+    """A CheXpert root with the first 2,000 rows of the real train.csv and the whole real valid.csv (no images)."""
+    root = tmp_path / "chexpert"
+    root.mkdir()
+    pd.read_csv(chexpert_dir / "train.csv", nrows=2000).to_csv(root / "train.csv", index=False)
+    (root / "valid.csv").write_bytes((chexpert_dir / "valid.csv").read_bytes())
+    return root
+
+
+def test_chexpert_path_column_through_the_cli(chexpert_labels: Path, tmp_path: Path, monkeypatch) -> None:
+    """`python -m chestx.evaluate predictions=... data=chexpert` (in-process): ids from CheXpert's own `Path`."""
+    from chestx.evaluate import main
+
+    valid = pd.read_csv(chexpert_labels / "valid.csv")
+    valid = valid[valid["Frontal/Lateral"] == "Frontal"].reset_index(drop=True)  # the test split (frontal only)
+    tasks = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    truth = valid[tasks].fillna(0.0).to_numpy()  # (202, 5): valid.csv has no uncertain labels
+    probs = _scores(truth, 1.5, 3)
+    csv = _write(tmp_path / "chexpert_model.csv", valid["Path"], probs, tasks, id_column="Path")
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"predictions={csv}", "data=chexpert",
+                                      f"data.root={chexpert_labels}", f"hydra.run.dir={run}"])
+    main()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["n_test"] == len(valid) == 202
+    for k, name in enumerate(tasks):
+        assert abs(metrics[f"test/auroc/{name}"] - roc_auc_score(truth[:, k], probs[:, k])) < 1e-9, name
+    ids, _, _, _ = read_predictions(run / "predictions.csv")
+    assert sorted(ids["image_id"]) == sorted(valid["Path"])
 
 
 @pytest.mark.slow

@@ -98,13 +98,44 @@ def test_unknown_query_lists_the_choices(tmp_path: Path) -> None:
         explore(table, split, tmp_path, query_name="Covid", figures=False)
 
 
-def test_cli_on_the_sample(tmp_path: Path, monkeypatch, capsys) -> None:
-    """`python -m chestx.explore out=... query=Hernia` run in-process."""
+def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`python -m chestx.explore query=Hernia hydra.run.dir=...` run in-process: every file lands in that folder."""
     from chestx.explore import main
 
-    monkeypatch.setattr(sys, "argv", ["chestx.explore", f"out={tmp_path}", "query=Hernia", "figures=false"])
+    run = tmp_path / "explore_run"
+    monkeypatch.setattr(sys, "argv", ["chestx.explore", f"hydra.run.dir={run}", "query=Hernia", "figures=false"])
     main()
     printed = capsys.readouterr().out
     assert "Patient overlap between splits: train/val 0, train/test 0, val/test 0 (OK: 0)" in printed
-    assert "query=Hernia: 20 cases" in printed
-    assert (tmp_path / "label_counts.csv").is_file()
+    assert "query=Hernia: 20 cases" in printed and f"tables and figures in {run}" in printed
+    written = {p.name for p in run.iterdir()}
+    assert {"overview.csv", "label_counts.csv", "cooccurrence.csv", "demographics.csv", "patient_overlap.csv",
+            "query_Hernia.csv", "explore.log"} <= written, written
+    assert set(pd.read_csv(run / "label_counts.csv")["pathology"]) == set(NIH_PATHOLOGIES)
+
+
+def test_cli_split_equals_the_training_split(tmp_path: Path, monkeypatch) -> None:
+    """Issue 8: with missing images dropped and No Finding undersampled, `explore` reports the split
+    that training saves (split.csv byte for byte), not one whose seeded draws fell on other rows."""
+    import shutil
+
+    from hydra.utils import instantiate
+
+    from chestx.explore import main
+    from conftest import compose_train
+
+    root = tmp_path / "sample"
+    shutil.copytree(SAMPLE_ROOT, root)
+    for path in sorted((root / "images").glob("*.png"))[::20]:
+        path.unlink()
+    options = [f"data.root={root}", "data.missing_images=drop", "data.no_finding_fraction=0.3", "seed=5"]
+    cfg = compose_train(options, tmp_path / "train")
+    instantiate(cfg.data).save_split(tmp_path / "train_split.csv")  # what chestx.train writes first
+    run = tmp_path / "explore_run"
+    monkeypatch.setattr(sys, "argv", ["chestx.explore", f"hydra.run.dir={run}", "figures=false", *options])
+    main()
+    assert (run / "split.csv").read_bytes() == (tmp_path / "train_split.csv").read_bytes()
+    overview = pd.read_csv(run / "overview.csv").set_index("split")
+    saved = pd.read_csv(tmp_path / "train_split.csv")["split"].value_counts()
+    for name in ("train", "val", "test"):
+        assert overview.loc[name, "images"] == saved[name]

@@ -63,3 +63,16 @@ def test_onnx_export_of_a_mixed_multiclass_head(tmp_path: Path) -> None:
     assert logits.shape == (5, 7) and probs.shape == (5, 3)
     with torch.no_grad():
         np.testing.assert_allclose(probs, layout.probabilities(net(x)).numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ckpt = tiny_clinical_run() / "checkpoints" / "best.ckpt"
+    done = subprocess.run([sys.executable, "-m", "chestx.export", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}",
+                           "check_images=3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "best.onnx").is_file() and (tmp_path / "best.json").is_file()
+    assert not ckpt.with_suffix(".onnx").exists(), "nothing is written beside the checkpoint"

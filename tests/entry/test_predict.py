@@ -86,16 +86,18 @@ def test_named_pathologies_and_default_thresholds(run_dir: Path, folder, tmp_pat
 
 
 def test_cli_prints_table_and_skips_corrupt(run_dir: Path, folder, tmp_path: Path, monkeypatch, capsys) -> None:
-    """`python -m chestx.predict ...` run in-process (same argv parsing, no interpreter start-up)."""
+    """`python -m chestx.predict ... hydra.run.dir=...` run in-process (same argv parsing, no interpreter start-up)."""
     from chestx.predict import main
 
     root, ids = folder
+    out = tmp_path / "predict_run"
     monkeypatch.setattr(sys, "argv", [
-        "chestx.predict", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"inputs={root}", f"out={tmp_path}",
+        "chestx.predict", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"inputs={root}", f"hydra.run.dir={out}",
         f"labels={SAMPLE_ROOT / 'Data_Entry_sample.csv'}",
     ])
     main()
     printed = capsys.readouterr().out
     assert printed.count("== ") == 5 and "truth" in printed
     assert "unreadable, skipped:" in printed and "truncated.png" in printed
-    assert (tmp_path / "predictions.csv").is_file() and (tmp_path / "unreadable.csv").is_file()
+    assert f"Wrote {out / 'predictions.csv'} (5 images, 2 unreadable)" in printed
+    assert (out / "predictions.csv").is_file() and (out / "unreadable.csv").is_file() and (out / "predict.log").is_file()

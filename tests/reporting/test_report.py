@@ -1,7 +1,8 @@
 """chestx.benchmark / chestx.report on a real tiny sweep (embedded NIH sample) with one failing backbone.
 
 One module-scoped sweep (`python -m chestx.benchmark`, three backbones, InceptionV3 at 64 px fails
-as it really does: its stem needs >= 75 px) plus one in-process run with another seed feed every check.
+as it really does: its stem needs >= 75 px) plus one in-process run with another seed feed the slow
+checks; the command line itself is checked on chestx.evaluate run folders of the sample (seconds).
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from chestx.report import main as report_main
+from chestx.run_outputs import read_metrics
 from chestx.reporting import ReportError, build_report
 from chestx.reporting.compare import MEAN
 from chestx.run_outputs import read_predictions
-from conftest import REPO, TINY, compose_train
+from conftest import REPO, SAMPLE_ROOT, TINY, compose_train
 
 SWEEP = [
     "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",
@@ -178,7 +180,7 @@ def test_seeds_are_aggregated_and_run_folders_mix_with_sweeps(sweep, seed1_run, 
 
 
 @pytest.mark.slow
-def test_incomplete_and_all_failed(sweep, tmp_path: Path, capsys) -> None:
+def test_incomplete_and_all_failed(sweep, tmp_path: Path, monkeypatch) -> None:
     out, _ = sweep
     runs = _runs(out)
     partial = tmp_path / "partial"
@@ -190,9 +192,10 @@ def test_incomplete_and_all_failed(sweep, tmp_path: Path, capsys) -> None:
     assert "incomplete: no predictions.csv" in (tmp_path / "r1" / "auroc_table.md").read_text()
     failed = tmp_path / "failed"
     shutil.copytree(runs["inceptionv3"], failed / "0")
-    assert report_main([str(failed), "--out", str(tmp_path / "r2")]) == 1
+    with pytest.raises(SystemExit) as exit_status:
+        _report(monkeypatch, f"runs=[{failed}]", f"hydra.run.dir={tmp_path / 'r2'}")
+    assert exit_status.value.code == 1
     assert "Kernel size" in (tmp_path / "r2" / "auroc_table.md").read_text()
-    assert report_main([str(tmp_path / "nothing_here")]) == 2
 
 
 @pytest.mark.slow
@@ -201,3 +204,67 @@ def test_operating_points_section_when_present(sweep) -> None:
     page = (out / "report" / "report.html").read_text()
     assert (_runs(out)["resnet18"] / "operating_points.csv").is_file()
     assert "<h2>Operating points</h2>" in page and "sensitivity" in page and "npv" in page
+
+
+def _report(monkeypatch, *overrides: str) -> None:
+    """`python -m chestx.report <overrides>` run in-process."""
+    monkeypatch.setattr(sys, "argv", ["chestx.report", *overrides])
+    report_main()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """Two chestx.evaluate run folders (scores from the real labels of the embedded NIH sample) under runs/."""
+    from chestx.data.datamodule import NIHDataModule
+    from chestx.evaluate import evaluate
+
+    root = tmp_path_factory.mktemp("evaluated")
+    table, split = NIHDataModule(root=str(SAMPLE_ROOT), split="random",
+                                 csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
+    rng = np.random.default_rng(0)
+    for name, strength in (("weak", 0.5), ("strong", 2.0)):
+        logits = rng.normal(size=table.labels.shape) + strength * np.nan_to_num(table.labels)
+        frame = {"image_id": table.frame["image_id"]} | {
+            f"prob_{p}": 1 / (1 + np.exp(-logits[:, k])) for k, p in enumerate(table.pathologies)}
+        pd.DataFrame(frame).to_csv(root / f"{name}.csv", index=False)
+        evaluate(root / f"{name}.csv", table, split, root / "runs" / name, name=name)
+    return root
+
+
+def test_cli_writes_into_the_hydra_run_dir(evaluated: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    out = evaluated / "runs" / "report_here"  # inside the folder it reads: must not count as a run next time
+    _report(monkeypatch, f"runs=[{evaluated / 'runs'}]", "reference=weak", "resamples=200", f"hydra.run.dir={out}")
+    printed = capsys.readouterr().out
+    for name in ["auroc_table.md", "auroc_table.csv", "auroc_table.tex", "auroc_per_run.csv", "costs.csv",
+                 "pvalues.csv", "report.html", "report.log", "figures/roc_curves.png"]:
+        assert (out / name).is_file(), name
+    assert not (out / ".hydra").exists()
+    md = (out / "auroc_table.md").read_text()
+    assert md in printed and f"Report: {out / 'report.html'}" in printed
+    table = pd.read_csv(out / "auroc_table.csv").set_index("pathology")
+    for name in ("weak", "strong"):
+        metrics = read_metrics(evaluated / "runs" / name / "metrics.json")
+        assert table.loc[MEAN, name] == pytest.approx(metrics["test/auroc_mean"], abs=1e-6)
+    assert set(pd.read_csv(out / "pvalues.csv")["reference"]) == {"weak"}
+    _report(monkeypatch, f"runs=[{evaluated / 'runs'}]", "resamples=200", f"hydra.run.dir={tmp_path / 'again'}")
+    assert set(pd.read_csv(tmp_path / "again" / "auroc_table.csv").columns) == set(table.reset_index().columns)
+    assert "Runs left out" not in (tmp_path / "again" / "auroc_table.md").read_text()
+
+
+def test_cli_exit_status_when_nothing_to_compare(evaluated: Path, tmp_path: Path, monkeypatch) -> None:
+    from chestx.evaluate import main as evaluate_main
+
+    failed = tmp_path / "failed" / "0"  # a real failed run: chestx.evaluate on a file that does not exist
+    monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"predictions={tmp_path / 'none.csv'}",
+                                      f"hydra.run.dir={failed}"])
+    with pytest.raises(SystemExit):
+        evaluate_main()
+    with pytest.raises(SystemExit) as status:
+        _report(monkeypatch, f"runs=[{failed.parent}]", f"hydra.run.dir={tmp_path / 'r1'}")
+    assert status.value.code == 1 and "does not exist" in (tmp_path / "r1" / "auroc_table.md").read_text()
+    with pytest.raises(SystemExit) as status:
+        _report(monkeypatch, f"runs=[{tmp_path / 'nothing_here'}]", f"hydra.run.dir={tmp_path / 'r2'}")
+    assert status.value.code == 2
+    with pytest.raises(SystemExit) as status:
+        _report(monkeypatch, f"runs=[{evaluated / 'runs'}]", "reference=nosuchnet", f"hydra.run.dir={tmp_path / 'r3'}")
+    assert status.value.code == 2
