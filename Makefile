@@ -15,7 +15,7 @@ help:
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-fast   skip tests marked slow"
 	@echo "make benchmark   sweep the five backbones and build the comparison report (DATA=nih ROOT=/data/ChestX-ray14 for the real thing)"
-	@echo "make perf        loader / training / inference throughput table, bench.json in outputs/bench/<date>/<time> (ARGS=\"full=true\" etc.: keys of conf/bench.yaml)"
+	@echo "make perf        loader / training / inference throughput table, perf.json in outputs/perf/<date>/<time> (ARGS=\"full=true\" etc.: keys of conf/perf.yaml)"
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -42,9 +42,9 @@ benchmark: venv
 	@if [ "$(DATA)" = nih_sample ]; then echo "make benchmark: 5 backbones on the embedded NIH sample (112 px, 3 epochs; experiment=benchmark_sample): about 10 min on 2 idle CPU cores, under 30"; else echo "make benchmark: 5 backbones on data=$(DATA) at full size (experiment=benchmark): hours; a GPU is advised"; fi
 	$(PY) -m chestx.benchmark data=$(DATA) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
 
-# ARGS are chestx.bench overrides (conf/bench.yaml), e.g. ARGS="full=true" or ARGS="parts=[loader] hydra.run.dir=perf"
+# ARGS are chestx.perf overrides (conf/perf.yaml), e.g. ARGS="full=true" or ARGS="parts=[loader] hydra.run.dir=perf"
 perf: venv
-	$(PY) -m chestx.bench $(ARGS)
+	$(PY) -m chestx.perf $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

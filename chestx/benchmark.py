@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chestx.config import REPO_DIR
+from chestx._hydra import REPO_DIR
 from chestx.report import report
-from chestx.reporting import ReportError
+from chestx.comparison import ReportError
 
 log = logging.getLogger("chestx.benchmark")
 

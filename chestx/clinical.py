@@ -13,7 +13,7 @@ on an existing run folder with `python -m chestx.clinical <run_dir> [--method f1
    `reliability.png`;
 4. Grad-CAM heatmaps (`heatmaps/`) of the first `cams` test images that have a positive prediction,
    for their most probable positive pathologies (at most `max_cams_per_image`), with the best
-   checkpoint through `chestx.inference`.
+   checkpoint through `chestx.inference.predictor`.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestx.clinical_plots import plot_confusion_matrices, plot_reliability
+from chestx.runs.figures import plot_confusion_matrices, plot_reliability
 from chestx.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
 from chestx.metrics.thresholds import THRESHOLD_METHODS, operating_points, select_thresholds
-from chestx.inference import THRESHOLDS_FILE
-from chestx.run_outputs import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
+from chestx.inference.predictor import THRESHOLDS_FILE
+from chestx.runs.files import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _test_heatmaps(
     import torch
     from hydra.utils import instantiate
 
-    from chestx.inference import best_checkpoint, load_for_inference, load_images, write_heatmaps
+    from chestx.inference.predictor import best_checkpoint, load_for_inference, load_images, write_heatmaps
 
     ckpt = best_checkpoint(run_dir)
     if ckpt is None:

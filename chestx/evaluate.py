@@ -25,10 +25,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR, hydra_run_dir
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
 from chestx.data.labels import LabelTable, evaluation_targets
 from chestx.data.splits import save_split
-from chestx.run_outputs import (
+from chestx.runs.files import (
     AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
     write_auroc, write_metrics, write_predictions,
 )

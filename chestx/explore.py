@@ -27,7 +27,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chestx.config import CONFIG_DIR, hydra_run_dir
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
 from chestx.data.labels import LabelTable
 from chestx.data.splits import SPLITS, save_split
 
@@ -165,7 +165,7 @@ def explore(table: LabelTable, split: np.ndarray, out_dir: str | Path, query_nam
         table_q.to_csv(out_dir / f"query_{summary['pathology'].replace(' ', '_')}.csv", index=False,
                        float_format="%.4g")
     if figures:
-        from chestx.clinical_plots import plot_cooccurrence, plot_demographics
+        from chestx.runs.figures import plot_cooccurrence, plot_demographics
 
         plot_cooccurrence(cooccurrence(table.labels, table.pathologies), out_dir / "cooccurrence.png",
                           f"Co-occurrence of positive labels ({len(table)} images)")

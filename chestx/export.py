@@ -24,8 +24,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from chestx.config import CONFIG_DIR, hydra_run_dir
-from chestx.inference import Predictor, collect_images, load_for_inference, load_images
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.inference.predictor import Predictor, collect_images, load_for_inference, load_images
 from chestx.models.losses import probabilities
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR, hydra_run_dir
-from chestx.inference import (
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.inference.predictor import (
     Predictor, collect_images, heatmap_classes, load_for_inference, load_images, write_heatmaps,
 )
-from chestx.run_outputs import predictions_frame, write_predictions
+from chestx.runs.files import predictions_frame, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str,
     """
     from chestx.data.chexpert import read_chexpert
     from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING
-    from chestx.run_outputs import read_predictions
+    from chestx.runs.files import read_predictions
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -104,7 +104,7 @@ def predict(
     truth = read_ground_truth(labels, predictor.pathologies) if labels else {}
     boxes = None
     if bbox:
-        from chestx.localize import read_bbox_list
+        from chestx.explain.pointing_game import read_bbox_list
 
         boxes = read_bbox_list(bbox)
     k = len(predictor.pathologies)
@@ -138,7 +138,7 @@ def predict(
             heat_tables.append(write_heatmaps(predictor, names, images, x, probs, out_dir / "heatmaps", classes,
                                               target_layer))
         if boxes is not None:
-            from chestx.localize import pointing_game_rows
+            from chestx.explain.pointing_game import pointing_game_rows
 
             box_rows.extend(pointing_game_rows(predictor, names, images, x, probs, boxes,
                                                heatmap_dir=out_dir / "heatmaps" if cam else None,
@@ -164,7 +164,7 @@ def predict(
     if cam:
         result["heatmaps"] = pd.concat(heat_tables, ignore_index=True) if heat_tables else pd.DataFrame()
     if boxes is not None:
-        from chestx.localize import summarize_pointing_game
+        from chestx.explain.pointing_game import summarize_pointing_game
 
         rows = pd.DataFrame(box_rows)
         rows.to_csv(out_dir / "localization.csv", index=False, float_format="%.6g")

@@ -20,7 +20,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chestx.config import CONFIG_DIR
+from chestx._hydra import CONFIG_DIR
 from chestx.data.cache import PIXELS, default_cache_dir
 from chestx.data.datamodule import ChestXDataModule
 

@@ -17,8 +17,8 @@ from typing import Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR, hydra_run_dir
-from chestx.reporting import ReportError, ReportResult, build_report
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.comparison import ReportError, ReportResult, build_report
 
 log = logging.getLogger("chestx.report")
 

@@ -6,7 +6,7 @@
 
 `train(cfg)` builds everything from the composed config (each object through its `_target_`),
 fits, re-scores the best checkpoint on validation and test, and writes `predictions*.csv`,
-`auroc.csv` and `metrics.json` (see `chestx.run_outputs`). `main()` returns the optimised metric
+`auroc.csv` and `metrics.json` (see `chestx.runs.files`). `main()` returns the optimised metric
 so Hydra sweepers (Optuna) can use it.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.config import CONFIG_DIR, instantiate_net
-from chestx.cost import CostMonitor, count_macs, count_parameters
+from chestx._hydra import CONFIG_DIR, instantiate_net
+from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
 from chestx.models.losses import MixedPolicyLoss, OutputLayout
-from chestx.run_outputs import (
+from chestx.runs.files import (
     AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
     write_auroc, write_metrics, write_predictions,
 )

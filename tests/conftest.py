@@ -60,7 +60,7 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from chestx.config import CONFIG_DIR
+    from chestx._hydra import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

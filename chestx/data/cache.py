@@ -7,7 +7,7 @@ the ordered file list):
     index.json   format version, size, interpolation, root, relative paths, (bytes, mtime_ns) per file
 
 Why this format: reading one 224 px image is a page-cache memcpy (~89,000 images/s per core on the
-project's shared 2-core Xeon, `chestx.bench`), against ~900/s for re-decoding 224 px PNG files and
+project's shared 2-core Xeon, `chestx.perf`), against ~900/s for re-decoding 224 px PNG files and
 ~40/s for decoding + resizing the 1024 px originals (README, "Scaling out"). DataLoader workers share the mapping through the page
 cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
 

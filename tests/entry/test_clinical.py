@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from chestx.clinical import run_clinical
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_predictions
 from clinical_run import tiny_clinical_run
 from conftest import compose_train
 

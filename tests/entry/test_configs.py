@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from chestx.config import CONFIG_DIR, instantiate_net
+from chestx._hydra import CONFIG_DIR, instantiate_net
 from conftest import compose_train
 
 CONF = Path(CONFIG_DIR)

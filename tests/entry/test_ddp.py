@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_predictions
 from chestx.train import train
 from conftest import REPO, TINY, compose_train
 

@@ -18,8 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from chestx.data.datamodule import NIHDataModule
 from chestx.evaluate import EvaluationError, evaluate
-from chestx.reporting import build_report
-from chestx.run_outputs import read_predictions
+from chestx.comparison import build_report
+from chestx.runs.files import read_predictions
 from conftest import REPO, SAMPLE_ROOT
 
 

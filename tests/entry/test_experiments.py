@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chestx.config import CONFIG_DIR
+from chestx._hydra import CONFIG_DIR
 from conftest import SAMPLE_ROOT, compose_train
 
 EXPERIMENTS = Path(CONFIG_DIR) / "experiment"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from chestx.export import check_onnx, export_onnx
-from chestx.inference import collect_images, load_for_inference, load_images
+from chestx.inference.predictor import collect_images, load_for_inference, load_images
 from clinical_run import tiny_clinical_run
 from conftest import SAMPLE_ROOT
 
@@ -47,7 +47,7 @@ def test_onnx_export_of_a_mixed_multiclass_head(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    from chestx.inference import Predictor
+    from chestx.inference.predictor import Predictor
     from chestx.models.losses import OutputLayout
 
     torch.manual_seed(0)

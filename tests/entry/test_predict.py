@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.inference import load_for_inference
+from chestx.inference.predictor import load_for_inference
 from chestx.predict import predict
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_predictions
 from clinical_run import tiny_clinical_run
 from conftest import SAMPLE_ROOT
 

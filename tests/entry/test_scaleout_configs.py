@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from chestx.config import CONFIG_DIR
+from chestx._hydra import CONFIG_DIR
 from conftest import REPO, TINY
 
 TINY = [o for o in TINY if not o.startswith("clinical.")]  # these runs switch the clinical step off

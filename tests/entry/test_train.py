@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from chestx.data.labels import DataError
 from chestx.models.module import NaNLossError
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_predictions
 from chestx.train import train
 from conftest import SAMPLE_ROOT, compose_train
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_predictions
 from chestx.train import train
 from conftest import compose_train
 
@@ -62,7 +62,7 @@ def test_mixed_multiclass_policy_trains_with_the_configured_loss(chexpert_tree: 
     weighted BCE (weights from its own training labels), the other four three logits each."""
     import torch
 
-    from chestx.inference import load_for_inference
+    from chestx.inference.predictor import load_for_inference
 
     cfg = compose_train(
         [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", "model=resnet56v2", "data.image_size=32",

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from chestx.data.labels import NIH_PATHOLOGIES
-from chestx.inference import Predictor
-from chestx.localize import read_bbox_list
+from chestx.inference.predictor import Predictor
+from chestx.explain.pointing_game import read_bbox_list
 from chestx.models import create_backbone
 from chestx.predict import predict
 from conftest import SAMPLE_ROOT

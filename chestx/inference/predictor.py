@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chestx.config import instantiate_net
+from chestx._hydra import instantiate_net
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.transforms import build_transform
 from chestx.models.losses import OutputLayout, probabilities
@@ -242,7 +242,7 @@ def write_heatmaps(
     names: (B,) image names; images: (B,) uint8 (H, W) as loaded; x: (B, C, S, S) model input;
     probs: (B, K). Returns a table image_id, pathology, probability, positive, file.
     """
-    from chestx.clinical_plots import save_heatmap
+    from chestx.runs.figures import save_heatmap
     from chestx.explain.gradcam import overlay
 
     out_dir = Path(out_dir)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chestx.reporting import plots, tables
-from chestx.reporting.compare import Comparison, compare
-from chestx.reporting.html import operating_points_section, render_page
-from chestx.reporting.runs import Run, _select, fixed_settings, label_runs, load_runs
+from chestx.comparison import figures as report_figures, tables
+from chestx.comparison.compare import Comparison, compare
+from chestx.comparison.html import operating_points_section, render_page
+from chestx.runs.discover import Run, _select, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
                    f"bold best per row; * differs from {comparison.reference} (DeLong, Holm, p<{tables.ALPHA}).")
         files["auroc_table.tex"].write_text(tables.to_latex(main, caption) + "\n" + tables.to_latex(
             cost, "Cost per run.", label="tab:cost"))
-        figures = plots.all_figures(comparison, out / "figures")
+        figures = report_figures.all_figures(comparison, out / "figures")
         files.update({p.name: p for p in figures.values()})
     files["auroc_table.md"] = out / "auroc_table.md"
     files["auroc_table.md"].write_text(_markdown(title, lines, md_sections, failures))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from chestx.metrics.bootstrap import bootstrap_auroc
 from chestx.metrics.delong import paired_tests
-from chestx.reporting.runs import ReportError, Run
+from chestx.runs.discover import ReportError, Run
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""chestx.bench on real 1024 px NIH originals: table, bench.json in the run folder, target checks, settings."""
+"""chestx.perf on real 1024 px NIH originals: table, perf.json in the run folder, target checks, settings."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestx.bench.__main__ import ALL_BACKBONES, check_targets, main, resolve_settings
-from chestx.bench.loader import Decoder
-from chestx.bench.training import Option
+from chestx.perf import ALL_BACKBONES, check_targets, main, resolve_settings
+from chestx.throughput.loader import Decoder
+from chestx.throughput.training import Option
 from chestx.data.cache import cached_pixels
 from chestx.data.images import load_grayscale, resize_square
 
@@ -27,8 +27,8 @@ def test_decoders_agree_on_real_originals(fullres_fixtures: Path, tmp_path: Path
 
 
 def _bench(monkeypatch, *overrides: str) -> None:
-    """`python -m chestx.bench <overrides>` run in-process."""
-    monkeypatch.setattr(sys, "argv", ["chestx.bench", *overrides])
+    """`python -m chestx.perf <overrides>` run in-process."""
+    monkeypatch.setattr(sys, "argv", ["chestx.perf", *overrides])
     main()
 
 
@@ -36,8 +36,8 @@ def test_loader_part_writes_into_the_hydra_run_dir(fullres_fixtures: Path, tmp_p
     run = tmp_path / "bench_run"
     _bench(monkeypatch, f"images={fullres_fixtures}", "parts=[loader]", "size=64", "workers=[1]", "min_seconds=0.05",
            f"hydra.run.dir={run}")
-    assert {p.name for p in run.iterdir()} == {"bench.json", "bench.log", ".hydra"}
-    saved = json.loads((run / "bench.json").read_text())
+    assert {p.name for p in run.iterdir()} == {"perf.json", "perf.log", ".hydra"}
+    saved = json.loads((run / "perf.json").read_text())
     assert saved["n_images"] == 2 and saved["size"] == 64 and "train" not in saved
     methods = {(r["method"], r["workers"]) for r in saved["loader"]}
     assert methods == {(m, w) for m in ("pil", "opencv", "torchvision", "png_resized", "cache") for w in (0, 1)}
@@ -45,9 +45,9 @@ def test_loader_part_writes_into_the_hydra_run_dir(fullres_fixtures: Path, tmp_p
     target = saved["targets"]["cache_over_fastest_decode_per_core"]
     assert target["value"] == pytest.approx(rate["cache"] / max(rate["pil"], rate["opencv"], rate["torchvision"]))
     printed = capsys.readouterr().out
-    for r in saved["loader"]:  # the printed table is bench.json's rows
+    for r in saved["loader"]:  # the printed table is perf.json's rows
         assert f"{r['method']:<14}{r['source']:<22}{r['workers']:>8}{r['images_per_s']:>12.1f}" in printed
-    assert "TARGETS" in printed and f"written: {run / 'bench.json'}" in printed
+    assert "TARGETS" in printed and f"written: {run / 'perf.json'}" in printed
 
 
 @pytest.mark.slow
@@ -56,7 +56,7 @@ def test_train_part_lightning_vs_bare(fullres_fixtures: Path, tmp_path: Path, mo
     _bench(monkeypatch, f"images={fullres_fixtures}", "parts=[train]", "size=32", "backbones=[resnet18]",
            "options=[32,32+cl]", "batch_size=2", "eval_batch_size=2", "batches=2", "warmup=1", "repeats=1", "threads=1",
            f"hydra.run.dir={run}")
-    saved = json.loads((run / "bench.json").read_text())
+    saved = json.loads((run / "perf.json").read_text())
     assert [(r["backbone"], r["option"]) for r in saved["train"]] == [("resnet18", "32-true"),
                                                                        ("resnet18", "32-true+channels_last")]
     for row in saved["train"]:

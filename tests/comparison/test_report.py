@@ -18,10 +18,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from chestx.report import main as report_main
-from chestx.run_outputs import read_metrics
-from chestx.reporting import ReportError, build_report
-from chestx.reporting.compare import MEAN
-from chestx.run_outputs import read_predictions
+from chestx.runs.files import read_metrics
+from chestx.comparison import ReportError, build_report
+from chestx.comparison.compare import MEAN
+from chestx.runs.files import read_predictions
 from conftest import REPO, SAMPLE_ROOT, TINY, compose_train
 
 SWEEP = [

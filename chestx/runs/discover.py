@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from chestx.run_outputs import METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
+from chestx.runs.files import METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from chestx.reporting.compare import MEAN, Comparison
-from chestx.reporting.runs import Run
+from chestx.comparison.compare import MEAN, Comparison
+from chestx.runs.discover import Run
 
 ALPHA = 0.05
 COST_COLUMNS = (  # (metrics.json key, header, format)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chestx.reporting import build_report
+from chestx.comparison import build_report
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",

@@ -1,5 +1,5 @@
 """Comparison report over finished runs: read run folders, bootstrap/DeLong, tables, figures, HTML."""
-from chestx.reporting.build import ReportResult, build_report
-from chestx.reporting.runs import ReportError, Run, load_runs
+from chestx.comparison.build import ReportResult, build_report
+from chestx.runs.discover import ReportError, Run, load_runs
 
 __all__ = ["ReportError", "ReportResult", "Run", "build_report", "load_runs"]

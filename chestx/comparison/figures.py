@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from chestx.reporting.compare import MEAN, Comparison  # noqa: E402
+from chestx.comparison.compare import MEAN, Comparison  # noqa: E402
 
 log = logging.getLogger(__name__)
 

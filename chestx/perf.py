@@ -1,14 +1,14 @@
-"""`python -m chestx.bench` / `make perf`: loader, training and inference throughput; prints a table, writes bench.json.
+"""`python -m chestx.perf` / `make perf`: loader, training and inference throughput; prints a table, writes perf.json.
 
-    python -m chestx.bench                                  # quick default: a few minutes on a 2-core CPU
-    python -m chestx.bench full=true                        # every backbone, every option, more batches
-    python -m chestx.bench backbones=[densenet121] options=[16+cl,bf16+cl,16+cl+compile] batch_size=64
-    python -m chestx.bench images=/data/ChestX-ray14/images_001/images parts=[loader] hydra.run.dir=perf/
+    python -m chestx.perf                                  # quick default: a few minutes on a 2-core CPU
+    python -m chestx.perf full=true                        # every backbone, every option, more batches
+    python -m chestx.perf backbones=[densenet121] options=[16+cl,bf16+cl,16+cl+compile] batch_size=64
+    python -m chestx.perf images=/data/ChestX-ray14/images_001/images parts=[loader] hydra.run.dir=perf/
 
-Settings are the keys of conf/bench.yaml; those left null there depend on the machine (CUDA or
+Settings are the keys of conf/perf.yaml; those left null there depend on the machine (CUDA or
 not), see `resolve_settings`. Defaults: images from ../shared/data/nih/fullres1024 (real 1024 px NIH
-PNGs; the embedded 256 px sample if absent), 224 px, CUDA when available. bench.json goes to the run
-folder, outputs/bench/<date>/<time> (`hydra.run.dir=<folder>` to choose it). `make perf
+PNGs; the embedded 256 px sample if absent), 224 px, CUDA when available. perf.json goes to the run
+folder, outputs/perf/<date>/<time> (`hydra.run.dir=<folder>` to choose it). `make perf
 ARGS="full=true"` passes settings through.
 """
 from __future__ import annotations
@@ -27,24 +27,24 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from chestx.bench.loader import bench_loader
-from chestx.bench.training import Option, bench_training
-from chestx.config import CONFIG_DIR, REPO_DIR, hydra_run_dir
+from chestx.throughput.loader import bench_loader
+from chestx.throughput.training import Option, bench_training
+from chestx._hydra import CONFIG_DIR, REPO_DIR, hydra_run_dir
 from chestx.data.cache import cached_pixels
 
-log = logging.getLogger("chestx.bench")
+log = logging.getLogger("chestx.perf")
 
 DEFAULT_IMAGES = REPO_DIR.parent / "shared" / "data" / "nih" / "fullres1024"
 FALLBACK_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
 ALL_BACKBONES = ["densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2"]
 PARTS = ("loader", "train")
 TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 2000.0}
-RESULT_FILE = "bench.json"
+RESULT_FILE = "perf.json"
 
 
 @dataclass
 class BenchSettings:
-    """Every setting of a benchmark run, machine-dependent defaults resolved (see conf/bench.yaml)."""
+    """Every setting of a benchmark run, machine-dependent defaults resolved (see conf/perf.yaml)."""
 
     images: Path
     size: int
@@ -170,7 +170,7 @@ def format_table(result: dict) -> str:
 
 
 def run(settings: BenchSettings) -> dict:
-    """Measure the parts of `settings`; returns what bench.json holds."""
+    """Measure the parts of `settings`; returns what perf.json holds."""
     started = time.perf_counter()
     images = settings.images
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if images.is_dir() \
@@ -181,7 +181,7 @@ def run(settings: BenchSettings) -> dict:
     result: dict = {"machine": machine(), "device": device.type, "size": settings.size, "images": str(images),
                     "n_images": len(paths),
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}}
-    with tempfile.TemporaryDirectory(prefix="chestx-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="chestx-perf-") as tmp:
         cache_dir = settings.cache_dir or Path(tmp) / "cache"
         cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=images)
         if "loader" in settings.parts:
@@ -204,14 +204,14 @@ def run(settings: BenchSettings) -> dict:
 
 
 def write_result(result: dict, out_dir: Path) -> Path:
-    """bench.json in `out_dir`; returns its path."""
+    """perf.json in `out_dir`; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULT_FILE
     path.write_text(json.dumps(result, indent=2))
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="perf")
 def main(cfg: DictConfig) -> None:
     values = OmegaConf.to_container(cfg, resolve=True)
     settings = resolve_settings(**{f.name: values[f.name] for f in fields(BenchSettings)})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestx.reporting.runs import Run
-from chestx.reporting.tables import Cell, Table, to_html
+from chestx.runs.discover import Run
+from chestx.comparison.tables import Cell, Table, to_html
 
 log = logging.getLogger(__name__)
 

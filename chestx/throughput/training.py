@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from chestx.cost import peak_memory_mb
+from chestx.models.callbacks import peak_memory_mb
 from chestx.data.cache import CachedPixels
 from chestx.data.dataset import XrayDataset
 from chestx.data.labels import NIH_PATHOLOGIES

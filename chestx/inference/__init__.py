@@ -1,0 +1,2 @@
+"""Using a trained model: a checkpoint loaded with its preprocessing and frozen thresholds
+(`predictor`), and its ONNX export (`onnx`)."""
