@@ -13,174 +13,30 @@ auroc.csv and metrics.json, so `chestx.report` puts the model beside trained one
 """
 from __future__ import annotations
 
-import logging
-import time
-import traceback
 from pathlib import Path
-from typing import Any
 
 import hydra
-import numpy as np
-import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from chestx._hydra import CONFIG_DIR, hydra_run_dir
-from chestx.data.labels import LabelTable, evaluation_targets
-from chestx.data.splits import save_split
-from chestx.runs.files import (
-    AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
-    write_auroc, write_metrics, write_predictions,
-)
-
-log = logging.getLogger(__name__)
-
-
-# image-id columns recognised without `id_column=`, in this order: chestx's predictions.csv, NIH, CheXpert
-ID_COLUMNS = ("image_id", "Image Index", "Path")
-
-
-class EvaluationError(ValueError):
-    """A predictions file that cannot be scored; the message names the column / ids / value and the fix."""
-
-
-def find_id_column(path: Path, columns: list[str], id_column: str | None = None) -> str:
-    """`id_column` when given (it must exist), else the first of ID_COLUMNS among `columns`."""
-    if id_column is not None:
-        if id_column not in columns:
-            raise EvaluationError(
-                f"predictions CSV {path} has no image-id column id_column={id_column!r} (columns: {columns}); "
-                f"set id_column=<its name>, or id_column=null for the first of {list(ID_COLUMNS)} present")
-        return id_column
-    found = [c for c in ID_COLUMNS if c in columns]
-    if not found:
-        raise EvaluationError(
-            f"predictions CSV {path} has none of the image-id columns {list(ID_COLUMNS)} that id_column=null "
-            f"recognises (columns: {columns}); set id_column=<the name of its image-id column>")
-    return found[0]
-
-
-def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
-                        pathologies: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ids (M,) str and probabilities (M, K) in `pathologies` order, after checking columns and values.
-
-    `id_column=None` picks the first of ID_COLUMNS the CSV has.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"predictions={str(path)!r} does not exist: pass the CSV of the model's outputs")
-    id_column = find_id_column(path, list(pd.read_csv(path, nrows=0).columns), id_column)
-    log.info("Image ids from column %r of %s", id_column, path)
-    frame = pd.read_csv(path, dtype={id_column: str})
-    wanted = [prefix + p for p in pathologies]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise EvaluationError(
-            f"predictions CSV {path} lacks {len(missing)} of {len(wanted)} probability columns: {missing}; "
-            f"columns are named <prefix><pathology> with prefix={prefix!r}; found {list(frame.columns)}; "
-            "set prefix= to the CSV's prefix (prefix='' for bare pathology names)")
-    ids = frame[id_column].astype(str).str.strip().to_numpy()
-    duplicated = pd.Series(ids).duplicated()
-    if duplicated.any():
-        raise EvaluationError(f"predictions CSV {path}: {int(duplicated.sum())} image ids appear twice "
-                              f"(first: {ids[duplicated.to_numpy()][0]}); one row per image")
-    values = frame[wanted].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)  # (M, K)
-    bad = ~np.isfinite(values) | (values < 0.0) | (values > 1.0)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raw = frame[wanted[col]].iloc[row]
-        raise EvaluationError(
-            f"predictions CSV {path}: {int(bad.sum())} probabilities are missing, not numbers or outside [0, 1] "
-            f"(first: image {ids[row]}, column {wanted[col]}, value {raw!r}); pass probabilities, not logits "
-            "(apply a sigmoid first)")
-    return ids, values
-
-
-def score_predictions(
-    ids: np.ndarray, probs: np.ndarray, table: LabelTable, split: np.ndarray, stage: str = "test",
-    allow_missing: bool = False,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows of `stage`: (image_id/patient_id frame, probs (N, K), evaluation labels (N, K)).
-
-    Evaluation labels follow training's rule: uncertain and soft labels are unknown (NaN).
-    """
-    known = pd.Index(table.frame["image_id"].astype(str))
-    unknown = ~pd.Index(ids).isin(known)
-    if unknown.any():
-        raise EvaluationError(
-            f"{int(unknown.sum())} of {len(ids)} image ids in the predictions are not in the dataset's label file "
-            f"(first: {list(ids[unknown][:5])}); check id_column and data= / data.root=")
-    rows = np.flatnonzero(split == stage)  # dataset rows of the stage
-    position = pd.Series(np.arange(len(ids)), index=ids)
-    stage_ids = known[rows]
-    present = stage_ids.isin(position.index)
-    if not present.all():
-        shown = list(stage_ids[~present][:5])
-        message = (f"{int((~present).sum())} of {len(rows)} {stage} images have no prediction (first: {shown})")
-        if not allow_missing:
-            raise EvaluationError(message + "; score them all, or set allow_missing=true to score the rest "
-                                  "(the AUROC is then not comparable with runs scored on the whole split)")
-        log.warning("%s: scoring the %d that have one", message, int(present.sum()))
-        rows, stage_ids = rows[present], stage_ids[present]
-    order = position.loc[stage_ids].to_numpy()
-    labels = evaluation_targets(table.labels[rows], table.uncertain[rows]).astype(np.float64)  # (N, K)
-    frame = table.frame.iloc[rows][["image_id", "patient_id"]].astype(str).reset_index(drop=True)
-    return frame, probs[order], labels
-
-
-def evaluate(
-    predictions: Path, table: LabelTable, split: np.ndarray, run_dir: Path, prefix: str = "prob_",
-    id_column: str | None = None, name: str | None = None, allow_missing: bool = False,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score `predictions` on the test split and write the run folder; returns metrics.json's content."""
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pathologies = list(table.pathologies)
-    ids, probs = read_prediction_csv(predictions, id_column, prefix, pathologies)
-    save_split(run_dir / "split.csv", table.frame, split)
-    frame, test_probs, test_labels = score_predictions(ids, probs, table, split, "test", allow_missing)
-    write_predictions(run_dir / PREDICTIONS_FILE, predictions_frame(frame, test_probs, test_labels, pathologies))
-    try:  # validation predictions only when the CSV covers the whole validation split
-        val = score_predictions(ids, probs, table, split, "val", allow_missing=False)
-        write_predictions(run_dir / VAL_PREDICTIONS_FILE, predictions_frame(*val, pathologies))
-    except EvaluationError:
-        log.info("The predictions do not cover the validation split: no %s", VAL_PREDICTIONS_FILE)
-    auroc = write_auroc(run_dir / AUROC_FILE, test_probs, test_labels, pathologies)
-    log.info("Test AUROC of %s (%d images):\n%s", name, len(frame), format_auroc_table(auroc))
-    per = dict(zip(auroc["pathology"], auroc["auroc"]))
-    metrics: dict[str, Any] = {
-        "status": "ok", "error": None, "model": name or Path(predictions).stem, "predictions": str(predictions),
-        "test/auroc_mean": per.pop("mean"), **{f"test/auroc/{p}": v for p, v in per.items()},
-        "n_test": len(frame), "wall_time_s": time.perf_counter() - started,
-        "params": None, "macs": None, "train_images_per_s": None, "infer_images_per_s": None,
-        "peak_memory_mb": None, "epochs": None, "best_epoch": None,
-    }
-    metrics.update(extra or {})
-    write_metrics(run_dir / METRICS_FILE, metrics)
-    return metrics
+from chestx._hydra import CONFIG_DIR, hydra_run_dir, write_config
+from chestx.runs.files import failure_recorded
+from chestx.runs.scoring import evaluate
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    """Entry point; on failure metrics.json says failed (with the error) and error.txt has the traceback."""
+    """Score cfg.predictions on the test split; a failure is recorded in metrics.json and error.txt."""
     run_dir = hydra_run_dir()
     name = cfg.get("name") or Path(str(cfg.predictions)).stem
-    try:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with failure_recorded(run_dir, model=name, seed=cfg.get("seed")):
+        write_config(run_dir, cfg)
         table, split = instantiate(cfg.data).labels_only()
         metrics = evaluate(
             Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
             id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
             extra={"data": str(cfg.data._target_).rsplit(".", 1)[-1], "seed": cfg.seed},
         )
-    except Exception as error:
-        write_metrics(run_dir / METRICS_FILE, {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                                               "model": name, "seed": cfg.get("seed")})
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        log.error("Evaluation failed: %s: %s (details in %s)", type(error).__name__, error, run_dir / "error.txt")
-        raise
     return float(metrics["test/auroc_mean"])
 
 

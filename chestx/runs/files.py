@@ -7,13 +7,15 @@ functions, so the column names live here only.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -95,3 +97,24 @@ def format_auroc_table(table: pd.DataFrame) -> str:
         auc = "   n/a" if math.isnan(row.auroc) else f"{row.auroc:7.3f}"
         lines.append(f"{row.pathology:<20} {auc:>7} {int(row.n_pos):>6} {int(row.n_neg):>6}")
     return "\n".join(lines)
+
+
+ERROR_FILE = "error.txt"
+
+
+@contextlib.contextmanager
+def failure_recorded(run_dir: Path, **fields: Any) -> Iterator[None]:
+    """Run the body; if it raises, write metrics.json with status "failed" (the error and `fields`, e.g.
+    model and seed) and the traceback to error.txt, log where, and re-raise. A success clears an old
+    error.txt of an earlier attempt in the same folder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        yield
+    except Exception as error:
+        write_metrics(run_dir / METRICS_FILE, {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                               **fields})
+        (run_dir / ERROR_FILE).write_text(traceback.format_exc())
+        log.error("Run failed: %s: %s (details in %s)", type(error).__name__, error, run_dir / ERROR_FILE)
+        raise

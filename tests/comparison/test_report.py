@@ -216,7 +216,7 @@ def _report(monkeypatch, *overrides: str) -> None:
 def evaluated(tmp_path_factory) -> Path:
     """Two chestx.evaluate run folders (scores from the real labels of the embedded NIH sample) under runs/."""
     from chestx.data.datamodule import NIHDataModule
-    from chestx.evaluate import evaluate
+    from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("evaluated")
     table, split = NIHDataModule(root=str(SAMPLE_ROOT), split="random",

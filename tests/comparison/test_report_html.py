@@ -50,7 +50,7 @@ def page(tmp_path_factory) -> Path:
     import pandas as pd
 
     from chestx.data.datamodule import NIHDataModule
-    from chestx.evaluate import evaluate
+    from chestx.runs.scoring import evaluate
     from conftest import SAMPLE_ROOT
 
     root = tmp_path_factory.mktemp("html")

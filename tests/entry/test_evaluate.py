@@ -17,7 +17,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from chestx.data.datamodule import NIHDataModule
-from chestx.evaluate import EvaluationError, evaluate
+from chestx.runs.scoring import EvaluationError, evaluate
 from chestx.comparison import build_report
 from chestx.runs.files import read_predictions
 from conftest import REPO, SAMPLE_ROOT
