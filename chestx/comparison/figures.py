@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -22,16 +23,19 @@ DPI = 110
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve (fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1). NaN labels masked."""
+    """ROC curve (fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1). NaN labels masked.
+
+    sklearn's ``roc_curve`` with ``drop_intermediate=False``; a class that is absent gives
+    rates of 0 (not sklearn's NaN and warning).
+    """
+    from sklearn.metrics import roc_curve  # lazy: sklearn.metrics takes ~2 s to import
+
     keep = ~np.isnan(labels)
-    s, y = scores[keep], labels[keep] == 1.0
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each distinct score
-    tp = np.cumsum(y)[last]
-    fp = np.cumsum(~y)[last]
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    y = labels[keep] == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # UndefinedMetricWarning for an absent class -> NaN rates, zeroed below
+        fpr, tpr, _ = roc_curve(y, scores[keep], drop_intermediate=False)
+    return np.nan_to_num(fpr, nan=0.0), np.nan_to_num(tpr, nan=0.0)
 
 
 def _colors(n: int) -> list:

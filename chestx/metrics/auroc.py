@@ -1,15 +1,18 @@
-"""Masked per-pathology AUROC (exact, tie-aware Mann-Whitney statistic).
+"""Masked per-pathology AUROC: scikit-learn's ``roc_auc_score`` on each column's known cells.
 
-The empirical area under the ROC curve equals the Mann-Whitney U statistic divided by
-``n_pos * n_neg``, ties between a positive and a negative counting 1/2 (Bamber 1975,
-"The area above the ordinal dominance graph and the area below the receiver operating
-characteristic graph", J. Math. Psychol. 12:387-415; Hanley & McNeil 1982, "The meaning
-and use of the area under a receiver operating characteristic (ROC) curve", Radiology
-143:29-36). With mid-ranks over the pooled scores:
+The empirical area under the ROC curve (trapezoidal rule, ties between a positive and a
+negative counting 1/2) equals the Mann-Whitney U statistic over ``n_pos * n_neg`` (Bamber
+1975, J. Math. Psychol. 12:387-415; Hanley & McNeil 1982, Radiology 143:29-36).
 
-    AUC = (sum of positive ranks - n_pos (n_pos + 1) / 2) / (n_pos * n_neg)
-
-which matches ``sklearn.metrics.roc_auc_score`` (trapezoidal rule) to rounding.
+Why sklearn and not a hand-written mid-rank statistic (measured on a 2-core AMD EPYC VM at
+2.6 GHz, shared, load ~2.5; numpy 2.4, scikit-learn 1.9; best of 7; 14 pathologies, float32
+scores): at the NIH test split (25,596 x 14) sklearn takes 79-87 ms against 33-40 ms for
+the former mid-rank code (2.2-2.4x); at validation-split sizes, what ChestXModule scores
+once per validation epoch (8,652 x 14, 10% of NIH train_val; 11,212 x 14, the CheXNet 10%),
+43-49 ms against 9-14 ms (3-5.6x). The gap is sklearn's fixed per-call input checking
+(~3 ms a column); with the box busier (load ~4.5) both roughly doubled (sklearn 80-160 ms).
+That is a fraction of a second once per epoch or evaluation: not a hot path. The one hot
+path, thousands of resampled AUROCs, keeps its vectorised statistic (chestx.metrics.bootstrap).
 
 Label convention (docs/design.md): float (N, K) matrix of 1 / 0 / NaN; NaN = unknown and
 masked per pathology. Soft labels (0 < y < 1, from label smoothing) are training targets,
@@ -29,15 +32,10 @@ __all__ = ["auroc_vector", "check_eval_labels", "masked_auroc", "midranks"]
 
 
 def midranks(x: np.ndarray) -> np.ndarray:
-    """1-based mid-ranks of a 1-D array (ties share their average rank), like scipy's rankdata."""
-    x = np.asarray(x).reshape(-1)
-    order = np.argsort(x, kind="stable")  # (n,)
-    xs = x[order]
-    starts = np.concatenate([[0], np.flatnonzero(xs[1:] != xs[:-1]) + 1])  # first index of each tie group
-    ends = np.concatenate([starts[1:], [x.size]])
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
+    """1-based mid-ranks of a 1-D array (ties share their average rank): scipy's ``rankdata``."""
+    from scipy.stats import rankdata  # lazy: scipy.stats takes ~2 s to import
+
+    return rankdata(np.asarray(x).reshape(-1), method="average")
 
 
 def check_eval_labels(labels: np.ndarray) -> np.ndarray:
@@ -69,15 +67,15 @@ def _check_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _auc_1d(scores: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
-    """Mann-Whitney AUC of one observed column. scores, y: (n,) with y in {0, 1}."""
+    """sklearn AUROC of one observed column. scores, y: (n,) with y in {0, 1}; NaN with one class."""
+    from sklearn.metrics import roc_auc_score  # lazy: sklearn.metrics takes ~2 s to import
+
     pos = y == 1.0
     n_pos = int(pos.sum())
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         return float("nan"), n_pos, n_neg
-    ranks = midranks(scores)  # (n,) mid-ranks, exact halves in float64
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg)), n_pos, n_neg
+    return float(roc_auc_score(pos, scores)), n_pos, n_neg
 
 
 def _auroc_with_counts(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,13 @@ matrices times c, for a whole block of resamples at once (two sparse-dense produ
 a running sum over segments then gives every prefix. All quantities are integers below
 2**53 held in float64, so every resampled AUROC is exact (it equals sklearn's
 ``roc_auc_score`` on the materialised resample).
+
+Why hand-written and not sklearn: this is the one hot path of the statistics layer (R x K x B
+AUROCs). Measured on a 2-core AMD EPYC VM at 2.6 GHz (shared, load ~3; numpy 2.4,
+scikit-learn 1.9) at NIH test-split shapes (25,596 images, 2,797 patients, 14 pathologies,
+5 runs, 1,000 resamples): ``benchmark_bootstrap`` 2.9 s, against ~7.2 ms per call of
+``roc_auc_score(..., sample_weight=w)`` per resample and pathology, ~500 s extrapolated
+(~170x). The full-data point estimates use sklearn (``chestx.metrics.auroc``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,10 @@
 
       ECE = sum_b (n_b / n) |fraction_positive_b - mean_prob_b|.
 
-  Bins are [i/B, (i+1)/B) for i < B-1 and the last bin is closed, [1 - 1/B, 1].
+  Bins are scikit-learn's ``calibration_curve(strategy="uniform")`` bins: B equal-width
+  bins on edges ``linspace(0, 1, B + 1)``, closed on the right, (i/B, (i+1)/B], the first
+  one also holding 0, [0, 1/B]. A probability exactly on an inner edge falls in the bin
+  below it (sklearn's ``searchsorted(edges[1:-1], p)``).
 - Temperature scaling (Guo et al. 2017, sec. 4.2): one scalar T > 0 shared by all
   pathologies, p = sigmoid(z / T), fitted by minimising the masked binary cross-entropy
   on validation logits. T > 1 softens over-confident outputs.
@@ -31,11 +34,6 @@ __all__ = ["apply_temperature", "expected_calibration_error", "fit_temperature",
 _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 
 
-def _bin_index(probs: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-width bin of each probability in [0, 1]; 1.0 falls in the last bin."""
-    return np.clip(np.floor(probs * n_bins).astype(np.int64), 0, n_bins - 1)
-
-
 def _check_probs(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     arr = np.asarray(probs, dtype=np.float64)
     if arr.shape != labels.shape:
@@ -50,19 +48,23 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) ->
     """Reliability-diagram table for one pathology. probs, labels: (N,); NaN labels masked.
 
     Columns: lower, upper, count, mean_confidence, fraction_positive (NaN for empty bins).
+    Rates are sklearn's ``calibration_curve(strategy="uniform")``, which reports non-empty
+    bins only; the counts use its bin assignment, ``searchsorted(edges[1:-1], p)``.
     """
+    from sklearn.calibration import calibration_curve  # lazy: sklearn.calibration takes ~4 s to import
+
     labels = check_eval_labels(np.asarray(labels).reshape(-1))
     probs = _check_probs(np.asarray(probs).reshape(-1), labels)
     observed = ~np.isnan(labels)
     p, y = probs[observed], labels[observed]
-    idx = _bin_index(p, n_bins)  # (n,)
-    count = np.bincount(idx, minlength=n_bins)  # (n_bins,)
-    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
-    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.where(count > 0, sum_p / count, np.nan)
-        frac_pos = np.where(count > 0, sum_y / count, np.nan)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)  # calibration_curve's uniform edges
+    count = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins)  # (n_bins,)
+    mean_conf = np.full(n_bins, np.nan)
+    frac_pos = np.full(n_bins, np.nan)
+    if p.size:
+        frac_pos[count > 0], mean_conf[count > 0] = calibration_curve(
+            y, p, n_bins=n_bins, strategy="uniform", pos_label=1.0
+        )
     return pd.DataFrame({
         "lower": edges[:-1], "upper": edges[1:], "count": count,
         "mean_confidence": mean_conf, "fraction_positive": frac_pos,

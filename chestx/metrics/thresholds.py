@@ -14,6 +14,10 @@ scores, predicted positive means ``prob >= threshold``):
 
 Ties: among thresholds reaching the same optimum the HIGHEST one is chosen (the most
 conservative rule: fewest predicted positives for the same criterion value).
+
+The rates at every candidate come from scikit-learn's ``roc_curve`` with
+``drop_intermediate=False`` (every distinct score is kept; its thresholds are descending
+and its first one, +inf in sklearn >= 1.3 and max + 1 before, predicts nothing and is dropped).
 """
 from __future__ import annotations
 
@@ -33,21 +37,15 @@ THRESHOLD_METHODS = ("youden", "f1", "sensitivity")
 
 
 def _curve(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate thresholds (ascending unique scores) with TP and FP counts at each.
+    """Candidate thresholds (descending unique scores) with sensitivity and 1 - specificity at each.
 
-    scores, y: (n,) observed cells. Returns thresholds (T,), tp (T,), fp (T,) for ``s >= t``.
+    scores, y: (n,) observed cells with both classes. Returns thresholds (T,), tpr (T,),
+    fpr (T,) for ``s >= t``, from sklearn's ``roc_curve`` without its leading no-positive point.
     """
-    thresholds = np.unique(scores)  # (T,) ascending
-    pos_sorted = np.sort(scores[y == 1.0])
-    neg_sorted = np.sort(scores[y == 0.0])
-    tp = pos_sorted.size - np.searchsorted(pos_sorted, thresholds, side="left")  # (T,)
-    fp = neg_sorted.size - np.searchsorted(neg_sorted, thresholds, side="left")  # (T,)
-    return thresholds, tp, fp
+    from sklearn.metrics import roc_curve  # lazy: sklearn.metrics takes ~2 s to import
 
-
-def _highest_argmax(values: np.ndarray) -> int:
-    """Index of the last maximum (thresholds ascending -> the highest threshold wins ties)."""
-    return int(values.size - 1 - np.argmax(values[::-1]))
+    fpr, tpr, thresholds = roc_curve(y == 1.0, scores, drop_intermediate=False)
+    return thresholds[1:], tpr[1:], fpr[1:]
 
 
 def select_thresholds(
@@ -72,16 +70,14 @@ def select_thresholds(
         if n_pos == 0 or n_neg == 0:
             logger.warning("threshold undefined for column %d: only one class (n_pos=%d, n_neg=%d)", k, n_pos, n_neg)
             continue
-        thresholds, tp, fp = _curve(scores, y)
+        thresholds, tpr, fpr = _curve(scores, y)  # descending: argmax = the highest threshold on ties
         if method == "youden":
-            j = tp / n_pos - fp / n_neg  # sens + spec - 1
-            out[k] = thresholds[_highest_argmax(j)]
+            out[k] = thresholds[np.argmax(tpr - fpr)]  # J = sens + spec - 1
         elif method == "f1":
-            f1 = 2.0 * tp / (2.0 * tp + fp + (n_pos - tp))  # denominator >= n_pos > 0
-            out[k] = thresholds[_highest_argmax(f1)]
+            tp, fp = np.rint(tpr * n_pos), np.rint(fpr * n_neg)  # exact counts back from tp / n_pos, fp / n_neg
+            out[k] = thresholds[np.argmax(2.0 * tp / (2.0 * tp + fp + (n_pos - tp)))]  # denominator >= n_pos > 0
         else:
-            ok = np.flatnonzero(tp / n_pos >= target_sensitivity)  # non-empty: tp[0] == n_pos
-            out[k] = thresholds[ok[-1]]
+            out[k] = thresholds[np.argmax(tpr >= target_sensitivity)]  # tpr nondecreasing, tpr[-1] = 1
     return out
 
 

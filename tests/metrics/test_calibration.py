@@ -87,3 +87,39 @@ def test_invalid_inputs_raise() -> None:
         expected_calibration_error(np.array([[1.5]]), np.array([[1.0]]))
     with pytest.raises(ValueError):
         fit_temperature(np.zeros((2, 2)), np.full((2, 2), np.nan))
+
+
+def test_reliability_bins_edges_are_right_closed() -> None:
+    # sklearn's calibration_curve(strategy="uniform") bins: [0, .25], (.25, .5], (.5, .75], (.75, 1].
+    edges = np.linspace(0.0, 1.0, 5)
+    probs = np.r_[edges, 0.2500001]
+    labels = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    table = reliability_bins(probs, labels, n_bins=4)
+    assert table["count"].tolist() == [2, 2, 1, 1]  # 0 and .25 | .5 and .2500001 | .75 | 1
+    np.testing.assert_allclose(table["mean_confidence"], [0.125, (0.5 + 0.2500001) / 2, 0.75, 1.0])
+    np.testing.assert_allclose(table["fraction_positive"], [0.5, 1.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("n_bins", [5, 10, 15])
+def test_reliability_bins_match_loop_over_intervals(n_bins: int) -> None:
+    rng = np.random.default_rng(n_bins)
+    p = np.round(rng.random(500), 2)  # many values on or near edges
+    y = (rng.random(500) < p).astype(float)
+    y[rng.random(500) < 0.1] = np.nan
+    table = reliability_bins(p, y, n_bins)
+    known = ~np.isnan(y)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for b in range(n_bins):
+        inside = known & (p <= edges[b + 1]) & ((p > edges[b]) if b else (p >= 0.0))
+        assert table["count"][b] == inside.sum()
+        if inside.any():
+            assert table["mean_confidence"][b] == pytest.approx(p[inside].mean(), abs=1e-12)
+            assert table["fraction_positive"][b] == pytest.approx(y[inside].mean(), abs=1e-12)
+        else:
+            assert np.isnan(table["mean_confidence"][b]) and np.isnan(table["fraction_positive"][b])
+
+
+def test_reliability_bins_without_known_labels_are_empty() -> None:
+    table = reliability_bins(np.array([0.2, 0.9]), np.array([np.nan, np.nan]), n_bins=3)
+    assert table["count"].tolist() == [0, 0, 0] and table["mean_confidence"].isna().all()
+    assert np.isnan(expected_calibration_error(np.array([[0.2]]), np.array([[np.nan]]))[0])

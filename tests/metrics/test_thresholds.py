@@ -135,3 +135,78 @@ def test_confusion_counts_match_sklearn(method: str) -> None:
         assert (row["tp"], row["fp"], row["tn"], row["fn"]) == (tp, fp, tn, fn)
     if method == "sensitivity":
         assert np.all(table["sensitivity"] >= 0.9)
+
+
+def _brute_force_threshold(scores: np.ndarray, y: np.ndarray, method: str, target: float) -> tuple[float, int]:
+    """Loop over the ascending unique scores with ``prob >= t``; returns (threshold, number of optimal t).
+
+    ``>=`` in the comparisons makes a later (higher) threshold replace an equal optimum.
+    """
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    best, best_t, n_best = -np.inf, np.nan, 0
+    for t in np.unique(scores):
+        pred = scores >= t
+        tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+        if method == "sensitivity":
+            if tp / n_pos >= target:
+                best_t = t
+            continue
+        value = tp / n_pos - fp / n_neg if method == "youden" else 2 * tp / (2 * tp + fp + (n_pos - tp))
+        n_best = n_best + 1 if value == best else 1 if value > best else n_best
+        if value >= best:
+            best, best_t = value, t
+    return float(best_t), n_best
+
+
+def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(150, 4): random prevalences, ~20% NaN labels, scores rounded in two columns."""
+    rng = np.random.default_rng(100 + seed)
+    labels = (rng.random((150, 4)) < rng.uniform(0.05, 0.6, size=4)).astype(float)
+    probs = rng.random((150, 4)) * 0.75 + 0.25 * labels
+    probs[:, :2] = np.round(probs[:, :2], 1 + seed % 2)
+    labels[rng.random((150, 4)) < 0.2] = np.nan
+    return probs, labels
+
+
+def _tie_heavy_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(16, 8): 8 positives and 8 negatives per column, so Youden's J often peaks at several thresholds."""
+    rng = np.random.default_rng(200 + seed)
+    labels = np.stack([rng.permutation(np.repeat([1.0, 0.0], 8)) for _ in range(8)], axis=1)
+    probs = rng.random((16, 8)) * 0.7 + 0.3 * labels
+    probs[:, ::2] = np.round(probs[:, ::2], 1)
+    return probs, labels
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("method", ["youden", "f1", "sensitivity"])
+def test_thresholds_match_brute_force_on_random_and_tied_scores(seed: int, method: str) -> None:
+    target = (0.9, 0.75, 1.0, 0.5)[seed]
+    n_tied_optima = 0
+    for probs, labels in (_random_case(seed), _tie_heavy_case(seed)):
+        got = select_thresholds(probs, labels, method, target)
+        for j in range(labels.shape[1]):
+            known = ~np.isnan(labels[:, j])
+            expected, n_best = _brute_force_threshold(probs[known, j], labels[known, j], method, target)
+            assert got[j] == expected
+            n_tied_optima += n_best > 1
+    if method == "youden":
+        assert n_tied_optima > 0  # the tie rule (highest threshold) is exercised
+
+
+def test_roc_points_match_brute_force_and_zero_rates_for_an_absent_class() -> None:
+    from chestx.comparison.figures import roc_points
+
+    rng = np.random.default_rng(7)
+    y = (rng.random(120) < 0.3).astype(float)
+    s = np.round(rng.random(120) * 0.7 + 0.3 * y, 1)  # ties
+    y[::9] = np.nan
+    known = ~np.isnan(y)
+    thresholds = np.unique(s[known])[::-1]  # descending
+    tpr = [((s[known] >= t) & (y[known] == 1)).sum() / (y[known] == 1).sum() for t in thresholds]
+    fpr = [((s[known] >= t) & (y[known] == 0)).sum() / (y[known] == 0).sum() for t in thresholds]
+    got_fpr, got_tpr = roc_points(s, y)
+    np.testing.assert_allclose(got_fpr, [0.0, *fpr], atol=1e-15)
+    np.testing.assert_allclose(got_tpr, [0.0, *tpr], atol=1e-15)
+    assert got_fpr[-1] == got_tpr[-1] == 1.0
+    only_neg_fpr, only_neg_tpr = roc_points(s[known & (y == 0)], y[known & (y == 0)])
+    assert np.all(only_neg_tpr == 0.0) and only_neg_fpr[-1] == 1.0
