@@ -40,7 +40,7 @@ train: venv
 # DATA=nih ROOT=...: conf/experiment/benchmark.yaml, full size (hours on a GPU). Report in <sweep>/report/.
 benchmark: venv
 	@if [ "$(DATA)" = nih_sample ]; then echo "make benchmark: 5 backbones on the embedded NIH sample (112 px, 3 epochs; experiment=benchmark_sample): about 10 min on 2 idle CPU cores, under 30"; else echo "make benchmark: 5 backbones on data=$(DATA) at full size (experiment=benchmark): hours; a GPU is advised"; fi
-	$(PY) -m chestx.benchmark data=$(DATA) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
+	$(PY) -m chestx.benchmark data=$(DATA) $(if $(filter-out nih_sample,$(DATA)),experiment=benchmark) $(if $(ROOT),data.root=$(ROOT)) $(ARGS)
 
 # ARGS are chestx.perf overrides (conf/perf.yaml), e.g. ARGS="full=true" or ARGS="parts=[loader] hydra.run.dir=perf"
 perf: venv

@@ -18,19 +18,6 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
-# keys of a model config that describe the model's defaults rather than arguments of its factory
-MODEL_CONFIG_ONLY_KEYS = ("input_size",)
-
-
-def instantiate_net(model_cfg, num_outputs: int):
-    """Build the backbone from `cfg.model` (a DictConfig or dict) with `num_outputs` logits."""
-    from hydra.utils import instantiate
-
-    args = {k: v for k, v in OmegaConf.to_container(OmegaConf.create(model_cfg), resolve=True).items()
-            if k not in MODEL_CONFIG_ONLY_KEYS}
-    return instantiate(args, num_outputs=num_outputs)
-
-
 def hydra_run_dir() -> Path:
     """The running command's output folder: `hydra.run.dir` (or the job's folder of a sweep), created by Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -42,3 +29,10 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
     """The resolved config as config.yaml in the run folder (what chestx.report reads back)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every non-null entry of a config mapping (callbacks, loggers), in order."""
+    from hydra.utils import instantiate
+
+    return [instantiate(node) for node in (group or {}).values() if node is not None]

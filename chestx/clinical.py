@@ -1,222 +1,45 @@
-"""Clinical read-out of a finished run: frozen operating points, calibration, Grad-CAM heatmaps.
+"""Re-run the clinical read-out (thresholds, operating points, calibration, heatmaps) on a finished run.
 
-Called by `chestx.train` after testing (`conf/clinical/default.yaml`, off with `clinical=null`) and
-on an existing run folder with `python -m chestx.clinical <run_dir> [--method f1]`:
+    python -m chestx.clinical run=outputs/train/<date>/<time> [method=f1] [cams=0]
 
-1. thresholds per pathology chosen on the *validation* predictions (Youden's J, max F1 or a target
-   sensitivity; `chestx.metrics.thresholds`), frozen, written to `thresholds.csv`;
-2. operating points of the *test* predictions at those thresholds (`operating_points.csv`,
-   `confusion_matrices.png`);
-3. expected calibration error per pathology on test, before and after one temperature fitted on
-   validation (Guo et al. 2017; `chestx.metrics.calibration`; logits are logit(prob) of the saved
-   probabilities, clamped to [1e-7, 1 - 1e-7]), in `calibration.csv`, `reliability.csv`,
-   `reliability.png`;
-4. Grad-CAM heatmaps (`heatmaps/`) of the first `cams` test images that have a positive prediction,
-   for their most probable positive pathologies (at most `max_cams_per_image`), with the best
-   checkpoint through `chestx.inference.predictor`.
+Reads the run's predictions_val.csv / predictions.csv and writes its files into the run folder (or
+into `hydra.run.dir=<folder>`); the test images for the heatmaps are found through the run's own
+data config (`config.yaml`). The library is `chestx.runs.clinical`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from chestx.runs.figures import plot_confusion_matrices, plot_reliability
-from chestx.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
-from chestx.metrics.thresholds import THRESHOLD_METHODS, operating_points, select_thresholds
-from chestx.inference.predictor import THRESHOLDS_FILE
-from chestx.runs.files import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
+from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.runs.clinical import run_clinical
 
 log = logging.getLogger(__name__)
 
-OPERATING_POINTS_FILE = "operating_points.csv"
-CALIBRATION_FILE = "calibration.csv"
-RELIABILITY_FILE = "reliability.csv"
-CONFUSION_FIGURE = "confusion_matrices.png"
-RELIABILITY_FIGURE = "reliability.png"
-HEATMAP_DIR = "heatmaps"
-LOGIT_EPS = 1e-7
+
+def _test_image_paths(run: Path) -> dict[str, Path] | None:
+    """image_id -> file of the run's test images, through its saved data config (None when not found)."""
+    try:
+        data = instantiate(OmegaConf.load(run / "config.yaml").data)
+        data.labels_only(find_images=True)
+        return data.image_paths("test")
+    except Exception as err:  # heatmaps are optional: say why they are skipped
+        log.warning("Test images of %s not found (%s: %s): no heatmaps", run, type(err).__name__, err)
+        return None
 
 
-def _logit(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(probs, LOGIT_EPS, 1.0 - LOGIT_EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def _read_pair(run_dir: Path) -> tuple[tuple, tuple]:
-    files = [run_dir / VAL_PREDICTIONS_FILE, run_dir / PREDICTIONS_FILE]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"clinical read-out needs {missing}; train with test=true first")
-    val, test = read_predictions(files[0]), read_predictions(files[1])
-    if val[3] != test[3]:
-        raise ValueError(f"{files[0]} and {files[1]} have different pathologies: {val[3]} vs {test[3]}")
-    return val, test
-
-
-def threshold_table(
-    val_probs: np.ndarray, val_labels: np.ndarray, pathologies: list[str], method: str, target_sensitivity: float
-) -> pd.DataFrame:
-    """Thresholds chosen on validation, with the validation operating point they give."""
-    thresholds = select_thresholds(val_probs, val_labels, method=method, target_sensitivity=target_sensitivity)
-    val_points = operating_points(val_probs, val_labels, thresholds, pathologies)
-    table = pd.DataFrame({
-        "pathology": pathologies, "threshold": thresholds, "method": method,
-        "target_sensitivity": target_sensitivity if method == "sensitivity" else np.nan,
-        "val_sensitivity": val_points["sensitivity"], "val_specificity": val_points["specificity"],
-        "val_n_pos": val_points["n_pos"], "val_n_neg": val_points["n_neg"],
-    })
-    undefined = table.loc[table["threshold"].isna(), "pathology"].tolist()
-    if undefined:
-        log.warning("No threshold for %s (one class only in validation): their operating points are NaN and "
-                    "chestx.predict uses 0.5 for them", undefined)
-    return table
-
-
-def calibration_table(
-    val: tuple, test: tuple, pathologies: list[str], temperature_scaling: bool, n_bins: int
-) -> tuple[pd.DataFrame, pd.DataFrame, float | None]:
-    """(calibration.csv, reliability.csv, T): test ECE per pathology before / after temperature scaling."""
-    test_probs, test_labels = test[1], test[2]
-    ece = expected_calibration_error(test_probs, test_labels, n_bins)  # (K,)
-    n = (~np.isnan(test_labels)).sum(axis=0)
-    table = pd.DataFrame({"pathology": pathologies, "n": n, "ece": ece})
-    temperature = None
-    if temperature_scaling:
-        temperature = fit_temperature(_logit(val[1]), val[2])
-        scaled = apply_temperature(_logit(test_probs), temperature)  # (N, K)
-        table["ece_temperature_scaled"] = expected_calibration_error(scaled, test_labels, n_bins)
-        table["temperature"] = temperature
-    mean = {"pathology": "mean", "n": int(n.sum())}
-    mean.update({c: table[c].mean() for c in table.columns if c not in mean})
-    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
-    bins = pd.concat(
-        [reliability_bins(test_probs[:, k], test_labels[:, k], n_bins).assign(pathology=p)
-         for k, p in enumerate(pathologies)], ignore_index=True,
-    )
-    return table, bins[["pathology", *[c for c in bins.columns if c != "pathology"]]], temperature
-
-
-def run_clinical(
-    run_dir: str | Path,
-    method: str = "youden",
-    target_sensitivity: float = 0.9,
-    temperature_scaling: bool = True,
-    n_bins: int = 15,
-    cams: int = 8,
-    max_cams_per_image: int = 3,
-    target_layer: str | None = None,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Write thresholds.csv, operating_points.csv, calibration.csv, reliability.csv, the figures and heatmaps."""
-    if method not in THRESHOLD_METHODS:
-        raise ValueError(f"clinical.method={method!r} is not one of {list(THRESHOLD_METHODS)}")
-    run_dir = Path(run_dir)
-    val, test = _read_pair(run_dir)
-    pathologies = test[3]
-    thresholds = threshold_table(val[1], val[2], pathologies, method, target_sensitivity)
-    thresholds.to_csv(run_dir / THRESHOLDS_FILE, index=False, float_format="%.9g")
-    points = operating_points(test[1], test[2], thresholds["threshold"].to_numpy(), pathologies)
-    points.to_csv(run_dir / OPERATING_POINTS_FILE, index=False, float_format="%.6g")
-    calibration, bins, temperature = calibration_table(val, test, pathologies, temperature_scaling, n_bins)
-    calibration.to_csv(run_dir / CALIBRATION_FILE, index=False, float_format="%.6g")
-    bins.to_csv(run_dir / RELIABILITY_FILE, index=False, float_format="%.6g")
-    plot_confusion_matrices(points, run_dir / CONFUSION_FIGURE)
-    ece = dict(zip(calibration["pathology"], calibration["ece"]))
-    plot_reliability({p: g for p, g in bins.groupby("pathology", sort=False)}, ece, run_dir / RELIABILITY_FIGURE)
-    log.info("Test operating points at %s thresholds chosen on validation:\n%s", method, format_points(points))
-    summary: dict[str, Any] = {
-        "method": method, "temperature": temperature,
-        "ece_mean": float(calibration["ece"].iloc[-1]),
-        "ece_mean_temperature_scaled": float(calibration["ece_temperature_scaled"].iloc[-1]) if temperature else None,
-        "heatmaps": 0,
-    }
-    log.info("ECE (test, %d bins) mean %.4f%s", n_bins, summary["ece_mean"],
-             f"; after temperature scaling (T={temperature:.3f}) {summary['ece_mean_temperature_scaled']:.4f}"
-             if temperature else "")
-    if cams > 0:
-        try:
-            summary["heatmaps"] = _test_heatmaps(run_dir, test, cams, max_cams_per_image, target_layer, device)
-        except Exception as err:  # a figure must not fail a finished training run; say why loudly
-            log.error("Grad-CAM heatmaps of the run skipped: %s: %s (draw them with `python -m chestx.predict "
-                      "ckpt=<run>/checkpoints/best.ckpt inputs=<images> cam=true`)", type(err).__name__, err)
-    return summary
-
-
-def _test_heatmaps(
-    run_dir: Path, test: tuple, n_images: int, per_image: int, target_layer: str | None, device: str
-) -> int:
-    """Heatmaps of the first `n_images` test images with a positive prediction; returns the number drawn."""
-    import torch
-    from hydra.utils import instantiate
-
-    from chestx.inference.predictor import best_checkpoint, load_for_inference, load_images, write_heatmaps
-
-    ckpt = best_checkpoint(run_dir)
-    if ckpt is None:
-        log.warning("No checkpoint in %s/checkpoints (fast_dev_run?): no Grad-CAM heatmaps", run_dir)
-        return 0
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    predictor = load_for_inference(ckpt, thresholds=run_dir / THRESHOLDS_FILE, device=dev)
-    ids, probs = test[0], test[1]
-    margin = probs - predictor.thresholds[None, :]  # (N, K)
-    chosen = np.flatnonzero((margin >= 0).any(axis=1))[:n_images]
-    if not len(chosen):
-        log.info("No test image is positive at the frozen thresholds: no Grad-CAM heatmaps")
-        return 0
-    datamodule = instantiate(predictor.config["data"])
-    table, _ = datamodule.labels_only()
-    wanted = ids["image_id"].iloc[chosen].tolist()
-    rows = np.flatnonzero(table.frame["image_id"].isin(wanted).to_numpy())
-    paths, missing = datamodule.resolve_paths(table.subset(rows))
-    by_id = {i: p for i, p in zip(table.frame["image_id"].iloc[rows], paths) if p is not None}
-    if missing:
-        log.warning("Grad-CAM: %d of %d test images not found (first: %s)", len(missing), len(wanted), missing[0])
-    name_of = {Path(p): str(i).replace("/", "_") for i, p in by_id.items()}  # CheXpert ids are paths
-    ok, images, _ = load_images([Path(by_id[i]) for i in ids["image_id"].iloc[chosen] if i in by_id])
-    if not ok:
-        log.warning("Grad-CAM: none of the chosen test images could be read")
-        return 0
-    names = [name_of[p] for p in ok]
-    x = predictor.preprocess(images)  # (B, C, S, S)
-    fresh = predictor.probabilities(x)  # (B, K): the model's own, equal to predictions.csv up to float noise
-    classes = []
-    for row in fresh:
-        positive = np.flatnonzero(row >= predictor.thresholds)
-        classes.append(list(positive[np.argsort(-(row - predictor.thresholds)[positive])][:per_image]))
-    drawn = write_heatmaps(predictor, names, images, x, fresh, run_dir / HEATMAP_DIR, classes, target_layer)
-    drawn.to_csv(run_dir / HEATMAP_DIR / "heatmaps.csv", index=False, float_format="%.6g")
-    return len(drawn)
-
-
-def format_points(points: pd.DataFrame) -> str:
-    """Plain-text operating-point table for the terminal."""
-    cols = ["threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "auprc"]
-    lines = [f"{'pathology':<20} " + " ".join(f"{c[:11]:>11}" for c in cols) + f" {'tp/fp/tn/fn':>15}"]
-    for row in points.itertuples():
-        vals = " ".join(f"{getattr(row, c):11.3f}" for c in cols)
-        counts = "n/a" if np.isnan(row.threshold) else f"{int(row.tp)}/{int(row.fp)}/{int(row.tn)}/{int(row.fn)}"
-        lines.append(f"{row.pathology:<20} {vals} {counts:>15}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m chestx.clinical RUN_DIR [--method youden|f1|sensitivity] ...` on an existing run folder."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--method", default="youden", choices=THRESHOLD_METHODS)
-    parser.add_argument("--target-sensitivity", type=float, default=0.9)
-    parser.add_argument("--no-temperature", action="store_true")
-    parser.add_argument("--n-bins", type=int, default=15)
-    parser.add_argument("--cams", type=int, default=8)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
-    summary = run_clinical(args.run_dir, args.method, args.target_sensitivity, not args.no_temperature,
-                           args.n_bins, args.cams)
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="clinical")
+def main(cfg: DictConfig) -> None:
+    run = Path(cfg.run).expanduser()
+    paths = _test_image_paths(run) if cfg.cams > 0 else None
+    summary = run_clinical(run, out_dir=hydra_run_dir(), method=cfg.method, target_sensitivity=cfg.target_sensitivity,
+                           temperature_scaling=cfg.temperature_scaling, n_bins=cfg.n_bins, cams=cfg.cams,
+                           max_cams_per_image=cfg.max_cams_per_image, target_layer=cfg.target_layer,
+                           device=cfg.device, image_paths=paths)
     print(summary)
 
 

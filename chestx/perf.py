@@ -28,6 +28,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from chestx.throughput.loader import bench_loader
+from chestx.models.backbones import BACKBONES
+from chestx.runs.machine import machine
 from chestx.throughput.training import Option, bench_training
 from chestx._hydra import CONFIG_DIR, REPO_DIR, hydra_run_dir
 from chestx.data.cache import cached_pixels
@@ -36,7 +38,7 @@ log = logging.getLogger("chestx.perf")
 
 DEFAULT_IMAGES = REPO_DIR.parent / "shared" / "data" / "nih" / "fullres1024"
 FALLBACK_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
-ALL_BACKBONES = ["densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2"]
+ALL_BACKBONES = list(BACKBONES)
 PARTS = ("loader", "train")
 TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 2000.0}
 RESULT_FILE = "perf.json"
@@ -106,19 +108,6 @@ def resolve_settings(
         threads=threads if threads is not None else (None if gpu else 1),
         cache_dir=Path(cache_dir) if cache_dir else None, full=full,
     )
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "load_average_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def check_targets(result: dict) -> dict:

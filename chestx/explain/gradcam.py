@@ -6,9 +6,10 @@ Pointing game: Zhang et al. 2016, "Top-down Neural Attention by Excitation Backp
 when the heatmap's maximum falls inside the ground-truth box (NIH ChestX-ray14 boxes, Wang et al. 2017,
 are given in the 1024 px original image; rescale them with ``scale_box``).
 
-Target layers (``TARGET_LAYERS``) are each backbone's last convolutional feature map, taken after its
-final activation where the architecture has one: the layer whose output is global-average-pooled
-by the head (for VGG16 the last conv block's ReLU, before the final max-pool, for twice the resolution).
+Target layers (``TARGET_LAYERS``, from ``chestx.models.backbones.BACKBONE_SPECS``) are each backbone's
+last convolutional feature map, taken after its final activation where the architecture has one: the
+layer whose output is global-average-pooled by the head (for VGG16 the last conv block's ReLU, before
+the final max-pool, for twice the resolution).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn as nn
 from timm.models import is_model, split_model_name_tag
 
-from chestx.models.backbones import MODEL_ALIASES
+from chestx.models.backbones import BACKBONE_SPECS, resolve_model_name
 from chestx.models.losses import MULTICLASS_POS, OutputLayout
 
 __all__ = [
@@ -39,17 +40,9 @@ log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # (x, y, w, h) in pixels
 
-# alias -> dotted path of the Grad-CAM layer inside the timm model
-TARGET_LAYERS: dict[str, str] = {
-    "densenet121": "features.norm5",  # BN-ReLU after dense block 4, (B, 1024, H/32, W/32)
-    "resnet18": "layer4",  # (B, 512, H/32, W/32)
-    "resnet50": "layer4",  # (B, 2048, H/32, W/32)
-    "mobilenetv2": "bn2",  # BN-ReLU6 after the 1x1 conv_head, (B, 1280, H/32, W/32)
-    "inceptionv3": "Mixed_7c",  # (B, 2048, ~H/32, ~W/32)
-    "vgg16": "features.29",  # ReLU of conv5_3, before the last max-pool, (B, 512, H/16, W/16)
-    "resnet56v2": "norm",  # final BN-ReLU, (B, 64, H/4, W/4)
-}
-_BY_TIMM_ARCH = {split_model_name_tag(MODEL_ALIASES[a])[0]: p for a, p in TARGET_LAYERS.items()}
+# alias -> dotted path of the Grad-CAM layer inside the timm model (from the one backbone table)
+TARGET_LAYERS: dict[str, str] = {alias: spec.target_layer for alias, spec in BACKBONE_SPECS.items()}
+_BY_TIMM_ARCH = {split_model_name_tag(spec.timm_name)[0]: spec.target_layer for spec in BACKBONE_SPECS.values()}
 
 
 def _find_timm_model(model: nn.Module) -> tuple[str, nn.Module]:
@@ -102,7 +95,7 @@ def target_layer_name(model: nn.Module, name: Optional[str] = None) -> str:
             f"nor a module path of {type(model).__name__}"
         )
     if name is not None:
-        arch = split_model_name_tag(MODEL_ALIASES.get(name, name))[0]
+        arch = split_model_name_tag(resolve_model_name(name))[0]
     else:
         arch = (getattr(inner, "pretrained_cfg", None) or {}).get("architecture")
     if arch in _BY_TIMM_ARCH and _has_module(model, _join(prefix, _BY_TIMM_ARCH[arch])):
@@ -114,7 +107,7 @@ def target_layer_name(model: nn.Module, name: Optional[str] = None) -> str:
 
 
 def _is_arch(name: str) -> bool:
-    return name in MODEL_ALIASES or is_model(split_model_name_tag(name)[0])
+    return name in BACKBONE_SPECS or is_model(split_model_name_tag(name)[0])
 
 
 _resolve_layer_name = target_layer_name  # compute_cams' argument shadows the function name

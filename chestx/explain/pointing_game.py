@@ -57,7 +57,7 @@ def pointing_game_rows(
     names: (B,) image file names; images: (B,) loaded uint8 (H, W); x: (B, C, S, S); probs: (B, K);
     boxes: `read_bbox_list` rows. `heatmap_dir`: also save each overlay with its box drawn.
     """
-    from chestx.runs.figures import save_heatmap
+    from chestx.explain.overlay import save_heatmap
 
     by_image = {name: group for name, group in boxes[boxes["image_id"].isin(list(names))].groupby("image_id")}
     picks: list[int] = []

@@ -1,6 +1,6 @@
 """One code path from a checkpoint to predictions: model, preprocessing, frozen thresholds, heatmaps.
 
-`load_for_inference(ckpt)` rebuilds the backbone from the config saved in the checkpoint
+`load_for_inference(ckpt)` rebuilds the backbone from the plain fields saved in the checkpoint
 (`checkpoint["chestx"]`, see `chestx.models.module.ChestXModule.on_save_checkpoint`), loads its
 weights, builds the evaluation transform with the saved image size / channels / normalisation,
 and reads the decision thresholds from `thresholds.csv` in the checkpoint's run folder
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chestx._hydra import instantiate_net
+from chestx.models.backbones import create_backbone
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.transforms import build_transform
 from chestx.models.losses import OutputLayout, probabilities
@@ -53,7 +53,6 @@ class Predictor:
     threshold_source: str
     ckpt_path: Path
     model_name: str
-    config: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self) -> None:
@@ -147,15 +146,17 @@ def load_for_inference(
         raise CheckpointError(f"ckpt={str(ckpt_path)!r} does not exist; pass ckpt=<run folder>/checkpoints/best.ckpt")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     info = checkpoint.get("chestx") or {}
-    if not info.get("config") or not info.get("pathologies"):
+    model = info.get("model") or (info.get("config") or {}).get("model")  # older checkpoints: the whole config
+    if not model or not info.get("pathologies"):
         raise CheckpointError(
             f"ckpt={str(ckpt_path)!r} carries no chestx run info (checkpoint['chestx']); only checkpoints written "
             "by `python -m chestx.train` can be loaded"
         )
-    config, pathologies = info["config"], list(info["pathologies"])
+    pathologies = list(info["pathologies"])
     layout = OutputLayout(info.get("multiclass", False), len(pathologies))  # older checkpoints store one bool
     multiclass = layout.multiclass
-    net = instantiate_net(config["model"], layout.num_outputs)
+    net = create_backbone(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
+                          drop_rate=float(model.get("drop_rate") or 0.0))
     state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
     dev = torch.device(device)
@@ -176,7 +177,7 @@ def load_for_inference(
         in_chans=int(info["in_chans"]), normalization=str(info["normalization"]),
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
         thresholds=values, threshold_source=source, ckpt_path=ckpt_path,
-        model_name=str(config["model"].get("name")), config=config, device=dev,
+        model_name=str(model["name"]), device=dev,
     )
     log.info("Loaded %s: %s, %d pathologies, %d px, thresholds from %s", ckpt_path, predictor.model_name,
              len(pathologies), predictor.image_size, source)
@@ -242,7 +243,7 @@ def write_heatmaps(
     names: (B,) image names; images: (B,) uint8 (H, W) as loaded; x: (B, C, S, S) model input;
     probs: (B, K). Returns a table image_id, pathology, probability, positive, file.
     """
-    from chestx.runs.figures import save_heatmap
+    from chestx.explain.overlay import save_heatmap
     from chestx.explain.gradcam import overlay
 
     out_dir = Path(out_dir)

@@ -3,7 +3,17 @@
 Importing this package registers ``resnet56v2`` in timm's model registry.
 """
 from chestx.models import resnet_v2_cifar  # noqa: F401  (registers "resnet56v2" with timm)
-from chestx.models.backbones import MODEL_ALIASES, LoadReport, create_backbone, load_weights_file, resolve_model_name
+from chestx.models.backbones import (
+    BACKBONE_SPECS,
+    BACKBONES,
+    BackboneSpec,
+    LoadReport,
+    create_backbone,
+    default_input_size,
+    default_mean_std,
+    resolve_model_name,
+    weights_report,
+)
 from chestx.models.losses import (
     MaskedBCELoss,
     MaskedFocalLoss,
@@ -16,11 +26,15 @@ from chestx.models.losses import (
 )
 
 __all__ = [
-    "MODEL_ALIASES",
+    "BACKBONES",
+    "BACKBONE_SPECS",
+    "BackboneSpec",
     "LoadReport",
     "create_backbone",
-    "load_weights_file",
+    "default_input_size",
+    "default_mean_std",
     "resolve_model_name",
+    "weights_report",
     "MaskedBCELoss",
     "MaskedFocalLoss",
     "MulticlassUncertaintyLoss",

@@ -1,4 +1,4 @@
-"""Backbone factory on top of timm's model registry, plus a tolerant local weight-file loader.
+"""The backbone table and a factory on top of timm's model registry and timm's own weight loading.
 
 ``create_backbone`` returns the timm model itself, so timm's uniform API stays available
 (``forward_features``, ``forward_head``, ``get_classifier``, ``reset_classifier``, ``feature_info``,
@@ -8,62 +8,109 @@ timm's own head; VGG16 (Simonyan & Zisserman 2015) is changed to the same form: 
 of its conv feature stack is average-pooled and fed to a single Linear (timm's 4096-wide ConvMlp
 pre-logits block, the fully connected fc6/fc7 of the paper, is removed).
 
+Weights (ImageNet downloads and local files alike) are loaded by timm
+(``timm.create_model(pretrained=True, pretrained_cfg_overlay=dict(file=...))``): it reads the file
+(``weights_only``), remaps torchvision key names with the model's checkpoint filter, adapts the first
+conv to ``in_chans`` (``adapt_input_conv``) and drops a classifier that does not fit. This module only
+tells timm what the file holds (its head size and input channels) and checks and logs the result.
+
 Architectures: DenseNet-121 (Huang et al. 2017), ResNet-18/50 (He et al. 2016), MobileNetV2
 (Sandler et al. 2018), Inception-v3 (Szegedy et al. 2016), VGG16, and the CIFAR-style pre-activation
 ResNet-56 (``resnet56v2``, see ``resnet_v2_cifar.py``). Any other timm model name passes through.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
-import sys
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 import timm
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead
-from timm.models import adapt_input_conv, clean_state_dict, get_pretrained_cfg, is_model, model_entrypoint
-from timm.models import split_model_name_tag
+from timm.models import get_pretrained_cfg, is_model, load_state_dict, model_entrypoint, split_model_name_tag
 
 from chestx.models import resnet_v2_cifar  # noqa: F401  (registers "resnet56v2" in timm)
 
-__all__ = ["MODEL_ALIASES", "LoadReport", "create_backbone", "load_weights_file", "resolve_model_name"]
+__all__ = [
+    "BACKBONES",
+    "BACKBONE_SPECS",
+    "BackboneSpec",
+    "LoadReport",
+    "create_backbone",
+    "default_input_size",
+    "default_mean_std",
+    "resolve_model_name",
+    "weights_report",
+]
 
 log = logging.getLogger(__name__)
 
-MODEL_ALIASES: dict[str, str] = {
-    "densenet121": "densenet121",
-    "resnet18": "resnet18",
-    "resnet50": "resnet50",
-    "mobilenetv2": "mobilenetv2_100",
-    "inceptionv3": "inception_v3",
-    "vgg16": "vgg16",
-    "resnet56v2": "resnet56v2",
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One benchmark backbone: its timm model, its Grad-CAM layer and its name in tables."""
+
+    timm_name: str
+    target_layer: str  # dotted path of the feature map the head pools (after its activation)
+    display_name: str
+
+
+BACKBONE_SPECS: dict[str, BackboneSpec] = {
+    # BN-ReLU after dense block 4, (B, 1024, H/32, W/32)
+    "densenet121": BackboneSpec("densenet121", "features.norm5", "DenseNet-121"),
+    "resnet18": BackboneSpec("resnet18", "layer4", "ResNet-18"),  # (B, 512, H/32, W/32)
+    "resnet50": BackboneSpec("resnet50", "layer4", "ResNet-50"),  # (B, 2048, H/32, W/32)
+    # BN-ReLU6 after the 1x1 conv_head, (B, 1280, H/32, W/32)
+    "mobilenetv2": BackboneSpec("mobilenetv2_100", "bn2", "MobileNetV2"),
+    "inceptionv3": BackboneSpec("inception_v3", "Mixed_7c", "Inception-v3"),  # (B, 2048, ~H/32, ~W/32)
+    # ReLU of conv5_3, before the last max-pool (twice the resolution of the pooled map), (B, 512, H/16, W/16)
+    "vgg16": BackboneSpec("vgg16", "features.29", "VGG16"),
+    "resnet56v2": BackboneSpec("resnet56v2", "norm", "ResNet-56 v2"),  # final BN-ReLU, (B, 64, H/4, W/4)
 }
+BACKBONES: tuple[str, ...] = tuple(BACKBONE_SPECS)  # the benchmark's aliases, in table order
 
 WEIGHTS_HINT = "model.weights=/path/to/file.pth|.pt|.safetensors"
-# containers that wrap a state dict in common checkpoint formats (Lightning, timm train, torchvision refs)
-_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
-# per-architecture checkpoint filters in timm's model files (torchvision -> timm key remaps etc.)
-_FILTER_FN_NAMES = ("_filter_torchvision_pretrained", "checkpoint_filter_fn", "_filter_fn", "filter_fn")
 
 
 def resolve_model_name(name: str) -> str:
-    """Alias (``MODEL_ALIASES``) or any timm model name (optionally ``arch.tag``) -> timm name."""
-    timm_name = MODEL_ALIASES.get(name, name)
+    """Alias (``BACKBONES``) or any timm model name (optionally ``arch.tag``) -> timm name."""
+    timm_name = BACKBONE_SPECS[name].timm_name if name in BACKBONE_SPECS else name
     if is_model(split_model_name_tag(timm_name)[0]):
         return timm_name
     raise ValueError(
-        f"unknown model {name!r}: use one of the aliases {sorted(MODEL_ALIASES)} "
+        f"unknown model {name!r}: use one of the aliases {list(BACKBONES)} "
         f"or any timm model name (see timm.list_models())"
     )
+
+
+def _pretrained_cfg(name: str) -> Any:
+    """timm's registered pretrained cfg (default tag) of an alias / timm name, without building the model."""
+    timm_name = resolve_model_name(name)
+    cfg = get_pretrained_cfg(timm_name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained cfg registered for {name!r} (timm {timm_name!r})")
+    return cfg
+
+
+def default_input_size(name: str) -> int:
+    """Native image size (px, square) of a backbone: ``input_size`` of its timm pretrained cfg.
+
+    E.g. 224 for densenet121, 299 for inceptionv3. Reads timm's registry only (no model, no network).
+    """
+    return int(_pretrained_cfg(name).input_size[-1])
+
+
+def default_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (RGB) normalisation mean and std the backbone's timm weights were trained with."""
+    cfg = _pretrained_cfg(name)
+    return tuple(cfg.mean), tuple(cfg.std)
 
 
 def _is_vgg(timm_name: str) -> bool:
@@ -104,17 +151,8 @@ def _cached_pretrained_file(cfg: Any) -> Optional[str]:
     return None
 
 
-def _pretrained_error(name: str, timm_name: str, reason: str) -> RuntimeError:
-    return RuntimeError(
-        f"cannot get pretrained weights for {name!r} (timm {timm_name!r}): {reason}. Weights cannot be "
-        f"downloaded here (no network). Download them on a machine with network access (e.g. save "
-        f"timm.create_model({timm_name!r}, pretrained=True).state_dict(), or a torchvision / Hugging Face "
-        f"checkpoint) and pass the local file with `{WEIGHTS_HINT}` (and model.pretrained=false)."
-    )
-
-
-def _create_pretrained(name: str, timm_name: str, **kwargs: Any) -> nn.Module:
-    """timm model with pretrained weights: local cache, else timm's download, else a clear error."""
+def _pretrained_file(name: str, timm_name: str) -> Optional[str]:
+    """Cached copy of timm's ImageNet weights, or None when timm can download them; else a clear error."""
     cfg = get_pretrained_cfg(timm_name)
     if cfg is None or not cfg.has_weights:
         raise RuntimeError(
@@ -124,20 +162,122 @@ def _create_pretrained(name: str, timm_name: str, **kwargs: Any) -> nn.Module:
     cached = _cached_pretrained_file(cfg)
     if cached is not None:
         log.info("using cached pretrained weights %s", cached)
-        model = timm.create_model(timm_name, pretrained=False, **kwargs)
-        load_weights_file(model, cached)
-        return model
+        return cached
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
     if cfg.hf_hub_id:
         host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     else:
         host = urlparse(cfg.url if isinstance(cfg.url, str) else "").hostname or ""
     if offline or not host or not _host_reachable(host):
-        raise _pretrained_error(name, timm_name, f"no cached copy and {host or 'the weight host'} is unreachable")
+        raise RuntimeError(
+            f"cannot get pretrained weights for {name!r} (timm {timm_name!r}): no cached copy and "
+            f"{host or 'the weight host'} is unreachable. Weights cannot be downloaded here (no network). "
+            f"Download them on a machine with network access (e.g. save timm.create_model({timm_name!r}, "
+            f"pretrained=True).state_dict(), or a torchvision / Hugging Face checkpoint) and pass the local "
+            f"file with `{WEIGHTS_HINT}` (and model.pretrained=false)."
+        )
+    return None
+
+
+Fingerprint = tuple[tuple[int, ...], bytes]  # (shape, digest of the values)
+
+
+def _fingerprint(t: torch.Tensor) -> Fingerprint:
+    """Shape and a digest of the values (as float32 / int64, so a half-precision file matches its copy)."""
+    values = t.detach().cpu().to(torch.float32 if t.is_floating_point() else torch.int64).contiguous()
+    return tuple(t.shape), hashlib.blake2b(values.numpy(), digest_size=16).digest()
+
+
+def _read_weights(path: Path) -> dict[str, Fingerprint]:
+    """Key -> fingerprint of every tensor of a weights file, read as timm reads it (``weights_only``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path} (pass `{WEIGHTS_HINT}`)")
     try:
-        return timm.create_model(timm_name, pretrained=True, **kwargs)
-    except Exception as e:  # noqa: BLE001  (network / hub errors of many types)
-        raise _pretrained_error(name, timm_name, f"download failed ({type(e).__name__}: {e})") from e
+        sd = load_state_dict(str(path))  # timm: safetensors or torch.load(weights_only=True); unwraps containers
+    except Exception as e:  # noqa: BLE001  (UnpicklingError, RuntimeError, EOFError, SafetensorError ...)
+        raise ValueError(
+            f"{path}: cannot be read as a weights-only torch / safetensors state dict ({type(e).__name__}: {e}). "
+            f"Re-save it as a plain state dict: torch.save(model.state_dict(), 'file.pth')"
+        ) from e
+    prints = {k: _fingerprint(v) for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, Mapping) else {}
+    if not prints:
+        found = list(sd)[:10] if isinstance(sd, Mapping) else type(sd).__name__
+        raise ValueError(f"{path}: does not contain a state dict of tensors (found {found})")
+    return prints
+
+
+def _file_overlay(prints: dict[str, Fingerprint], timm_name: str, vgg: bool) -> dict[str, Any]:
+    """``pretrained_cfg_overlay`` telling timm where the weights are and what they hold.
+
+    ``num_classes``: the file's head size, so timm keeps a head that fits and drops one that does not
+    (0 when the file has no usable head: none found, or VGG, whose head is replaced anyway).
+    ``input_size``: the file's first-conv channels, so timm adapts (``adapt_input_conv``) only when they
+    differ from ``in_chans``.
+    """
+    cfg = get_pretrained_cfg(timm_name)
+    if cfg is None:  # an architecture without a registered cfg: timm's defaults apply
+        return {}
+    classifier = (cfg.classifier,) if isinstance(cfg.classifier, str) else tuple(cfg.classifier or ())
+    first_conv = (cfg.first_conv,) if isinstance(cfg.first_conv, str) else tuple(cfg.first_conv or ())
+    head = prints.get(f"{classifier[0]}.weight") if classifier and not vgg else None
+    conv = prints.get(f"{first_conv[0]}.weight") if first_conv else None
+    overlay: dict[str, Any] = dict(num_classes=head[0][0] if head else 0)
+    if conv is not None and len(conv[0]) == 4:
+        overlay["input_size"] = (conv[0][1], *cfg.input_size[1:])
+    return overlay
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a weights file gave a model, compared by value (so it holds whatever key remap timm applied).
+
+    ``loaded``: model tensors equal to a tensor of the file. ``adapted``: first-conv weights that timm
+    converted to the model's input channels. ``new``: model tensors not from the file (e.g. a head that
+    did not fit). ``unused``: file tensors found nowhere in the model (e.g. its ImageNet head).
+    """
+
+    path: str
+    loaded: tuple[str, ...]
+    adapted: tuple[str, ...]
+    new: tuple[str, ...]
+    unused: tuple[str, ...]
+
+
+def _report(model: nn.Module, prints: dict[str, Fingerprint], path: Union[str, Path]) -> LoadReport:
+    model_prints = {k: _fingerprint(v) for k, v in model.state_dict().items()}
+    in_file, in_model = set(prints.values()), set(model_prints.values())
+    first_conv = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    convs = {f"{c}.weight" for c in ((first_conv,) if isinstance(first_conv, str) else first_conv or ())}
+    adapted = tuple(k for k, fp in model_prints.items()
+                    if k in convs and fp not in in_file and k in prints and prints[k][0] != fp[0])
+    return LoadReport(
+        path=str(path),
+        loaded=tuple(k for k, fp in model_prints.items() if fp in in_file),
+        adapted=adapted,
+        new=tuple(k for k, fp in model_prints.items() if fp not in in_file and k not in adapted),
+        unused=tuple(k for k, fp in prints.items() if fp not in in_model and k not in adapted),
+    )
+
+
+def weights_report(model: nn.Module, path: Union[str, Path]) -> LoadReport:
+    """Which tensors of ``model`` hold the values of the weights file ``path`` (see ``LoadReport``)."""
+    return _report(model, _read_weights(Path(path).expanduser()), path)
+
+
+def _check_loaded(model: nn.Module, report: LoadReport, name: str, min_fraction: float = 0.5) -> None:
+    """Raise unless at least ``min_fraction`` of the model's weight tensors (>= 2-D) came from the file; log."""
+    state = model.state_dict()
+    weights = [k for k, v in state.items() if v.ndim >= 2]
+    n_loaded = len(set(weights) & set(report.loaded))
+    if n_loaded < min_fraction * len(weights):
+        raise ValueError(
+            f"{report.path}: only {n_loaded}/{len(weights)} weight tensors of {name} were found in the file "
+            f"(e.g. the model's {[k for k in weights if k not in report.loaded][:3]} vs the file's "
+            f"{list(report.unused)[:3]}); is it the right architecture, a plain state dict of the bare backbone?"
+        )
+    log.info("weights %s -> %s: %d/%d tensors loaded; first conv adapted to in_chans: %s; new (not in the "
+             "file): %s; unused from the file: %s", report.path, name, len(report.loaded), len(state),
+             list(report.adapted), list(report.new)[:10], list(report.unused)[:10])
 
 
 def create_backbone(
@@ -150,188 +290,38 @@ def create_backbone(
 ) -> nn.Module:
     """timm model mapping (B, in_chans, H, W) -> (B, num_outputs) logits.
 
-    ``name``: an alias of ``MODEL_ALIASES`` or any timm model name. ``pretrained``: timm's ImageNet
-    weights (download, or timm's local cache). ``weights``: a local .pth/.pt/.safetensors file loaded
-    with ``load_weights_file`` (takes precedence over ``pretrained``). ``drop_rate``: dropout before
-    the linear head.
+    ``name``: an alias of ``BACKBONES`` or any timm model name. ``pretrained``: timm's ImageNet weights
+    (timm's local cache, else a download; without network a RuntimeError saying how to pass a file).
+    ``weights``: a local .pth/.pt/.safetensors state dict (timm or torchvision keys), loaded by timm;
+    takes precedence over ``pretrained``. Its head is kept if it fits ``num_outputs`` (never for VGG),
+    else replaced. ``drop_rate``: dropout before the linear head.
     """
     timm_name = resolve_model_name(name)
     if weights is not None and pretrained:
         log.warning("both pretrained=True and weights=%s given: loading the file, not downloading", weights)
-        pretrained = False
+    elif pretrained:
+        weights = _pretrained_file(name, timm_name)  # None: timm downloads
+    vgg = _is_vgg(timm_name)
     kwargs: dict[str, Any] = dict(num_classes=num_outputs, in_chans=in_chans)
     if drop_rate:
         kwargs["drop_rate"] = drop_rate
-    vgg = _is_vgg(timm_name)
-    if vgg and not pretrained:
-        # the ConvMlp (~100M params) is discarded below; build it 1 channel wide instead of 4096
-        kwargs["mlp_ratio"] = 1 / 4096
-    if pretrained:
-        model = _create_pretrained(name, timm_name, **kwargs)
-    else:
-        model = timm.create_model(timm_name, pretrained=False, **kwargs)
+    if vgg and not (pretrained or weights):
+        kwargs["mlp_ratio"] = 1 / 4096  # the ConvMlp (~100M params) is discarded below: build it 1 wide
+    path = Path(weights).expanduser() if weights is not None else None
+    prints = _read_weights(path) if path is not None else None
+    if prints is not None:  # timm loads the file: tell it what the file holds
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), **_file_overlay(prints, timm_name, vgg))
+    try:
+        model = timm.create_model(timm_name, pretrained=pretrained or prints is not None, **kwargs)
+    except RuntimeError as e:
+        if prints is None:
+            raise
+        raise ValueError(f"{path}: does not fit {name} (timm {timm_name}, in_chans={in_chans}): "
+                         f"{str(e)[:600]}") from e
     if vgg:
         _gap_linear_head_for_vgg(model, num_outputs, drop_rate)
-    if weights is not None:
-        load_weights_file(model, weights)
-    n_params = sum(p.numel() for p in model.parameters())
+    if prints is not None:
+        _check_loaded(model, _report(model, prints, path), name)
     log.info("created %s (timm %s): %d outputs, in_chans=%d, %.2fM params", name, timm_name, num_outputs,
-             in_chans, n_params / 1e6)
+             in_chans, sum(p.numel() for p in model.parameters()) / 1e6)
     return model
-
-
-@dataclass
-class LoadReport:
-    """What ``load_weights_file`` did: key lists of the model's state dict."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    reinitialised_head: list[str] = field(default_factory=list)
-    shape_mismatch: list[str] = field(default_factory=list)
-
-
-def _read_file(path: Path) -> Any:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (UnpicklingError, RuntimeError, EOFError ...)
-        raise ValueError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e}). "
-            f"Re-save it as a plain state dict: torch.save(model.state_dict(), 'file.pth')"
-        ) from e
-
-
-def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Find the tensor dict inside common checkpoint containers (Lightning, timm, torchvision refs)."""
-    for _ in range(5):
-        if not isinstance(obj, Mapping):
-            break
-        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
-            return tensors
-        inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            if tensors:
-                return tensors
-            break
-        obj = inner
-    found = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(f"{path}: does not contain a state dict of tensors (found {found})")
-
-
-def _strip_wrapper_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Drop the most common prefix (``model.``, ``backbone.`` of a LightningModule, ...) before model keys."""
-    counts: Counter[str] = Counter()
-    for key in sd:
-        parts = key.split(".")
-        for i in range(len(parts)):
-            if ".".join(parts[i:]) in model_keys:
-                counts[".".join(parts[:i])] += 1
-                break
-    if not counts:
-        return sd
-    prefix, n = counts.most_common(1)[0]
-    if not prefix or n <= counts.get("", 0):
-        return sd
-    log.info("stripping prefix %r from %d checkpoint keys", prefix + ".", n)
-    return {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
-
-
-def _filter_fns(model: nn.Module) -> list[Callable]:
-    mod = sys.modules.get(type(model).__module__)
-    return [getattr(mod, n) for n in _FILTER_FN_NAMES if callable(getattr(mod, n, None))]
-
-
-def _apply_filter(fn: Callable, sd: dict[str, torch.Tensor], model: nn.Module) -> Optional[dict]:
-    for args in ((dict(sd), model), (dict(sd),)):
-        try:
-            out = fn(*args)
-        except TypeError:
-            continue
-        except Exception as e:  # noqa: BLE001  (a filter for another checkpoint format)
-            log.debug("checkpoint filter %s failed: %s", getattr(fn, "__name__", fn), e)
-            return None
-        return out if isinstance(out, dict) else None
-    return None
-
-
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if not value:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def load_weights_file(model: nn.Module, path: Union[str, Path], min_fraction: float = 0.5) -> LoadReport:
-    """Load a timm / torchvision / Lightning state dict file into ``model`` (non-strict, tolerant).
-
-    Reads ``.safetensors`` or ``torch.load(weights_only=True)`` files; unwraps ``state_dict`` /
-    ``model`` containers, ``module.`` (DDP) / ``_orig_mod.`` (compile) prefixes and a Lightning
-    ``model.`` / ``backbone.`` prefix; remaps torchvision keys with the model file's timm checkpoint
-    filter; adapts the first conv to the model's input channels (``adapt_input_conv``); drops
-    classifier tensors of a different shape (the head stays freshly initialised). Raises
-    ``FileNotFoundError`` / ``ValueError`` naming the file if it is missing, not a state dict, or fewer
-    than ``min_fraction`` of the model's non-head tensors match.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    sd = clean_state_dict(_unwrap_state_dict(_read_file(path), path))
-    model_sd = model.state_dict()
-    model_keys = set(model_sd)
-    sd = _strip_wrapper_prefix(sd, model_keys)
-
-    # torchvision -> timm remap: keep whichever variant names the most model tensors
-    best, best_n = sd, len(model_keys & set(sd))
-    for fn in _filter_fns(model):
-        candidate = _apply_filter(fn, sd, model)
-        if candidate is not None and len(model_keys & set(candidate)) > best_n:
-            best, best_n = candidate, len(model_keys & set(candidate))
-            log.info("remapped checkpoint keys with timm's %s", fn.__name__)
-    sd = dict(best)
-
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    for conv in _as_tuple(cfg.get("first_conv")):
-        key = f"{conv}.weight"
-        if key in sd and key in model_sd and sd[key].ndim == 4 and sd[key].shape != model_sd[key].shape:
-            src, dst = sd[key].shape[1], model_sd[key].shape[1]
-            try:
-                sd[key] = adapt_input_conv(dst, sd[key], base_chans=src)
-                log.info("adapted first conv %s from %d to %d input channels", key, src, dst)
-            except (NotImplementedError, ValueError, AssertionError) as e:
-                log.warning("cannot adapt first conv %s from %d to %d channels: %s", key, src, dst, e)
-
-    heads = tuple(h + "." for h in _as_tuple(cfg.get("classifier")))
-    report = LoadReport()
-    for key, value in list(sd.items()):
-        if key in model_sd and value.shape != model_sd[key].shape:
-            (report.reinitialised_head if key.startswith(heads) else report.shape_mismatch).append(key)
-            del sd[key]
-    report.loaded = [k for k in model_sd if k in sd]
-    body = [k for k in model_sd if not k.startswith(heads)]
-    n_body = sum(1 for k in body if k in sd)
-    if not body or n_body < min_fraction * len(body):
-        examples = [k for k in body if k not in sd][:5]
-        raise ValueError(
-            f"{path}: only {n_body}/{len(body)} backbone tensors match {type(model).__name__} "
-            f"(e.g. missing {examples}; file keys start with {list(sd)[:5]}); is it the right architecture?"
-        )
-    result = model.load_state_dict(sd, strict=False)
-    report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    log.info(
-        "loaded %d/%d tensors from %s; missing %d %s; unexpected %d %s",
-        len(report.loaded), len(model_sd), path, len(report.missing), report.missing[:5],
-        len(report.unexpected), report.unexpected[:5],
-    )
-    if report.reinitialised_head:
-        log.info("classifier head re-initialised (shape differs): %s", report.reinitialised_head)
-    if report.shape_mismatch:
-        log.warning("skipped %d tensors with a different shape: %s", len(report.shape_mismatch),
-                    report.shape_mismatch[:10])
-    return report

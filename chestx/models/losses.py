@@ -20,8 +20,9 @@ observed cells; a batch with no observed cell gives 0.0 that still has a ``grad_
 """
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "MulticlassUncertaintyLoss",
     "MixedPolicyLoss",
     "OutputLayout",
+    "build_loss",
     "class_weights_from_labels",
     "multiclass_classes",
     "weighted_bce",
@@ -303,3 +305,22 @@ def probabilities(logits: torch.Tensor, multiclass: "bool | list[bool] | tuple[b
     if isinstance(multiclass, bool):
         return multiclass_positive_probability(logits) if multiclass else torch.sigmoid(logits)
     return OutputLayout(multiclass, len(multiclass)).probabilities(logits)
+
+
+def build_loss(factory: Callable[..., nn.Module], layout: OutputLayout, train_labels: np.ndarray) -> nn.Module:
+    """The configured loss (`factory`, a Hydra partial) for a head laid out as `layout`.
+
+    A factory with a `labels` parameter (`weighted_bce`) gets the training split's labels (N, K') of
+    the pathologies it trains. Under per-pathology `multiclass` it trains only the one-logit
+    pathologies, and ``MixedPolicyLoss`` adds the 3-way loss of the others.
+    """
+    binary = None
+    if layout.binary_k:
+        takes_labels = "labels" in inspect.signature(factory).parameters
+        binary = factory(labels=train_labels[:, layout.binary_k]) if takes_labels else factory()
+    if not layout.any_multiclass:
+        log.info("Loss: %s", binary)
+        return binary
+    log.info("3-way output and MulticlassUncertaintyLoss for pathology columns %s; loss %s for %s",
+             layout.multiclass_k, binary, layout.binary_k)
+    return MixedPolicyLoss(binary, layout)

@@ -9,10 +9,10 @@ sampler are dropped, not counted twice.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as L
@@ -37,7 +37,6 @@ class EpochOutputs:
 
     index: np.ndarray  # (N,) int64 dataset row index
     probs: np.ndarray  # (N, K) float32
-    logits: np.ndarray  # (N, K) float32 positive-class logits (multiclass: log-odds of pos vs neg)
     targets: np.ndarray  # (N, K) float32 1/0/NaN
 
 
@@ -54,9 +53,10 @@ class ChestXModule(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         multiclass: bool | list[bool] = False,
         channels_last: bool = False,
+        checkpoint_info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "checkpoint_info"])
         self.net = net
         self.pathologies = list(pathologies)
         self.loss_fn = loss
@@ -66,10 +66,11 @@ class ChestXModule(L.LightningModule):
         self.multiclass = OutputLayout(multiclass, len(self.pathologies)).multiclass  # (K,) per-pathology flags
         self.channels_last = channels_last
         self._gather = nn.ModuleDict(
-            {name: CatMetric(nan_strategy="disable") for name in ("index", "probs", "logits", "targets")}
+            {name: CatMetric(nan_strategy="disable") for name in ("index", "probs", "targets")}
         )
         self.outputs: dict[str, EpochOutputs] = {}
-        self.run_info: dict[str, Any] = {}  # plain config saved into every checkpoint (see on_save_checkpoint)
+        # plain fields saved into every checkpoint (model name, pathologies, preprocessing; no _target_s)
+        self.checkpoint_info: dict[str, Any] = dict(checkpoint_info or {})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -97,10 +98,8 @@ class ChestXModule(L.LightningModule):
         loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
         probs = probabilities(logits.float(), self.multiclass)  # (B, K)
-        pos_logits = torch.logit(probs.clamp(1e-7, 1 - 1e-7))  # (B, K)
         self._gather["index"].update(batch["index"].float())
         self._gather["probs"].update(probs)
-        self._gather["logits"].update(pos_logits)
         self._gather["targets"].update(batch["eval_target"])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -116,10 +115,9 @@ class ChestXModule(L.LightningModule):
         index = parts["index"].long().cpu().numpy().reshape(-1)
         k = len(self.pathologies)
         probs = parts["probs"].float().cpu().numpy().reshape(-1, k)
-        logits = parts["logits"].float().cpu().numpy().reshape(-1, k)
         targets = parts["targets"].float().cpu().numpy().reshape(-1, k)
         index, first = np.unique(index, return_index=True)  # drop sampler padding duplicates
-        return EpochOutputs(index, probs[first], logits[first], targets[first])
+        return EpochOutputs(index, probs[first], targets[first])
 
     def _end_eval_epoch(self, stage: str) -> None:
         if self.trainer.sanity_checking:
@@ -152,13 +150,12 @@ class ChestXModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["chestx"] = self.run_info
+        checkpoint["chestx"] = self.checkpoint_info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.run_info = checkpoint.get("chestx", {})
+        self.checkpoint_info = checkpoint.get("chestx", {})
 
 
-def optimizer_name(factory: Callable[..., Any]) -> str:
-    """Readable name of a (partial) optimizer or scheduler factory, for logs."""
-    func = factory.func if isinstance(factory, functools.partial) else factory
-    return getattr(func, "__name__", str(func))
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The epoch a Lightning checkpoint was written in (memory-mapped: the weights are not read)."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("epoch")

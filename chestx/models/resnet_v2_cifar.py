@@ -138,6 +138,10 @@ class ResNetV2Cifar(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# input_size is the default image size (chestx.models.backbones.default_input_size). There are no weights
+# whose training resolution it could record, and the CIFAR design size (32 px) erases chest X-ray findings
+# (a nodule of a few mm is below one pixel), so it is the 224 px shared by the benchmark's other backbones
+# (CheXNet's size), at which the stride-1 stem gives a 56x56 final map (pool_size).
 default_cfgs = generate_default_cfgs(
     {
         "resnet56v2": dict(

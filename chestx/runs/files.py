@@ -71,6 +71,24 @@ def write_auroc(path: Path, probs: np.ndarray, labels: np.ndarray, pathologies: 
     return table
 
 
+def write_run_predictions(run_dir: Path, ids: dict[str, pd.DataFrame], outputs: dict[str, Any],
+                          pathologies: list[str]) -> pd.DataFrame:
+    """predictions_val.csv, predictions.csv and auroc.csv of a trained run; returns the AUROC table.
+
+    ids: per stage ("val", "test") the image_id / patient_id of the split in dataset row order;
+    outputs: per stage an object with `index` (N,), `probs` (N, K) and `targets` (N, K)
+    (`chestx.models.module.EpochOutputs`).
+    """
+    for stage, filename in (("val", VAL_PREDICTIONS_FILE), ("test", PREDICTIONS_FILE)):
+        out = outputs[stage]
+        rows = ids[stage].iloc[out.index].reset_index(drop=True)
+        write_predictions(Path(run_dir) / filename, predictions_frame(rows, out.probs, out.targets, pathologies))
+    test = outputs["test"]
+    table = write_auroc(Path(run_dir) / AUROC_FILE, test.probs, test.targets, pathologies)
+    log.info("Test AUROC per pathology (%d images, best checkpoint):\n%s", len(test.index), format_auroc_table(table))
+    return table
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(float(value)) else float(value)

@@ -57,7 +57,8 @@ def _runs(sweep_dir: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_benchmark_builds_every_file_and_lists_the_failure(sweep) -> None:
     out, proc = sweep
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # Hydra runs every job, then exits non-zero because one failed; the callback built the report anyway
+    assert proc.returncode != 0 and "Kernel size" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = out / "report"
     for name in ["auroc_table.md", "auroc_table.csv", "auroc_table.tex", "pvalues.csv", "report.html",
                  "figures/roc_curves.png", "figures/auroc_heatmap.png", "figures/auroc_vs_cost.png"]:
@@ -68,7 +69,7 @@ def test_benchmark_builds_every_file_and_lists_the_failure(sweep) -> None:
     assert "inceptionv3" in left_out and "failed" in left_out and "Kernel size" in left_out
     assert "**mean**" in md and md.count("**") >= 2 * 15, "the best cell of every row is bold"
     summary = json.loads((out / "benchmark.json").read_text())
-    assert summary["sweep_exit_status"] != 0 and summary["machine"]["cores"] >= 1
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu_capability"]
     assert {r["status"] for r in summary["runs"].values()} == {"ok", "failed"}
     costs = pd.read_csv(report / "costs.csv")
     assert set(costs["label"]) == {"resnet18", "mobilenetv2"}
@@ -215,11 +216,11 @@ def _report(monkeypatch, *overrides: str) -> None:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> Path:
     """Two chestx.evaluate run folders (scores from the real labels of the embedded NIH sample) under runs/."""
-    from chestx.data.datamodule import NIHDataModule
+    from chestx.data.sources import NIHData
     from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("evaluated")
-    table, split = NIHDataModule(root=str(SAMPLE_ROOT), split="random",
+    table, split = NIHData(root=str(SAMPLE_ROOT), split="random",
                                  csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
     rng = np.random.default_rng(0)
     for name, strength in (("weak", 0.5), ("strong", 2.0)):

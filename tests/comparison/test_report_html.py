@@ -49,12 +49,12 @@ def page(tmp_path_factory) -> Path:
     import numpy as np
     import pandas as pd
 
-    from chestx.data.datamodule import NIHDataModule
+    from chestx.data.sources import NIHData
     from chestx.runs.scoring import evaluate
     from conftest import SAMPLE_ROOT
 
     root = tmp_path_factory.mktemp("html")
-    table, split = NIHDataModule(root=str(SAMPLE_ROOT), split="random", csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
+    table, split = NIHData(root=str(SAMPLE_ROOT), split="random", csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
     rng = np.random.default_rng(0)
     for name, strength in (("weak", 0.5), ("strong", 2.0)):
         logits = rng.normal(size=table.labels.shape) + strength * np.nan_to_num(table.labels)

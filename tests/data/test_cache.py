@@ -61,12 +61,13 @@ def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, 
 @pytest.mark.slow
 def test_datamodule_cached_items_equal_uncached(tmp_path: Path) -> None:
     """The real NIH sample through ChestXDataModule: same tensors with and without data.cache (threaded build)."""
-    from chestx.data.datamodule import NIHDataModule
+    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.sources import NIHData
 
     options = dict(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random",
-                   image_size=64, num_workers=0)
-    plain = NIHDataModule(**options)
-    cached = NIHDataModule(**options, cache=True, cache_dir=str(tmp_path))
+                   num_workers=0)
+    plain = ChestXDataModule(NIHData(**options), image_size=64)
+    cached = ChestXDataModule(NIHData(**options, cache=True, cache_dir=str(tmp_path)), image_size=64)
     plain.setup()
     cached.setup()
     assert isinstance(cached.datasets["test"].pixels, CachedPixels)
@@ -191,9 +192,10 @@ def test_prepare_cli_builds_the_cache_train_reuses(tmp_path: Path) -> None:
     assert "pixel cache:" in proc.stdout and "621 images" in proc.stdout
     folders = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / INDEX).is_file()
-    from chestx.data.datamodule import NIHDataModule
+    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.sources import NIHData
 
-    dm = NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random",
-                       image_size=64, cache=True, cache_dir=str(tmp_path / "c"))
+    dm = ChestXDataModule(NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"),
+                                  split="random", cache=True, cache_dir=str(tmp_path / "c")), image_size=64)
     dm.setup()
     assert dm.datasets["train"].pixels.folder == folders[0], "train with data.cache=true reuses prepare's cache"

@@ -488,18 +488,18 @@ def nih_ref(nih_dir: Path) -> NIHReference:
 
 
 def chexpert_datamodule(chexpert_dir: Path, **options: Any) -> Any:
-    from chestx.data.datamodule import CheXpertDataModule
+    from chestx.data.sources import CheXpertData
 
     options.setdefault("seed", SEED)
     options.setdefault("val_fraction", VAL_FRACTION)
-    return CheXpertDataModule(root=str(chexpert_dir), **options)
+    return CheXpertData(root=str(chexpert_dir), **options)
 
 
 def nih_datamodule(nih_dir: Path, **options: Any) -> Any:
-    from chestx.data.datamodule import NIHDataModule
+    from chestx.data.sources import NIHData
 
     options.setdefault("seed", SEED)
-    return NIHDataModule(root=str(nih_dir), csv=str(nih_dir / NIH_CSV), split_dir=str(nih_dir), **options)
+    return NIHData(root=str(nih_dir), csv=str(nih_dir / NIH_CSV), split_dir=str(nih_dir), **options)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.datamodule import CheXpertDataModule, NIHDataModule
+from chestx.data.sources import CheXpertData, NIHData
 from chestx.data.labels import NIH_PATHOLOGIES, DataError
 
 
@@ -19,8 +19,8 @@ def nih_csv(nih_dir: Path) -> Path:
     return nih_dir / "Data_Entry_2017_v2020.csv"
 
 
-def _nih(nih_dir: Path, **kwargs) -> NIHDataModule:
-    return NIHDataModule(root=str(nih_dir), csv=str(nih_dir / "Data_Entry_2017_v2020.csv"), split_dir=str(nih_dir),
+def _nih(nih_dir: Path, **kwargs) -> NIHData:
+    return NIHData(root=str(nih_dir), csv=str(nih_dir / "Data_Entry_2017_v2020.csv"), split_dir=str(nih_dir),
                          **kwargs)
 
 
@@ -47,9 +47,9 @@ def test_nih_15_classes_undersampling_finds_the_normals(nih_dir: Path, nih_csv: 
 def test_chexpert_normal_is_no_finding_1(chexpert_dir: Path, tasks: str, normal_train: int) -> None:
     """5 tasks: 60,471 rows counted as normal (20,361 with an uncertain label); 14 tasks: none of the
     real No Finding rows qualified. Normal is CheXpert's own `No Finding` = 1, whatever the tasks."""
-    table, split = CheXpertDataModule(root=str(chexpert_dir), tasks=tasks).labels_only()
+    table, split = CheXpertData(root=str(chexpert_dir), tasks=tasks).labels_only()
     assert int((table.frame["no_finding"] & (split == "train")).sum()) == normal_train
-    under, under_split = CheXpertDataModule(root=str(chexpert_dir), tasks=tasks, no_finding_fraction=0.25).labels_only()
+    under, under_split = CheXpertData(root=str(chexpert_dir), tasks=tasks, no_finding_fraction=0.25).labels_only()
     dropped = len(table) - len(under)
     assert abs(dropped - 0.75 * normal_train) < 4 * np.sqrt(normal_train * 0.75 * 0.25)
     gone = ~table.frame["image_id"].isin(set(under.frame["image_id"])).to_numpy()
@@ -62,16 +62,16 @@ def test_chexpert_normal_is_no_finding_1(chexpert_dir: Path, tasks: str, normal_
 
 def test_undersampling_logs_normal_and_kept(chexpert_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
-    CheXpertDataModule(root=str(chexpert_dir), no_finding_fraction=0.5).labels_only()
+    CheXpertData(root=str(chexpert_dir), no_finding_fraction=0.5).labels_only()
     message = next(r.getMessage() for r in caplog.records if "Undersampling" in r.getMessage())
     assert "has 15246 normal images" in message and "keeping 7818" in message
 
 
 # ------------------------------------------------------------- bug 2: per-pathology multiclass
 def test_multiclass_flags_only_for_selected_multiclass_pathologies(chexpert_dir: Path) -> None:
-    unselected = CheXpertDataModule(root=str(chexpert_dir), uncertainty={"default": "zeros", "Fracture": "multiclass"})
+    unselected = CheXpertData(root=str(chexpert_dir), uncertainty={"default": "zeros", "Fracture": "multiclass"})
     assert unselected.multiclass == [False] * 5  # Fracture is not a competition task: 5 outputs, not 15
-    mixed = CheXpertDataModule(root=str(chexpert_dir), uncertainty={"default": "multiclass", "Atelectasis": "ones"})
+    mixed = CheXpertData(root=str(chexpert_dir), uncertainty={"default": "multiclass", "Atelectasis": "ones"})
     assert mixed.pathologies == ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
     assert mixed.multiclass == [False, True, True, True, True]
     table, _ = mixed.labels_only()
@@ -115,14 +115,14 @@ def test_labels_only_equals_training_split_with_missing_images(sample_root: Path
     root = _sample_with_missing(sample_root, tmp_path / "sample")
     options = dict(root=str(root), csv=str(root / "Data_Entry_sample.csv"), split="random", image_size=32,
                    missing_images="drop", no_finding_fraction=0.3, seed=3)
-    training = NIHDataModule(**options)
+    training = NIHData(**options)
     training.save_split(tmp_path / "split.csv")
     saved = pd.read_csv(tmp_path / "split.csv")
-    explored, split = NIHDataModule(**options).labels_only(find_images=True)
+    explored, split = NIHData(**options).labels_only(find_images=True)
     assert explored.frame["image_id"].tolist() == saved["image_id"].tolist()
     assert split.tolist() == saved["split"].tolist()
     # without the image lookup, the same rows plus exactly the missing ones
-    labels_file, split_all = NIHDataModule(**options).labels_only()
+    labels_file, split_all = NIHData(**options).labels_only()
     extra = set(labels_file.frame["image_id"]) - set(saved["image_id"])
     assert extra == {i for i in labels_file.frame["image_id"] if not (root / "images" / i).exists()}
     assert 30 <= len(extra) <= 40  # a removed file may belong to a normal image that undersampling dropped

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.clinical import run_clinical
+from chestx.runs.clinical import run_clinical
 from chestx.runs.files import read_predictions
 from clinical_run import tiny_clinical_run
 from conftest import compose_train
@@ -117,3 +117,23 @@ def test_clinical_none_switches_it_off(tmp_path: Path) -> None:
     assert compose_train([], tmp_path).clinical.method == "youden"
     assert not compose_train(["clinical=none"], tmp_path).get("clinical")
     assert compose_train(["~clinical"], tmp_path).get("clinical") is None
+
+
+@pytest.mark.slow
+def test_cli_reruns_on_a_run_folder(run_dir: Path, tmp_path: Path) -> None:
+    """`python -m chestx.clinical run=<folder> method=f1`: the files are rewritten in the run folder, the
+    test images found through the run's own data config, and the run's .hydra/ left alone."""
+    import subprocess
+    import sys
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    hydra_before = (copy / ".hydra" / "config.yaml").read_bytes() if (copy / ".hydra").exists() else None
+    done = subprocess.run([sys.executable, "-m", "chestx.clinical", f"run={copy}", "method=f1", "cams=2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(pd.read_csv(copy / "thresholds.csv")["method"]) == {"f1"}
+    drawn = pd.read_csv(copy / "heatmaps" / "heatmaps.csv")
+    assert 1 <= drawn["image_id"].nunique() <= 2
+    if hydra_before is not None:
+        assert (copy / ".hydra" / "config.yaml").read_bytes() == hydra_before

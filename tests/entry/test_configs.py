@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from chestx._hydra import CONFIG_DIR, instantiate_net
+from chestx._hydra import CONFIG_DIR
+from chestx.models.backbones import default_input_size
 from conftest import compose_train
 
 CONF = Path(CONFIG_DIR)
@@ -20,7 +21,7 @@ def group(name: str) -> list[str]:
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_builds_a_backbone(model: str, tmp_path: Path) -> None:
     cfg = compose_train([f"model={model}"], tmp_path)
-    net = instantiate_net(cfg.model, num_outputs=14)
+    net = instantiate(cfg.model, num_outputs=14)
     assert sum(p.numel() for p in net.parameters()) > 0
 
 
@@ -53,9 +54,10 @@ def test_every_group_option_instantiates(name: str, tmp_path: Path) -> None:
 def test_data_configs_compose(tmp_path: Path) -> None:
     for option in group("data"):
         cfg = compose_train([f"data={option}", "data.root=/nonexistent"], tmp_path)
-        assert cfg.data._target_.startswith("chestx.data.datamodule.")
+        assert cfg.data._target_.startswith("chestx.data.sources.")
     cfg = compose_train(["model=inceptionv3", "data=nih", "data.root=/x"], tmp_path)
-    assert cfg.data.image_size == 299, "InceptionV3 defaults to 299 px"
+    # the data group no longer reads the model group: the size comes from the backbone at train time
+    assert cfg.data.image_size is None and default_input_size(cfg.model.name) == 299
 
 
 def test_experiment_configs_compose(tmp_path: Path) -> None:
@@ -68,10 +70,10 @@ def test_model_weights_from_the_command_line_load_the_file(tmp_path: Path) -> No
     """`model.weights=<file>` builds the backbone with exactly the saved weights (saved by this test)."""
     import torch
 
-    source = instantiate_net(compose_train(["model=resnet18"], tmp_path).model, num_outputs=14).eval()
+    source = instantiate(compose_train(["model=resnet18"], tmp_path).model, num_outputs=14).eval()
     torch.save(source.state_dict(), tmp_path / "resnet18.pth")
     cfg = compose_train(["model=resnet18", f"model.weights={tmp_path / 'resnet18.pth'}"], tmp_path)
-    loaded = instantiate_net(cfg.model, num_outputs=14).eval()
+    loaded = instantiate(cfg.model, num_outputs=14).eval()
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), source(images), rtol=0, atol=0)
@@ -80,4 +82,4 @@ def test_model_weights_from_the_command_line_load_the_file(tmp_path: Path) -> No
 def test_pretrained_without_network_says_how_to_pass_a_file(tmp_path: Path) -> None:
     cfg = compose_train(["model=densenet121", "model.pretrained=true"], tmp_path)
     with pytest.raises(Exception, match="model.weights="):
-        instantiate_net(cfg.model, num_outputs=14)
+        instantiate(cfg.model, num_outputs=14)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from chestx.data.datamodule import NIHDataModule
+from chestx.data.sources import NIHData
 from chestx.runs.scoring import EvaluationError, evaluate
 from chestx.comparison import build_report
 from chestx.runs.files import read_predictions
@@ -36,7 +36,7 @@ def _write(path: Path, ids, probs: np.ndarray, names: list[str], id_column="imag
 
 @pytest.fixture(scope="module")
 def sample():
-    return NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random").labels_only()
+    return NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random").labels_only()
 
 
 def test_sample_scores_match_sklearn(sample, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_cli_writes_failed_metrics(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_nih_test_split_and_fast_bootstrap(nih_dir: Path, tmp_path: Path) -> None:
     """Five 'published models' on the official NIH test split; the report's bootstrap takes seconds."""
-    table, split = NIHDataModule(root=str(nih_dir)).labels_only()
+    table, split = NIHData(root=str(nih_dir)).labels_only()
     test = split == "test"
     assert int(test.sum()) == 25_596
     ids = table.frame["image_id"][test].tolist()

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.datamodule import CheXpertDataModule, NIHDataModule
+from chestx.data.sources import CheXpertData, NIHData
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
-from chestx.explore import explore, format_report
+from chestx.data.stats import explore, format_report
 from conftest import SAMPLE_ROOT
 
 
@@ -24,7 +24,7 @@ def _nih_truth(csv: Path, rows: pd.Series | None = None) -> pd.DataFrame:
 
 
 def test_sample_counts_match_pandas(tmp_path: Path) -> None:
-    dm = NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+    dm = NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
     table, split = dm.labels_only()
     result = explore(table, split, tmp_path, query_name="edema")
     counts = result["label_counts"].set_index(["split", "pathology"])
@@ -56,7 +56,7 @@ def test_sample_counts_match_pandas(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_nih_label_file_in_seconds(nih_dir: Path, tmp_path: Path) -> None:
     started = time.perf_counter()
-    table, split = NIHDataModule(root=str(nih_dir)).labels_only()  # official split, no images
+    table, split = NIHData(root=str(nih_dir)).labels_only()  # official split, no images
     result = explore(table, split, tmp_path, query_name="Pneumonia", figures=False)
     elapsed = time.perf_counter() - started
     assert len(table) == 112120 and elapsed < 60, elapsed
@@ -73,7 +73,7 @@ def test_full_nih_label_file_in_seconds(nih_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_chexpert_ones_policy_counts(chexpert_dir: Path, tmp_path: Path) -> None:
-    dm = CheXpertDataModule(root=str(chexpert_dir), uncertainty="ones")
+    dm = CheXpertData(root=str(chexpert_dir), uncertainty="ones")
     table, split = dm.labels_only()
     result = explore(table, split, tmp_path, query_name="Edema", figures=False)
     raw = pd.concat([pd.read_csv(chexpert_dir / f) for f in ("train.csv", "valid.csv")], ignore_index=True)
@@ -92,7 +92,7 @@ def test_chexpert_ones_policy_counts(chexpert_dir: Path, tmp_path: Path) -> None
 
 
 def test_unknown_query_lists_the_choices(tmp_path: Path) -> None:
-    dm = NIHDataModule(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+    dm = NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
     table, split = dm.labels_only()
     with pytest.raises(ValueError, match="query='Covid'.*Hernia"):
         explore(table, split, tmp_path, query_name="Covid", figures=False)

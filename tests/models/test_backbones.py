@@ -1,8 +1,10 @@
-"""Backbone factory, the registered resnet56v2 and the local weight-file loader (tiny CPU inputs)."""
+"""Backbone table and factory, the registered resnet56v2, native input sizes and timm's weight loading
+(tiny CPU inputs; every weights file is saved by the test itself)."""
 from __future__ import annotations
 
 import re
 import socket
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -11,8 +13,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
+from timm.data import resolve_model_data_config
+from torchvision.models.densenet import _load_state_dict as torchvision_densenet_load  # torchvision's key remap
 
-from chestx.models import MODEL_ALIASES, create_backbone, load_weights_file
+from chestx.models import (
+    BACKBONE_SPECS,
+    BACKBONES,
+    create_backbone,
+    default_input_size,
+    default_mean_std,
+    weights_report,
+)
 
 SIZE = {"inceptionv3": 75, "resnet56v2": 32}  # smallest sensible inputs; others use 64 px
 
@@ -22,9 +33,19 @@ def _x(name: str, in_chans: int = 3, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, in_chans, s, s, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_ALIASES))
+def test_one_table_in_benchmark_order():
+    assert BACKBONES == ("densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2")
+    assert list(BACKBONE_SPECS) == list(BACKBONES)
+    assert all(timm.is_model(spec.timm_name) for spec in BACKBONE_SPECS.values())
+
+
+@pytest.mark.parametrize("name", BACKBONES)
 def test_every_alias_maps_images_to_logits(name):
     model = create_backbone(name, num_outputs=4, in_chans=1).eval()
+    # the native size / normalisation read from timm's registry are those of the built model's data config
+    data_cfg = resolve_model_data_config(model)
+    assert default_input_size(name) == data_cfg["input_size"][-1]
+    assert default_mean_std(name) == (tuple(data_cfg["mean"]), tuple(data_cfg["std"]))
     x = _x(name, in_chans=1)
     with torch.no_grad():
         out = model(x)  # (B, 4) logits
@@ -82,23 +103,35 @@ def test_pretrained_without_network_says_how_to_pass_a_file():
         create_backbone("resnet18", 3, pretrained=True)
 
 
-@pytest.mark.parametrize("fmt", ["pth", "safetensors", "lightning", "ddp"])
+def test_default_input_size_without_building_or_network():
+    assert default_input_size("inceptionv3") == 299
+    assert {default_input_size(n) for n in BACKBONES if n != "inceptionv3"} == {224}
+    assert default_input_size("resnet10t") == 176  # any timm name: its own pretrained cfg
+    assert default_mean_std("inceptionv3") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert default_mean_std("densenet121") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with pytest.raises(ValueError, match="no_such_net"):
+        default_input_size("no_such_net")
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors", "timm_train", "ddp"])
 def test_weights_roundtrip_identical_outputs(tmp_path, fmt):
     src = create_backbone("resnet18", 3, in_chans=1).eval()
     sd = src.state_dict()
     path = tmp_path / f"w.{'safetensors' if fmt == 'safetensors' else 'pth'}"
     if fmt == "safetensors":
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    elif fmt == "lightning":
-        torch.save({"epoch": 3, "global_step": 10, "state_dict": {f"model.{k}": v for k, v in sd.items()}}, path)
+    elif fmt == "timm_train":
+        torch.save({"epoch": 3, "arch": "resnet18", "state_dict": sd}, path)
     elif fmt == "ddp":
         torch.save({"model": {f"module.{k}": v for k, v in sd.items()}}, path)
     else:
         torch.save(sd, path)
-    dst = create_backbone("resnet18", 3, in_chans=1, weights=path).eval()
+    dst = create_backbone("resnet18", 3, in_chans=1, weights=path).eval()  # the head fits: kept
     x = _x("resnet18", in_chans=1)
     with torch.no_grad():
         torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+    report = weights_report(dst, path)
+    assert report.new == report.unused == report.adapted == () and len(report.loaded) == len(sd)
 
 
 def test_torchvision_resnet18_state_dict(tmp_path):
@@ -108,19 +141,31 @@ def test_torchvision_resnet18_state_dict(tmp_path):
     x = _x("resnet18")
     with torch.no_grad():
         full = create_backbone("resnet18", 1000, weights=path).eval()  # same head shape: identical logits
-        torch.testing.assert_close(full(x), tv(x))
-        model = create_backbone("resnet18", 3).eval()
-        report = load_weights_file(model, path)
-        assert report.reinitialised_head == ["fc.weight", "fc.bias"] and report.shape_mismatch == []
-        assert set(report.missing) == {"fc.weight", "fc.bias"} and report.unexpected == []
+        torch.testing.assert_close(full(x), tv(x), rtol=0, atol=0)
+        model = create_backbone("resnet18", 3, weights=path).eval()  # 3 outputs: timm drops the 1000-way head
+        report = weights_report(model, path)
+        assert report.new == ("fc.weight", "fc.bias") and report.unused == ("fc.weight", "fc.bias")
+        assert report.adapted == () and len(report.loaded) == len(tv.state_dict()) - 2
         tv_feats = torch.flatten(tv.avgpool(tv.layer4(tv.layer3(tv.layer2(tv.layer1(
             tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))), 1)
         torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True), tv_feats)
-        gray = create_backbone("resnet18", 3, in_chans=1, weights=path)  # first conv adapted to 1 channel
-        torch.testing.assert_close(gray.conv1.weight, tv.conv1.weight.sum(dim=1, keepdim=True))
 
 
-def test_torchvision_densenet121_old_style_keys(tmp_path):
+@pytest.mark.parametrize("in_chans", [1, 2])
+def test_first_conv_adapted_as_timm_adapt_input_conv(tmp_path, in_chans):
+    tv = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "tv_resnet18.pth"
+    torch.save(tv.state_dict(), path)
+    model = create_backbone("resnet18", 3, in_chans=in_chans, weights=path)
+    w = tv.conv1.weight.detach()  # (64, 3, 7, 7)
+    # 1 channel: the sum over RGB; otherwise RGB repeated, cut to in_chans, scaled by 3 / in_chans
+    expected = w.sum(dim=1, keepdim=True) if in_chans == 1 else w[:, :in_chans] * (3 / in_chans)
+    torch.testing.assert_close(model.conv1.weight, expected)
+    assert weights_report(model, path).adapted == ("conv1.weight",)
+
+
+@pytest.mark.slow
+def test_torchvision_densenet121_old_style_keys_equal_torchvision_remap(tmp_path):
     tv = torchvision.models.densenet121(weights=None).eval()
     # the published torchvision checkpoint uses "norm.1"-style names; timm's filter remaps them
     old = {
@@ -131,26 +176,55 @@ def test_torchvision_densenet121_old_style_keys(tmp_path):
     assert any(".norm.1." in k for k in old)
     path = tmp_path / "tv_densenet121.pth"
     torch.save(old, path)
-    model = create_backbone("densenet121", 2).eval()
-    report = load_weights_file(model, path)
-    assert report.unexpected == [] and report.shape_mismatch == []
-    missing = {k for k in report.missing if not k.endswith("num_batches_tracked")}
-    assert missing == {"classifier.weight", "classifier.bias"}
+    model = create_backbone("densenet121", 2, weights=path).eval()
+    report = weights_report(model, path)
+    assert {k for k in report.new if not k.endswith("num_batches_tracked")} == {"classifier.weight", "classifier.bias"}
+    assert set(report.unused) == {"classifier.weight", "classifier.bias"}
+    # torchvision's own loader remaps the same file by hand: every backbone tensor is identical
+    by_hand = torchvision.models.densenet121(weights=None)
+    torchvision_densenet_load(by_hand, SimpleNamespace(get_state_dict=lambda **_: dict(old)), progress=False)
+    ours = model.state_dict()
+    for key, value in by_hand.state_dict().items():
+        if key.startswith("features.") and not key.endswith("num_batches_tracked"):
+            assert torch.equal(ours[key], value), key
     x = _x("densenet121")
     with torch.no_grad():
         expected = torch.flatten(F.adaptive_avg_pool2d(F.relu(tv.features(x)), 1), 1)  # (B, 1024)
         torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True), expected)
 
 
+@pytest.mark.slow
+def test_torchvision_vgg16_conv_stack_loads_and_head_is_new(tmp_path):
+    tv = torchvision.models.vgg16(weights=None).eval()
+    path = tmp_path / "tv_vgg16.pth"
+    torch.save(tv.state_dict(), path)
+    del tv.classifier  # 100M parameters the test no longer needs
+    model = create_backbone("vgg16", 3, weights=path).eval()
+    assert isinstance(model.pre_logits, nn.Identity) and model.get_classifier().in_features == 512
+    report = weights_report(model, path)
+    assert report.new == ("head.fc.weight", "head.fc.bias")
+    assert {k.rsplit(".", 2)[0] for k in report.unused} == {"classifier"}  # fc6, fc7, fc8 of the file
+    x = _x("vgg16")
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), tv.features(x), rtol=0, atol=0)  # (B, 512, h, w)
+
+
 def test_load_errors_name_the_file(tmp_path):
-    model = create_backbone("resnet18", 3)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_weights_file(model, tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match=r"nope.pth.*model\.weights="):
+        create_backbone("resnet18", 3, weights=tmp_path / "nope.pth")
     bad = tmp_path / "not_a_state_dict.pth"
     torch.save({"epoch": 1, "note": "hello"}, bad)
-    with pytest.raises(ValueError, match="not_a_state_dict.pth"):
-        load_weights_file(model, bad)
+    with pytest.raises(ValueError, match="not_a_state_dict.pth.*state dict of tensors"):
+        create_backbone("resnet18", 3, weights=bad)
+    pickled = tmp_path / "pickled_module.pth"
+    torch.save(nn.Linear(2, 2), pickled)  # a whole pickled object: refused by weights_only loading
+    with pytest.raises(ValueError, match="pickled_module.pth.*weights-only"):
+        create_backbone("resnet18", 3, weights=pickled)
     other = tmp_path / "other_arch.pth"
     torch.save(timm.create_model("resnet56v2", num_classes=3).state_dict(), other)
-    with pytest.raises(ValueError, match=r"other_arch.pth.*backbone tensors match"):
-        load_weights_file(model, other)
+    with pytest.raises(ValueError, match=r"other_arch.pth: only 0/21 weight tensors of resnet18"):
+        create_backbone("resnet18", 3, weights=other)
+    bottleneck = tmp_path / "resnet50.pth"  # same key names, other shapes (head dropped: timm loads non-strict)
+    torch.save(timm.create_model("resnet50", num_classes=5).state_dict(), bottleneck)
+    with pytest.raises(ValueError, match=r"(?s)resnet50.pth: does not fit resnet18.*size mismatch"):
+        create_backbone("resnet18", 3, weights=bottleneck)
