@@ -1,10 +1,7 @@
-"""Grad-CAM heatmaps for chestx backbones, heatmap overlays and the pointing game.
+"""Grad-CAM heatmaps for chestx backbones (overlays: ``overlay.py``; pointing game: ``pointing_game.py``).
 
 Grad-CAM: Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
 Gradient-based Localization" (ICCV), computed with pytorch-grad-cam (jacobgil/pytorch-grad-cam).
-Pointing game: Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop" (ECCV): a hit
-when the heatmap's maximum falls inside the ground-truth box (NIH ChestX-ray14 boxes, Wang et al. 2017,
-are given in the 1024 px original image; rescale them with ``scale_box``).
 
 Target layers (``TARGET_LAYERS``, from ``chestx.models.backbones.BACKBONE_SPECS``) are each backbone's
 last convolutional feature map, taken after its final activation where the architecture has one: the
@@ -17,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from typing import Callable, Optional, Union
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -31,14 +27,10 @@ __all__ = [
     "target_layer",
     "target_layer_name",
     "compute_cams",
-    "overlay",
-    "pointing_game",
-    "scale_box",
 ]
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]  # (x, y, w, h) in pixels
 
 # alias -> dotted path of the Grad-CAM layer inside the timm model (from the one backbone table)
 TARGET_LAYERS: dict[str, str] = {alias: spec.target_layer for alias, spec in BACKBONE_SPECS.items()}
@@ -199,52 +191,3 @@ def compute_cams(
         log.warning("%d of %d Grad-CAM heatmaps are constant (target layer %s; a 1x1 feature map at this "
                     "input size, or no positive evidence for the class)", flat, len(cams), layer_path)
     return cams
-
-
-def overlay(image_uint8: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Colour (JET) heatmap blended over a grayscale (H, W) or RGB (H, W, 3) uint8 image -> (H, W, 3) uint8.
-
-    ``cam`` (h, w) in [0, 1] is resized to the image; ``alpha`` is the heatmap's weight.
-    """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    img = np.asarray(image_uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image must be (H, W) or (H, W, 3), got {img.shape}")
-    hh, ww = img.shape[:2]
-    heat = cv2.resize(np.asarray(cam, dtype=np.float32), (ww, hh), interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
-    rgb = img.astype(np.float32) / 255.0
-    return show_cam_on_image(rgb, heat, use_rgb=True, image_weight=1.0 - alpha)
-
-
-def scale_box(
-    box: Sequence[float], from_size: Union[int, Sequence[int]], to_size: Union[int, Sequence[int]]
-) -> Box:
-    """Rescale an (x, y, w, h) box between image sizes given as (W, H) or a side for square images.
-
-    E.g. ``scale_box(nih_box, 1024, 224)``; a pure rescale (does not model crops or padding).
-    """
-    fw, fh = (from_size, from_size) if isinstance(from_size, (int, float)) else tuple(from_size)
-    tw, th = (to_size, to_size) if isinstance(to_size, (int, float)) else tuple(to_size)
-    sx, sy = tw / fw, th / fh
-    x, y, bw, bh = (float(v) for v in box)
-    return (x * sx, y * sy, bw * sx, bh * sy)
-
-
-def pointing_game(cam: np.ndarray, box: Sequence[float], tolerance: float = 0.0) -> bool:
-    """True when the heatmap's peak pixel (row, col) lies in the (x, y, w, h) box (cam pixel coords).
-
-    Pixel (r, c) is a hit when ``x - tol <= c < x + w + tol`` and ``y - tol <= r < y + h + tol``
-    (Zhang et al. use tol = 15 px at the original resolution). A constant heatmap has no peak: False.
-    """
-    heat = np.nan_to_num(np.asarray(cam, dtype=np.float64), nan=-np.inf)
-    if heat.ndim != 2:
-        raise ValueError(f"cam must be (H, W), got {heat.shape}")
-    if not np.isfinite(heat).any() or heat.max() == heat.min():
-        return False
-    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    x, y, w, h = (float(v) for v in box)
-    return bool(x - tolerance <= col < x + w + tolerance and y - tolerance <= row < y + h + tolerance)

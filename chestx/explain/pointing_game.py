@@ -5,24 +5,56 @@ Wang et al. 2017 (ChestX-ray8, CVPR) give 984 boxes for 8 pathologies on 880 ima
 Grad-CAM heatmap of each boxed pathology (whatever the prediction) is computed at the model input
 size S, the box is rescaled 1024 -> S (the input is a resize of the whole image, so one scale per
 axis), and the box is a hit when the heatmap's peak lies inside it (Zhang et al. 2016, ECCV;
-`chestx.explain.gradcam.pointing_game`). `python -m chestx.predict ... bbox=<BBox_List_2017.csv>`.
+`pointing_game` below). `python -m chestx.predict ... bbox=<BBox_List_2017.csv>`.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
-from chestx.explain.gradcam import overlay, pointing_game, scale_box
+from chestx.explain.overlay import overlay
 
 log = logging.getLogger(__name__)
 
+Box = tuple[float, float, float, float]  # (x, y, w, h) in pixels
+
 BBOX_SOURCE_SIZE = 1024  # NIH boxes are in the coordinates of the 1024 px PNGs
 BBOX_LABEL_NAMES = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one label differently
+
+
+def scale_box(
+    box: Sequence[float], from_size: Union[int, Sequence[int]], to_size: Union[int, Sequence[int]]
+) -> Box:
+    """Rescale an (x, y, w, h) box between image sizes given as (W, H) or a side for square images.
+
+    E.g. ``scale_box(nih_box, 1024, 224)``; a pure rescale (does not model crops or padding).
+    """
+    fw, fh = (from_size, from_size) if isinstance(from_size, (int, float)) else tuple(from_size)
+    tw, th = (to_size, to_size) if isinstance(to_size, (int, float)) else tuple(to_size)
+    sx, sy = tw / fw, th / fh
+    x, y, bw, bh = (float(v) for v in box)
+    return (x * sx, y * sy, bw * sx, bh * sy)
+
+
+def pointing_game(cam: np.ndarray, box: Sequence[float], tolerance: float = 0.0) -> bool:
+    """True when the heatmap's peak pixel (row, col) lies in the (x, y, w, h) box (cam pixel coords).
+
+    Pixel (r, c) is a hit when ``x - tol <= c < x + w + tol`` and ``y - tol <= r < y + h + tol``
+    (Zhang et al. use tol = 15 px at the original resolution). A constant heatmap has no peak: False.
+    """
+    heat = np.nan_to_num(np.asarray(cam, dtype=np.float64), nan=-np.inf)
+    if heat.ndim != 2:
+        raise ValueError(f"cam must be (H, W), got {heat.shape}")
+    if not np.isfinite(heat).any() or heat.max() == heat.min():
+        return False
+    row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    x, y, w, h = (float(v) for v in box)
+    return bool(x - tolerance <= col < x + w + tolerance and y - tolerance <= row < y + h + tolerance)
 
 
 def read_bbox_list(path: str | Path) -> pd.DataFrame:

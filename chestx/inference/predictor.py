@@ -244,7 +244,7 @@ def write_heatmaps(
     probs: (B, K). Returns a table image_id, pathology, probability, positive, file.
     """
     from chestx.explain.overlay import save_heatmap
-    from chestx.explain.gradcam import overlay
+    from chestx.explain.overlay import overlay
 
     out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []

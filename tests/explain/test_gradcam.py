@@ -8,15 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from chestx.explain.gradcam import (
-    TARGET_LAYERS,
-    compute_cams,
-    overlay,
-    pointing_game,
-    scale_box,
-    target_layer,
-    target_layer_name,
-)
+from chestx.explain.gradcam import TARGET_LAYERS, compute_cams, target_layer, target_layer_name
+from chestx.explain.overlay import overlay
+from chestx.explain.pointing_game import pointing_game, scale_box
 from chestx.models import BACKBONES, create_backbone
 
 # InceptionV3 needs >= 107 px for a 3x3 (not 1x1) Mixed_7c map; resnet56v2 keeps H/4 so 32 px is plenty
