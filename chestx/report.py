@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -21,25 +20,6 @@ from chestx._hydra import CONFIG_DIR, hydra_run_dir
 from chestx.comparison import ReportError, ReportResult, build_report
 
 log = logging.getLogger("chestx.report")
-
-TITLE = "chestx benchmark: test AUROC per pathology"
-
-
-def report(runs: Sequence[str | Path], out: str | Path, reference: str | None = None, resamples: int = 1000,
-           seed: int = 0, ci: float = 0.95, title: str = TITLE, notes: list[str] | None = None) -> ReportResult:
-    """Read the run folders (or sweep folders holding them) in `runs`, write the report into `out`.
-
-    `reference`: the run the DeLong tests compare against (column label, model name or run folder;
-    default the best mean AUROC). Raises ReportError when nothing can be built.
-    """
-    if not runs:
-        raise ReportError("runs=[] names no folder: pass runs=[<sweep or run folder>,...]")
-    if resamples < 1:
-        raise ReportError(f"resamples={resamples}: the bootstrap needs at least 1 resample (1000 recommended)")
-    if not 0.0 < ci < 1.0:
-        raise ReportError(f"ci={ci}: the confidence level must be in (0, 1), e.g. ci=0.95")
-    return build_report([Path(r) for r in runs], Path(out), reference, resamples, seed, ci, title, notes=notes)
-
 
 def format_result(result: ReportResult) -> str:
     """What the command prints: the Markdown table and where the page is."""
@@ -55,7 +35,8 @@ def _folders(runs: object) -> list[str]:
 def main(cfg: DictConfig) -> None:
     """Exit status: 0 with at least one finished run, 1 when every run failed, 2 when no report was built."""
     try:
-        result = report(_folders(cfg.runs), hydra_run_dir(), cfg.reference, cfg.resamples, cfg.seed, cfg.ci, cfg.title)
+        result = build_report([Path(f) for f in _folders(cfg.runs)], hydra_run_dir(), cfg.reference, cfg.resamples,
+                              cfg.seed, cfg.ci, cfg.title)
     except ReportError as error:
         log.error("%s", error)
         raise SystemExit(2) from error

@@ -29,6 +29,7 @@ from chestx.models.backbones import default_input_size
 from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
 from chestx.models.losses import OutputLayout, build_loss
 from chestx.models.module import ChestXModule, checkpoint_epoch
+from chestx.runs.machine import machine
 from chestx.runs.files import METRICS_FILE, failure_recorded, write_metrics, write_run_predictions
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def run_summary(cfg: DictConfig, trainer: L.Trainer, module: ChestXModule, datam
         "wall_time_s": time.perf_counter() - started,
         **{f"n_{name}": len(ds) for name, ds in datamodule.datasets.items()},
         **(cost.summary(module) if cost else {}),
+        "machine": machine(),  # results depend on the CPU kernels that ran (README: what is reproducible)
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from chestx.comparison import figures as report_figures, tables
 from chestx.comparison.compare import Comparison, compare
 from chestx.comparison.html import operating_points_section, render_page
-from chestx.runs.discover import Run, _select, fixed_settings, label_runs, load_runs
+from chestx.runs.discover import ReportError, Run, _select, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,17 @@ def _markdown(title: str, lines: list[str], sections: list[tuple[str, tables.Tab
 def build_report(folders: list[Path], out: Path | None = None, reference: str | None = None,
                  n_resamples: int = 1000, seed: int = 0, ci: float = 0.95,
                  title: str = "chestx benchmark: test AUROC per pathology", notes: list[str] | None = None) -> ReportResult:
-    """Read runs under `folders`, compare the finished ones, write every file; never fails on a broken run."""
+    """Read runs under `folders`, compare the finished ones, write every file; never fails on a broken run.
+
+    `reference`: the run the DeLong tests compare against (column label, model name or run folder;
+    default the best mean AUROC). Raises ReportError when nothing can be built or an option is invalid.
+    """
+    if not folders:
+        raise ReportError("runs=[] names no folder: pass runs=[<sweep or run folder>,...]")
+    if n_resamples < 1:
+        raise ReportError(f"resamples={n_resamples}: the bootstrap needs at least 1 resample (1000 recommended)")
+    if not 0.0 < ci < 1.0:
+        raise ReportError(f"ci={ci}: the confidence level must be in (0, 1), e.g. ci=0.95")
     started = time.perf_counter()
     folders = [Path(f) for f in folders]
     out = Path(out) if out else folders[0] / "report"

@@ -59,8 +59,9 @@ def _stop_opencv_threads_before_fork() -> None:
     in `worker_init`), OpenCV destroys a condition variable that still counts the parent's parked
     thread as a waiter, and glibc's pthread_cond_destroy waits for that waiter forever: the loader
     worker hangs in a futex and training stalls without an error. It happens whenever the forking
-    process ran OpenCV in parallel itself before (augmentation in the main process: num_workers=0
-    runs earlier in a pytest process, a sweep mixing both), never in a fresh `python -m chestx.train`.
+    process ran OpenCV in parallel itself before: augmentation in the main process (num_workers=0
+    runs earlier in the same pytest worker) or a large cv2.resize (Grad-CAM at 512 px, then the next
+    job of a multirun); a fresh `python -m chestx.train` leaves all image work to its workers.
     Stopping the threads here, in the parent where they exist, is safe; `after_in_parent` gives the
     parent its thread count back (OpenCV restarts its threads at its next parallel call).
     """

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestx.perf import ALL_BACKBONES, check_targets, main, resolve_settings
+from chestx.perf import main
+from chestx.throughput.suite import ALL_BACKBONES, check_targets, resolve_settings
 from chestx.throughput.loader import Decoder
 from chestx.throughput.training import Option
 from chestx.data.cache import cached_pixels
@@ -69,7 +70,20 @@ def test_train_part_lightning_vs_bare(fullres_fixtures: Path, tmp_path: Path, mo
     assert "TRAIN" in capsys.readouterr().out
 
 
-def test_settings_follow_the_device_and_name_bad_values() -> None:
+def test_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:
+    """A CPU without AVX512-BF16 / AMX-BF16 emulates bf16 (0.4 images/s): the default leaves it out."""
+    import chestx.runs.machine as machine_info
+
+    monkeypatch.setattr(machine_info, "cpu_flags", lambda: {"avx2", "fma"})
+    assert resolve_settings(device="cpu").options == ["32", "32+cl"]
+    monkeypatch.setattr(machine_info, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert resolve_settings(device="cpu").options == ["32", "32+cl", "bf16"]
+
+
+def test_settings_follow_the_device_and_name_bad_values(monkeypatch) -> None:
+    import chestx.throughput.suite as suite
+
+    monkeypatch.setattr(suite, "native_bf16", lambda device: True)
     cpu, gpu = resolve_settings(device="cpu"), resolve_settings(device="cuda")
     assert (cpu.backbones, cpu.options, cpu.batch_size, cpu.batches, cpu.threads) == (
         ["resnet18"], ["32", "32+cl", "bf16"], 8, 4, 1)

@@ -1,0 +1,193 @@
+"""Predicting image files with a loaded checkpoint: probabilities, frozen-threshold calls, ground truth
+from a label file, Grad-CAM heatmaps and the pointing game (`chestx.predict`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from chestx.inference.predictor import (
+    Predictor, collect_images, heatmap_classes, load_for_inference, load_images, write_heatmaps,
+)
+from chestx.runs.files import predictions_frame, write_predictions
+
+log = logging.getLogger(__name__)
+
+PRED_PREFIX = "pred_"
+
+
+def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """Labels CSV -> {key: (patient_id, (K,) labels)} keyed by image file name and by relative path.
+
+    Accepts NIH's `Data_Entry_2017*.csv` (or the sample's), CheXpert's `train.csv`/`valid.csv`
+    (uncertain -> unknown) and a chestx `predictions.csv` (image_id, label_<P>).
+    """
+    from chestx.data.chexpert import read_chexpert
+    from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING
+    from chestx.runs.files import read_predictions
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"labels={str(path)!r} does not exist; pass a NIH or CheXpert label CSV")
+    columns = set(pd.read_csv(path, nrows=0).columns)
+    if "Finding Labels" in columns:
+        from chestx.data.nih import read_nih
+
+        names = [p for p in pathologies if p in NIH_PATHOLOGIES]
+        table = read_nih(path, names, include_no_finding=NO_FINDING in pathologies)
+        frame, labels, have = table.frame, table.labels, table.pathologies
+    elif "Path" in columns:
+        table = read_chexpert(path, [p for p in pathologies], uncertainty="ignore")
+        frame, labels, have = table.frame, table.labels, table.pathologies
+    elif "image_id" in columns:
+        frame, _, labels, have = read_predictions(path)
+    else:
+        raise ValueError(f"labels={str(path)!r}: not a NIH, CheXpert or chestx predictions CSV "
+                         f"(columns {sorted(columns)[:8]})")
+    index = [have.index(p) if p in have else None for p in pathologies]
+    aligned = np.stack([labels[:, i] if i is not None else np.full(len(frame), np.nan) for i in index], axis=1)
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for row, (image_id, patient) in enumerate(zip(frame["image_id"].astype(str), frame["patient_id"].astype(str))):
+        out[image_id] = out[Path(image_id).name] = (patient, aligned[row].astype(np.float64))
+        if "path" in frame.columns:
+            out[str(frame["path"].iloc[row])] = (patient, aligned[row].astype(np.float64))
+    return out
+
+
+def _lookup(truth: dict[str, tuple[str, np.ndarray]], path: Path) -> tuple[str, np.ndarray] | None:
+    parts = path.parts
+    for start in range(len(parts)):  # longest path suffix first, ending with the bare file name
+        hit = truth.get("/".join(parts[start:]))
+        if hit is not None:
+            return hit
+    return None
+
+
+def predict(
+    predictor: Predictor,
+    inputs: str | Sequence[str],
+    out_dir: str | Path,
+    cam: bool = False,
+    cam_pathologies: Sequence[str] | None = None,
+    labels: str | None = None,
+    bbox: str | None = None,
+    batch_size: int = 16,
+    target_layer: str | None = None,
+    recursive: bool = True,
+) -> dict[str, Any]:
+    """Run the predictor on every readable file; write the output files; return the tables."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = collect_images(inputs, recursive=recursive)
+    if not files:
+        raise FileNotFoundError(f"inputs={inputs!r} holds no PNG/JPEG files")
+    truth = read_ground_truth(labels, predictor.pathologies) if labels else {}
+    boxes = None
+    if bbox:
+        from chestx.explain.pointing_game import read_bbox_list
+
+        boxes = read_bbox_list(bbox)
+    k = len(predictor.pathologies)
+    ok_paths: list[Path] = []
+    probs_parts: list[np.ndarray] = []
+    gt_rows: list[np.ndarray] = []
+    patients: list[str] = []
+    failed: list[tuple[Path, str]] = []
+    heat_tables: list[pd.DataFrame] = []
+    box_rows: list[dict[str, Any]] = []
+    for start in range(0, len(files), batch_size):
+        paths, images, bad = load_images(files[start:start + batch_size])
+        failed.extend(bad)
+        if not paths:
+            continue
+        try:
+            x = predictor.preprocess(images)  # (B, C, S, S)
+        except ValueError as err:  # e.g. a decoded image the transform rejects
+            failed.extend((p, f"{type(err).__name__}: {err}") for p in paths)
+            continue
+        probs = predictor.probabilities(x)  # (B, K)
+        names = [p.name for p in paths]
+        for p in paths:
+            hit = _lookup(truth, p) if truth else None
+            patients.append(hit[0] if hit else "")
+            gt_rows.append(hit[1] if hit else np.full(k, np.nan))
+        ok_paths.extend(paths)
+        probs_parts.append(probs)
+        if cam:
+            classes = heatmap_classes(predictor, probs, cam_pathologies)
+            heat_tables.append(write_heatmaps(predictor, names, images, x, probs, out_dir / "heatmaps", classes,
+                                              target_layer))
+        if boxes is not None:
+            from chestx.explain.pointing_game import pointing_game_rows
+
+            box_rows.extend(pointing_game_rows(predictor, names, images, x, probs, boxes,
+                                               heatmap_dir=out_dir / "heatmaps" if cam else None,
+                                               target_layer=target_layer))
+    result: dict[str, Any] = {"failed": pd.DataFrame([(str(p), r) for p, r in failed], columns=["path", "reason"])}
+    if failed:
+        result["failed"].to_csv(out_dir / "unreadable.csv", index=False)
+        log.warning("%d of %d files could not be read and were skipped (listed in %s)", len(failed), len(files),
+                    out_dir / "unreadable.csv")
+    if not ok_paths:
+        raise RuntimeError(f"none of the {len(files)} input files could be read; see {out_dir / 'unreadable.csv'}")
+    if truth and not any(patients):
+        log.warning("none of the %d images has a row in labels=%s: ground truth is empty", len(ok_paths), labels)
+    probs = np.concatenate(probs_parts)  # (N, K)
+    ids = pd.DataFrame({"image_id": [p.name for p in ok_paths], "patient_id": patients})
+    frame = predictions_frame(ids, probs, np.stack(gt_rows).astype(np.float32), predictor.pathologies)
+    frame.insert(2, "path", [str(p) for p in ok_paths])
+    positive = predictor.positives(probs)
+    for j, name in enumerate(predictor.pathologies):
+        frame[PRED_PREFIX + name] = positive[:, j].astype(int)
+    write_predictions(out_dir / "predictions.csv", frame)
+    result.update(predictions=frame, probs=probs, positive=positive, labels=np.stack(gt_rows), has_labels=bool(truth))
+    if cam:
+        result["heatmaps"] = pd.concat(heat_tables, ignore_index=True) if heat_tables else pd.DataFrame()
+    if boxes is not None:
+        from chestx.explain.pointing_game import summarize_pointing_game
+
+        rows = pd.DataFrame(box_rows)
+        rows.to_csv(out_dir / "localization.csv", index=False, float_format="%.6g")
+        summary = summarize_pointing_game(rows)
+        summary.to_csv(out_dir / "pointing_game.csv", index=False, float_format="%.6g")
+        result.update(localization=rows, pointing_game=summary)
+        if rows.empty:
+            log.warning("None of the %d input images has a box in %s", len(ok_paths), bbox)
+    log.info("Predicted %d images (%d unreadable); wrote %s", len(ok_paths), len(failed), out_dir / "predictions.csv")
+    return result
+
+
+def format_image_table(predictor: Predictor, name: str, probs: np.ndarray, labels: np.ndarray | None) -> str:
+    """The per-image table printed by the command: pathology, probability, threshold, positive, truth."""
+    lines = [f"== {name}", f"{'pathology':<28} {'prob':>6} {'thresh':>6} {'positive':>8}" + (f" {'truth':>5}" if labels is not None else "")]
+    for j, pathology in enumerate(predictor.pathologies):
+        line = (f"{pathology:<28} {probs[j]:6.3f} {predictor.thresholds[j]:6.3f} "
+                f"{'yes' if probs[j] >= predictor.thresholds[j] else '-':>8}")
+        if labels is not None:
+            line += f" {'?' if math.isnan(labels[j]) else int(labels[j]):>5}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_result(predictor: Predictor, result: dict[str, Any], out_dir: Path, show: bool = True,
+                  bbox: str | None = None) -> str:
+    """What the command prints: the per-image tables (`show`), skipped files, the pointing game, the output."""
+    lines = []
+    if show:
+        lines += [format_image_table(predictor, name, result["probs"][i],
+                                     result["labels"][i] if result["has_labels"] else None)
+                  for i, name in enumerate(result["predictions"]["image_id"])]
+    lines += [f"unreadable, skipped: {row.path} ({row.reason})" for row in result["failed"].itertuples()]
+    if "pointing_game" in result:
+        if result["pointing_game"].empty:
+            lines.append(f"Pointing game: none of the inputs has a box in {bbox}")
+        else:
+            lines += ["Pointing game (heatmap peak inside the NIH box):", result["pointing_game"].to_string(index=False)]
+    lines.append(f"Wrote {out_dir / 'predictions.csv'} ({len(result['predictions'])} images, "
+                 f"{len(result['failed'])} unreadable)")
+    return "\n".join(lines)
