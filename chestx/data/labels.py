@@ -112,6 +112,18 @@ def evaluation_targets(labels: np.ndarray, uncertain: np.ndarray) -> np.ndarray:
     return out
 
 
+def find_pathology(name: str, pathologies: Sequence[str], key: str = "pathology", hint: str = "") -> int:
+    """Index of `name` in `pathologies`, forgiving case and '_' vs ' ' (`pleural effusion`,
+    `Pleural_Thickening`); ValueError naming the option `key`, the valid names and `hint` otherwise."""
+    def norm(text: str) -> str:
+        return str(text).strip().lower().replace("_", " ")
+
+    for k, p in enumerate(pathologies):
+        if norm(p) == norm(name):
+            return k
+    raise ValueError(f"{key}={name!r} is not one of the pathologies {list(pathologies)}{hint}")
+
+
 def select_pathologies(requested: Iterable[str], available: Sequence[str], what: str) -> list[str]:
     """Validate a pathology list against `available`; keeps the requested order."""
     if isinstance(requested, str):

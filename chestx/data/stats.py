@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import LabelTable
+from chestx.data.labels import LabelTable, find_pathology
 from chestx.data.splits import SPLITS, save_split
 
 log = logging.getLogger(__name__)
@@ -99,18 +99,10 @@ def patient_overlap(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split_a", "split_b", "shared_patients"])
 
 
-def _match(name: str, pathologies: list[str]) -> str:
-    norm = name.strip().lower().replace("_", " ")
-    for p in pathologies:
-        if p.lower().replace("_", " ") == norm:
-            return p
-    raise ValueError(f"query={name!r} is not one of the pathologies {pathologies} (with data.tasks=all for every "
-                     "CheXpert observation)")
-
-
 def query(table: LabelTable, split: np.ndarray, name: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """Cases positive for `name`, and the pathologies co-occurring with it, most frequent first."""
-    pathology = _match(name, table.pathologies)
+    pathology = table.pathologies[find_pathology(name, table.pathologies, "query",
+                                                 " (data.tasks=all for every CheXpert observation)")]
     k = table.pathologies.index(pathology)
     pos = table.labels == 1  # (N, K)
     cases = pos[:, k]

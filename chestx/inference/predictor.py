@@ -23,6 +23,7 @@ from torch import nn
 
 from chestx.models.backbones import create_backbone
 from chestx.data.images import ImageReadError, load_grayscale
+from chestx.data.labels import find_pathology
 from chestx.data.transforms import build_transform
 from chestx.models.losses import OutputLayout, probabilities
 
@@ -84,11 +85,7 @@ class Predictor:
 
     def pathology_index(self, name: str) -> int:
         """Column of a pathology, forgiving case and '_' vs ' '."""
-        wanted = _norm(name)
-        for k, p in enumerate(self.pathologies):
-            if _norm(p) == wanted:
-                return k
-        raise ValueError(f"pathology {name!r} is not predicted by this model; choose from {self.pathologies}")
+        return find_pathology(name, self.pathologies, hint=" that this model predicts")
 
     def cams(self, x: torch.Tensor, classes: Sequence[Sequence[int]], target_layer: str | None = None) -> np.ndarray:
         """Grad-CAM heatmaps (N, S, S) in [0, 1], one per (image, class) pair (see chestx.explain.gradcam)."""
@@ -96,10 +93,6 @@ class Predictor:
 
         return compute_cams(self.net, x.to(self.device), [list(c) for c in classes],
                             target_layer_name=target_layer or self.model_name, multiclass=self.multiclass)
-
-
-def _norm(name: str) -> str:
-    return name.strip().lower().replace("_", " ")
 
 
 def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path:

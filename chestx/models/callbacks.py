@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import lightning.pytorch as L
+from lightning.fabric.utilities.throughput import measure_flops
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, in_chans: int, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (FLOPs / 2, PyTorch's flop counter)."""
+    """Multiply-accumulates of one forward pass on one image (FLOPs / 2, Lightning's `measure_flops`)."""
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, in_chans, image_size, image_size, device=device))
-        return int(counter.get_total_flops() // 2)
+        x = torch.zeros(1, in_chans, image_size, image_size, device=next(model.parameters()).device)
+        with torch.no_grad():
+            return int(measure_flops(model, lambda: model(x)) // 2)
     finally:
         model.train(was_training)
 
@@ -59,7 +58,11 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 
 
 class CostMonitor(L.Callback):
-    """Times training and test batches (the first `warmup` batches of each epoch are not counted
+    """The cost columns of metrics.json: training and inference images/s, fit time, this run's peak memory.
+
+    Lightning's `ThroughputMonitor` measures training throughput over a rolling window and sends it
+    to a logger; the report needs one number per run for training *and* test inference, without a
+    logger, and the run's peak memory, so this small callback stays. It times training and test batches (the first `warmup` batches of each epoch are not counted
     unless nothing else ran) and tracks this run's peak memory.
 
     Peak memory: on CUDA the allocator's peak, reset at the start of the run; on CPU the largest

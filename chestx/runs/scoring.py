@@ -85,7 +85,7 @@ def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
     return ids, values
 
 
-def score_predictions(
+def align_predictions(
     ids: np.ndarray, probs: np.ndarray, table: LabelTable, split: np.ndarray, stage: str = "test",
     allow_missing: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -129,10 +129,10 @@ def evaluate(
     pathologies = list(table.pathologies)
     ids, probs = read_prediction_csv(predictions, id_column, prefix, pathologies)
     save_split(run_dir / "split.csv", table.frame, split)
-    frame, test_probs, test_labels = score_predictions(ids, probs, table, split, "test", allow_missing)
+    frame, test_probs, test_labels = align_predictions(ids, probs, table, split, "test", allow_missing)
     write_predictions(run_dir / PREDICTIONS_FILE, predictions_frame(frame, test_probs, test_labels, pathologies))
     try:  # validation predictions only when the CSV covers the whole validation split
-        val = score_predictions(ids, probs, table, split, "val", allow_missing=False)
+        val = align_predictions(ids, probs, table, split, "val", allow_missing=False)
         write_predictions(run_dir / VAL_PREDICTIONS_FILE, predictions_frame(*val, pathologies))
     except EvaluationError:
         log.info("The predictions do not cover the validation split: no %s", VAL_PREDICTIONS_FILE)
