@@ -14,29 +14,32 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_all, write_config
-from chestx.data.datamodule import ChestXDataModule
-from chestx.data.sources import ChestXData
-
-from chestx.models.backbones import default_input_size
-from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
-from chestx.models.losses import OutputLayout, build_loss
-from chestx.models.module import ChestXModule, checkpoint_epoch
-from chestx.runs.machine import machine
 from chestx.runs.files import METRICS_FILE, failure_recorded, write_metrics, write_run_predictions
+
+if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
+    import lightning.pytorch as L
+
+    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.sources import ChestXData
+    from chestx.models.losses import OutputLayout
+    from chestx.models.module import ChestXModule
 
 log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
     """Data (split saved), datamodule, module and trainer, each from its config group."""
+    from chestx.data.datamodule import ChestXDataModule
+    from chestx.models.backbones import default_input_size
+    from chestx.models.losses import OutputLayout, build_loss
+
     data: ChestXData = instantiate(cfg.data)
     data.save_split(run_dir_of(cfg) / "split.csv")
     image_size = data.image_size or default_input_size(cfg.model.name)
@@ -84,6 +87,8 @@ def fit(cfg: DictConfig, trainer: L.Trainer, module: ChestXModule, datamodule: C
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint, write the run folder; returns metrics.json's content."""
+    import lightning.pytorch as L
+
     started = time.perf_counter()
     run_dir = run_dir_of(cfg)
     write_config(run_dir, cfg)
@@ -109,7 +114,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def run_summary(cfg: DictConfig, trainer: L.Trainer, module: ChestXModule, datamodule: ChestXDataModule,
                 best: str | None, started: float) -> dict[str, Any]:
-    """metrics.json's description of the run: model, sizes, cost, epochs."""
+    """metrics.json's description of the run: model, sizes, cost, epochs, machine."""
+    from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
+    from chestx.models.module import checkpoint_epoch
+    from chestx.runs.machine import machine
+
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
     return {
         "status": "ok", "error": None, "model": cfg.model.name, "data": type(datamodule.data).__name__,
