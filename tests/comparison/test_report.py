@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from chestx.report import main as report_main
@@ -22,31 +23,30 @@ from chestx.runs.files import read_metrics
 from chestx.comparison import ReportError, build_report
 from chestx.comparison.compare import MEAN
 from chestx.runs.files import read_predictions
-from conftest import REPO, SAMPLE_ROOT, TINY, compose_train
+from chestx.runs.machine import machine
 
 SWEEP = [
     "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",
-    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "clinical.cams=0",
-    "report.resamples=1000",
+    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "report.resamples=1000",
 ]
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def sweep(repo_root: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("bench") / "sweep"
     proc = subprocess.run([sys.executable, "-m", "chestx.benchmark", *SWEEP, f"hydra.sweep.dir={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                          cwd=repo_root, capture_output=True, text=True, timeout=900)
     return out, proc
 
 
 @pytest.fixture(scope="module")
-def seed1_run(tmp_path_factory) -> Path:
+def seed1_run(compose, tiny_overrides, tmp_path_factory) -> Path:
     """resnet18 again with seed 1 (another random split of the sample), a plain run folder."""
     from chestx.train import train
 
     out = tmp_path_factory.mktemp("seed1")
-    train(compose_train([*TINY, "experiment=benchmark_sample", "model=resnet18", "seed=1", "data.image_size=64",
-                         "trainer.limit_train_batches=1"], out))
+    train(compose([*tiny_overrides, "experiment=benchmark_sample", "model=resnet18", "seed=1", "data.image_size=64",
+                   "trainer.limit_train_batches=1"], out))
     return out
 
 
@@ -60,22 +60,37 @@ def test_benchmark_builds_every_file_and_lists_the_failure(sweep) -> None:
     # Hydra runs every job, then exits non-zero because one failed; the callback built the report anyway
     assert proc.returncode != 0 and "Kernel size" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = out / "report"
-    for name in ["auroc_table.md", "auroc_table.csv", "auroc_table.tex", "pvalues.csv", "report.html",
-                 "figures/roc_curves.png", "figures/auroc_heatmap.png", "figures/auroc_vs_cost.png"]:
-        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    for name in ["auroc_table.md", "auroc_table.csv", "auroc_table.tex", "pvalues.csv", "report.html"]:
+        assert (report / name).is_file(), name
+    for name in ["roc_curves.png", "auroc_heatmap.png", "auroc_vs_cost.png"]:
+        with Image.open(report / "figures" / name) as figure:
+            assert figure.format == "PNG" and min(figure.size) >= 200, (name, figure.size)
+            figure.verify()
     md = (report / "auroc_table.md").read_text()
     assert "| pathology | resnet18" in md and "mobilenetv2" in md
     left_out = md.split("## Runs left out")[1]
     assert "inceptionv3" in left_out and "failed" in left_out and "Kernel size" in left_out
     assert "**mean**" in md and md.count("**") >= 2 * 15, "the best cell of every row is bold"
     summary = json.loads((out / "benchmark.json").read_text())
-    assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu_capability"]
-    assert {r["status"] for r in summary["runs"].values()} == {"ok", "failed"}
-    costs = pd.read_csv(report / "costs.csv")
-    assert set(costs["label"]) == {"resnet18", "mobilenetv2"}
-    for key in ["params", "macs", "infer_images_per_s", "peak_memory_mb", "wall_time_s", "epochs", "best_epoch"]:
-        assert costs[key].notna().all(), key
-    assert "train_images_per_s" in costs  # null here: one training batch is all warm-up
+    here = machine()  # the sweep ran on this machine, in a child process of this one
+    assert {k: summary["machine"][k] for k in ("cpu", "cores", "cpu_capability", "gpu", "torch")} == {
+        k: here[k] for k in ("cpu", "cores", "cpu_capability", "gpu", "torch")}
+    runs = _runs(out)
+    assert {summary["runs"][p.name]["label"]: summary["runs"][p.name]["status"] for p in runs.values()} == {
+        "resnet18": "ok", "mobilenetv2": "ok", "inceptionv3": "failed"}
+    assert summary["report_wall_time_s"] <= summary["wall_time_s"]
+    # the cost table is each finished run's metrics.json, row for row
+    costs = pd.read_csv(report / "costs.csv").set_index("label")
+    assert set(costs.index) == {"resnet18", "mobilenetv2"}
+    for model in costs.index:
+        metrics = json.loads((runs[model] / "metrics.json").read_text())
+        for key in ["params", "macs", "train_images_per_s", "infer_images_per_s", "peak_memory_mb", "wall_time_s",
+                    "epochs", "best_epoch"]:
+            if metrics[key] is None:
+                assert np.isnan(costs.loc[model, key]), (model, key)
+            else:
+                assert costs.loc[model, key] == pytest.approx(metrics[key]), (model, key)
+        assert metrics["fit_seconds"] <= metrics["wall_time_s"], model
     tex = (report / "auroc_table.tex").read_text()
     assert r"\begin{tabular}" in tex and r"Pleural\_Thickening" in tex
 
@@ -203,7 +218,9 @@ def test_incomplete_and_all_failed(sweep, tmp_path: Path, monkeypatch) -> None:
 def test_operating_points_section_when_present(sweep) -> None:
     out, _ = sweep
     page = (out / "report" / "report.html").read_text()
-    assert (_runs(out)["resnet18"] / "operating_points.csv").is_file()
+    run = _runs(out)["resnet18"]
+    assert (run / "operating_points.csv").is_file()
+    assert not list(run.glob("heatmaps/*.png")), "the benchmark recipe's clinical step draws no heatmap"
     assert "<h2>Operating points</h2>" in page and "sensitivity" in page and "npv" in page
 
 
@@ -214,14 +231,14 @@ def _report(monkeypatch, *overrides: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory) -> Path:
+def evaluated(sample_root: Path, tmp_path_factory) -> Path:
     """Two chestx.evaluate run folders (scores from the real labels of the embedded NIH sample) under runs/."""
     from chestx.data.sources import NIHData
     from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("evaluated")
-    table, split = NIHData(root=str(SAMPLE_ROOT), split="random",
-                                 csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
+    table, split = NIHData(root=str(sample_root), split="random",
+                           csv=str(sample_root / "Data_Entry_sample.csv")).labels_only()
     rng = np.random.default_rng(0)
     for name, strength in (("weak", 0.5), ("strong", 2.0)):
         logits = rng.normal(size=table.labels.shape) + strength * np.nan_to_num(table.labels)

@@ -44,17 +44,16 @@ def _console(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
+def page(sample_root: Path, tmp_path_factory) -> Path:
     """A report over two real prediction sets on the embedded NIH sample (chestx.evaluate run folders)."""
     import numpy as np
     import pandas as pd
 
     from chestx.data.sources import NIHData
     from chestx.runs.scoring import evaluate
-    from conftest import SAMPLE_ROOT
 
     root = tmp_path_factory.mktemp("html")
-    table, split = NIHData(root=str(SAMPLE_ROOT), split="random", csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv")).labels_only()
+    table, split = NIHData(root=str(sample_root), split="random", csv=str(sample_root / "Data_Entry_sample.csv")).labels_only()
     rng = np.random.default_rng(0)
     for name, strength in (("weak", 0.5), ("strong", 2.0)):
         logits = rng.normal(size=table.labels.shape) + strength * np.nan_to_num(table.labels)

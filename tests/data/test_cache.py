@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from chestx.data import cache as cache_mod
 from chestx.data.cache import INDEX, PIXELS, CachedPixels, build_cache, cached_pixels
 from chestx.data.images import ImageReadError, load_grayscale, resize_square
-from conftest import REPO, SAMPLE_ROOT
 
 
-def _sample_images(tmp_path: Path, n: int) -> list[Path]:
+def _sample_images(sample_root: Path, tmp_path: Path, n: int) -> list[Path]:
     """`n` real 256 px NIH images copied to a folder the test may modify."""
     folder = tmp_path / "images"
     folder.mkdir(parents=True)
-    for src in sorted((SAMPLE_ROOT / "images").glob("*.png"))[:n]:
+    for src in sorted((sample_root / "images").glob("*.png"))[:n]:
         shutil.copy(src, folder)
     return sorted(folder.glob("*.png"))
 
@@ -45,9 +44,10 @@ def _expected(paths: list[Path], size: int) -> np.ndarray:
     return np.stack([resize_square(load_grayscale(p), size) for p in paths])  # (N, S, S) uint8
 
 
-def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, tmp_path: Path) -> None:
+def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, repo_root: Path,
+                                                       tmp_path: Path) -> None:
     paths = sorted(fullres_fixtures.glob("*.png"))  # one RGBA, one L, 1024 px as NIH ships them
-    shared = REPO.parent / "shared" / "data" / "nih" / "fullres1024"
+    shared = repo_root.parent / "shared" / "data" / "nih" / "fullres1024"
     paths += sorted(shared.glob("*.png"))[:6]
     for size in (224, 97):
         pixels = cached_pixels(paths, size, cache_dir=tmp_path, root=fullres_fixtures.parent, workers=1)
@@ -59,12 +59,12 @@ def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, 
 
 
 @pytest.mark.slow
-def test_datamodule_cached_items_equal_uncached(tmp_path: Path) -> None:
+def test_datamodule_cached_items_equal_uncached(sample_root: Path, tmp_path: Path) -> None:
     """The real NIH sample through ChestXDataModule: same tensors with and without data.cache (threaded build)."""
     from chestx.data.datamodule import ChestXDataModule
     from chestx.data.sources import NIHData
 
-    options = dict(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random",
+    options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random",
                    num_workers=0)
     plain = ChestXDataModule(NIHData(**options), image_size=64)
     cached = ChestXDataModule(NIHData(**options, cache=True, cache_dir=str(tmp_path)), image_size=64)
@@ -82,15 +82,15 @@ def test_datamodule_cached_items_equal_uncached(tmp_path: Path) -> None:
                 torch.testing.assert_close(a[i]["image"], b[i]["image"], rtol=0, atol=0)
 
 
-def test_reused_when_valid_refreshed_when_a_file_changes(tmp_path: Path, monkeypatch) -> None:
-    paths = _sample_images(tmp_path, 12)
+def test_reused_when_valid_refreshed_when_a_file_changes(sample_root: Path, tmp_path: Path, monkeypatch) -> None:
+    paths = _sample_images(sample_root, tmp_path, 12)
     calls = _count_decodes(monkeypatch)
     folder = build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1)
     assert len(calls) == 12
     assert build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1) == folder
     assert len(calls) == 12, "a valid cache must be reused without decoding"
 
-    other = sorted((SAMPLE_ROOT / "images").glob("*.png"))[-1]
+    other = sorted((sample_root / "images").glob("*.png"))[-1]
     shutil.copy(other, paths[3])  # same name, different image: size / mtime change
     calls.clear()
     assert build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1) == folder
@@ -103,8 +103,8 @@ def test_reused_when_valid_refreshed_when_a_file_changes(tmp_path: Path, monkeyp
     assert other_size != folder and len(calls) == 12, "another size is another cache"
 
 
-def test_interrupted_build_never_looks_valid_and_resumes(tmp_path: Path, monkeypatch) -> None:
-    paths = _sample_images(tmp_path, 40)
+def test_interrupted_build_never_looks_valid_and_resumes(sample_root: Path, tmp_path: Path, monkeypatch) -> None:
+    paths = _sample_images(sample_root, tmp_path, 40)
     monkeypatch.setattr(cache_mod, "CHUNK", 8)
     real = cache_mod.load_grayscale
     calls: list[str] = []
@@ -131,8 +131,8 @@ def test_interrupted_build_never_looks_valid_and_resumes(tmp_path: Path, monkeyp
     np.testing.assert_array_equal(np.load(folder / PIXELS), _expected(paths, 64))
 
 
-def test_corrupt_file_is_reported_by_path_then_fixed(tmp_path: Path, monkeypatch) -> None:
-    paths = _sample_images(tmp_path, 10)
+def test_corrupt_file_is_reported_by_path_then_fixed(sample_root: Path, tmp_path: Path, monkeypatch) -> None:
+    paths = _sample_images(sample_root, tmp_path, 10)
     good = paths[4].read_bytes()
     paths[4].write_bytes(good[:300])  # truncated PNG
     with pytest.raises(ImageReadError, match=rf"(?s)1 of 10 images .*{paths[4].name}.*truncated PNG"):
@@ -167,8 +167,8 @@ class _MapsProbe(Dataset):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_dataloader_workers_share_the_mapped_file(tmp_path: Path) -> None:
-    paths = _sample_images(tmp_path, 8)
+def test_dataloader_workers_share_the_mapped_file(sample_root: Path, tmp_path: Path) -> None:
+    paths = _sample_images(sample_root, tmp_path, 8)
     pixels = cached_pixels(paths, 128, cache_dir=tmp_path / "c", root=tmp_path, workers=1).subset([0, 2, 4, 6])
     pixels(0)  # mapped in this process: pickling must still not carry the pixels
     blob = pickle.dumps(pixels)
@@ -184,10 +184,10 @@ def test_dataloader_workers_share_the_mapped_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_prepare_cli_builds_the_cache_train_reuses(tmp_path: Path) -> None:
+def test_prepare_cli_builds_the_cache_train_reuses(repo_root: Path, sample_root: Path, tmp_path: Path) -> None:
     args = [sys.executable, "-m", "chestx.prepare", f"data.cache_dir={tmp_path / 'c'}", "data.image_size=64",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pixel cache:" in proc.stdout and "621 images" in proc.stdout
     folders = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
@@ -195,7 +195,7 @@ def test_prepare_cli_builds_the_cache_train_reuses(tmp_path: Path) -> None:
     from chestx.data.datamodule import ChestXDataModule
     from chestx.data.sources import NIHData
 
-    dm = ChestXDataModule(NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"),
+    dm = ChestXDataModule(NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"),
                                   split="random", cache=True, cache_dir=str(tmp_path / "c")), image_size=64)
     dm.setup()
     assert dm.datasets["train"].pixels.folder == folders[0], "train with data.cache=true reuses prepare's cache"

@@ -21,18 +21,15 @@ import pytest
 
 from chestx.runs.files import read_predictions
 from chestx.train import train
-from conftest import REPO, TINY, compose_train
-
-TINY = [o for o in TINY if not o.startswith("clinical.")]  # these runs switch the clinical step off
-
 SPLIT = ["data.ratios=[0.6,0.15,0.25]", "data.eval_batch_size=8", "clinical=none"]
 WORLD = 2
 
 
 @pytest.mark.slow
-def test_ddp_scoring_equals_single_process(tmp_path: Path) -> None:
+def test_ddp_scoring_equals_single_process(compose, tiny_overrides, repo_root: Path, tmp_path: Path) -> None:
+    tiny = [o for o in tiny_overrides if not o.startswith("clinical.")]  # these runs switch the clinical step off
     single = tmp_path / "single"
-    metrics = train(compose_train([*TINY, *SPLIT, "model=resnet18"], single))
+    metrics = train(compose([*tiny, *SPLIT, "model=resnet18"], single))
     n_test, n_val = metrics["n_test"], metrics["n_val"]
     assert n_test % WORLD and n_val % WORLD, "sizes must force DistributedSampler padding"
     assert n_test % (WORLD * 8) and n_val % (WORLD * 8)
@@ -42,11 +39,11 @@ def test_ddp_scoring_equals_single_process(tmp_path: Path) -> None:
     ddp = tmp_path / "ddp"
     args = [
         sys.executable, "-m", "chestx.train", "fit=false", f"ckpt_path={ckpt}", "trainer=ddp_cpu",
-        *[o for o in TINY if not o.startswith("trainer.accelerator")], *SPLIT, "model=resnet18",
+        *[o for o in tiny if not o.startswith("trainer.accelerator")], *SPLIT, "model=resnet18",
         "data.cache=true", f"data.cache_dir={tmp_path / 'cache'}",  # both ranks share one pixel cache
         f"hydra.run.dir={ddp}",
     ]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
     assert "world_size=2" in proc.stderr or "MEMBER: 2/2" in proc.stderr + proc.stdout, "the run must really use 2 processes"

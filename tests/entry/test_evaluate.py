@@ -1,7 +1,8 @@
 """chestx.evaluate on real labels: the embedded sample, CheXpert's valid.csv and the whole official NIH test split.
 
 Prediction files are real image ids with scores that depend on the real labels (no model needed);
-the report over five such files on the NIH test split (25,596 images) also times the bootstrap at full size.
+the report over five such files on the NIH test split (25,596 images) also prints the bootstrap's time at
+full size (printed for the README's figure, not asserted: a wall-clock bound measures the machine).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from chestx.data.sources import NIHData
 from chestx.runs.scoring import EvaluationError, evaluate
 from chestx.comparison import build_report
 from chestx.runs.files import read_predictions
-from conftest import REPO, SAMPLE_ROOT
 
 
 def _scores(labels: np.ndarray, strength: float, seed: int) -> np.ndarray:
@@ -35,8 +35,8 @@ def _write(path: Path, ids, probs: np.ndarray, names: list[str], id_column="imag
 
 
 @pytest.fixture(scope="module")
-def sample():
-    return NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random").labels_only()
+def sample(sample_root: Path):
+    return NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random").labels_only()
 
 
 def test_sample_scores_match_sklearn(sample, tmp_path: Path) -> None:
@@ -134,9 +134,9 @@ def test_chexpert_path_column_through_the_cli(chexpert_labels: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_cli_writes_failed_metrics(tmp_path: Path) -> None:
+def test_cli_writes_failed_metrics(repo_root: Path, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "chestx.evaluate", f"predictions={tmp_path / 'none.csv'}",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "does not exist" in metrics["error"]
@@ -144,8 +144,8 @@ def test_cli_writes_failed_metrics(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_full_nih_test_split_and_fast_bootstrap(nih_dir: Path, tmp_path: Path) -> None:
-    """Five 'published models' on the official NIH test split; the report's bootstrap takes seconds."""
+def test_full_nih_test_split_report(nih_dir: Path, tmp_path: Path) -> None:
+    """Five 'published models' on the official NIH test split: exact AUROCs, DeLong, the timings consistent."""
     table, split = NIHData(root=str(nih_dir)).labels_only()
     test = split == "test"
     assert int(test.sum()) == 25_596
@@ -158,8 +158,8 @@ def test_full_nih_test_split_and_fast_bootstrap(nih_dir: Path, tmp_path: Path) -
     result = build_report([tmp_path / "runs"], tmp_path / "report", n_resamples=1000, seed=0)
     comparison = result.comparison
     assert comparison.test_sets[0].probs.shape == (5, 25_596, 14)
-    assert comparison.bootstrap_seconds < 60, f"bootstrap took {comparison.bootstrap_seconds:.1f} s"
-    assert time.perf_counter() - started < 180
+    # the bootstrap is part of the report, which is part of this call
+    assert comparison.bootstrap_seconds <= result.seconds <= time.perf_counter() - started
     assert comparison.reference == "model4"  # strongest scores, best mean AUROC
     ids_, p, y, names = read_predictions(tmp_path / "runs" / "m2" / "predictions.csv")
     row = comparison.per_run.set_index(["label", "pathology"])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from chestx.data.sources import CheXpertData, NIHData
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
 from chestx.data.stats import explore, format_report
-from conftest import SAMPLE_ROOT
 
 
 def _nih_truth(csv: Path, rows: pd.Series | None = None) -> pd.DataFrame:
@@ -23,13 +21,15 @@ def _nih_truth(csv: Path, rows: pd.Series | None = None) -> pd.DataFrame:
     return raw["Finding Labels"].str.get_dummies(sep="|").reindex(columns=list(NIH_PATHOLOGIES), fill_value=0)
 
 
-def test_sample_counts_match_pandas(tmp_path: Path) -> None:
-    dm = NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+def test_sample_counts_match_pandas(sample_root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    dm = NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random")
     table, split = dm.labels_only()
     result = explore(table, split, tmp_path, query_name="edema")
     counts = result["label_counts"].set_index(["split", "pathology"])
-    truth = _nih_truth(SAMPLE_ROOT / "Data_Entry_sample.csv").set_index(
-        pd.read_csv(SAMPLE_ROOT / "Data_Entry_sample.csv")["Image Index"])
+    truth = _nih_truth(sample_root / "Data_Entry_sample.csv").set_index(
+        pd.read_csv(sample_root / "Data_Entry_sample.csv")["Image Index"])
     for name in ("train", "val", "test", "all"):
         ids = table.frame["image_id"] if name == "all" else table.frame["image_id"][split == name]
         part = truth.loc[ids]
@@ -46,20 +46,25 @@ def test_sample_counts_match_pandas(tmp_path: Path) -> None:
     np.testing.assert_array_equal(co_all.to_numpy(), truth.T.to_numpy() @ truth.to_numpy())
     assert (result["patient_overlap"]["shared_patients"] == 0).all()
     sex = result["demographics"].query("variable == 'sex' and split == 'all'").set_index("value")["count"]
-    assert sex.to_dict() == pd.read_csv(SAMPLE_ROOT / "Data_Entry_sample.csv")["Patient Gender"].value_counts().to_dict()
-    for name in ["overview.csv", "label_counts.csv", "cooccurrence.csv", "cooccurrence.png", "demographics.csv",
-                 "demographics.png", "patient_overlap.csv", "query_Edema.csv"]:
-        assert (tmp_path / name).stat().st_size > 0, name
+    assert sex.to_dict() == pd.read_csv(sample_root / "Data_Entry_sample.csv")["Patient Gender"].value_counts().to_dict()
+    # the files hold the tables checked above, and the figures are images
+    for key in ("overview", "label_counts", "cooccurrence", "demographics", "patient_overlap"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"{key}.csv"), result[key], check_dtype=False,
+                                      rtol=1e-3, obj=key)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "query_Edema.csv"), result["query_table"], check_dtype=False,
+                                  rtol=1e-3)
+    for name in ("cooccurrence.png", "demographics.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 200, (name, image.size)
+            image.verify()
     assert "(OK: 0)" in format_report(result)
 
 
 @pytest.mark.slow
-def test_full_nih_label_file_in_seconds(nih_dir: Path, tmp_path: Path) -> None:
-    started = time.perf_counter()
+def test_full_nih_label_file(nih_dir: Path, tmp_path: Path) -> None:
     table, split = NIHData(root=str(nih_dir)).labels_only()  # official split, no images
     result = explore(table, split, tmp_path, query_name="Pneumonia", figures=False)
-    elapsed = time.perf_counter() - started
-    assert len(table) == 112120 and elapsed < 60, elapsed
+    assert len(table) == 112120
     overview = result["overview"].set_index("split")
     assert overview.loc["all", "patients"] == 30805 and overview.loc["test", "images"] == 25596
     counts = result["label_counts"].set_index(["split", "pathology"])
@@ -91,8 +96,8 @@ def test_chexpert_ones_policy_counts(chexpert_dir: Path, tmp_path: Path) -> None
     assert result["query_table"].set_index("pathology")["cases"].to_dict() == edema.to_dict()
 
 
-def test_unknown_query_lists_the_choices(tmp_path: Path) -> None:
-    dm = NIHData(root=str(SAMPLE_ROOT), csv=str(SAMPLE_ROOT / "Data_Entry_sample.csv"), split="random")
+def test_unknown_query_lists_the_choices(sample_root: Path, tmp_path: Path) -> None:
+    dm = NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random")
     table, split = dm.labels_only()
     with pytest.raises(ValueError, match="query='Covid'.*Hernia"):
         explore(table, split, tmp_path, query_name="Covid", figures=False)
@@ -114,7 +119,7 @@ def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path, monkeypatch, capsys) 
     assert set(pd.read_csv(run / "label_counts.csv")["pathology"]) == set(NIH_PATHOLOGIES)
 
 
-def test_cli_split_equals_the_training_split(tmp_path: Path, monkeypatch) -> None:
+def test_cli_split_equals_the_training_split(compose, sample_root: Path, tmp_path: Path, monkeypatch) -> None:
     """Issue 8: with missing images dropped and No Finding undersampled, `explore` reports the split
     that training saves (split.csv byte for byte), not one whose seeded draws fell on other rows."""
     import shutil
@@ -122,14 +127,13 @@ def test_cli_split_equals_the_training_split(tmp_path: Path, monkeypatch) -> Non
     from hydra.utils import instantiate
 
     from chestx.explore import main
-    from conftest import compose_train
 
     root = tmp_path / "sample"
-    shutil.copytree(SAMPLE_ROOT, root)
+    shutil.copytree(sample_root, root)
     for path in sorted((root / "images").glob("*.png"))[::20]:
         path.unlink()
     options = [f"data.root={root}", "data.missing_images=drop", "data.no_finding_fraction=0.3", "seed=5"]
-    cfg = compose_train(options, tmp_path / "train")
+    cfg = compose(options, tmp_path / "train")
     instantiate(cfg.data).save_split(tmp_path / "train_split.csv")  # what chestx.train writes first
     run = tmp_path / "explore_run"
     monkeypatch.setattr(sys, "argv", ["chestx.explore", f"hydra.run.dir={run}", "figures=false", *options])

@@ -7,22 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestx.export import check_onnx, export_onnx
+from chestx.inference.onnx import check_onnx, export_onnx
 from chestx.inference.predictor import collect_images, load_for_inference, load_images
-from clinical_run import tiny_clinical_run
-from conftest import SAMPLE_ROOT
 
 
 @pytest.mark.slow
-def test_onnx_matches_pytorch_on_real_images(tmp_path: Path) -> None:
+def test_onnx_matches_pytorch_on_real_images(clinical_run_dir: Path, sample_root: Path, tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
 
-    run_dir = tiny_clinical_run()
-    predictor = load_for_inference(run_dir / "checkpoints" / "best.ckpt")
+    predictor = load_for_inference(clinical_run_dir / "checkpoints" / "best.ckpt")
     path = export_onnx(predictor, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx.data").exists(), "weights are stored inline, one file"
-    _, images, failed = load_images(collect_images(SAMPLE_ROOT / "images")[:4])
+    _, images, failed = load_images(collect_images(sample_root / "images")[:4])
     assert not failed
     report = check_onnx(path, predictor, images, batch_sizes=(2, 3))
     print(f"ONNX vs PyTorch max abs diff: {report['max_abs_diff']:.3g}")
@@ -66,11 +63,11 @@ def test_onnx_export_of_a_mixed_multiclass_head(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path) -> None:
+def test_cli_writes_into_the_hydra_run_dir(clinical_run_dir: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    ckpt = tiny_clinical_run() / "checkpoints" / "best.ckpt"
+    ckpt = clinical_run_dir / "checkpoints" / "best.ckpt"
     done = subprocess.run([sys.executable, "-m", "chestx.export", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}",
                            "check_images=3"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

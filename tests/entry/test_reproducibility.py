@@ -21,7 +21,6 @@ from chestx.data.dataset import FileSource, XrayDataset
 from chestx.data.images import load_grayscale
 from chestx.data.transforms import build_transform
 from chestx.train import train
-from conftest import SAMPLE_ROOT, TINY, compose_train
 
 # the files a run writes that must not change between two runs (metrics.json holds wall times)
 SAME_BYTES = ["predictions.csv", "predictions_val.csv", "auroc.csv", "split.csv"]
@@ -32,7 +31,7 @@ def _threads() -> int:
 
 
 @pytest.fixture
-def opencv_pool_running():
+def opencv_pool_running(sample_root: Path):
     """OpenCV's pthreads pool started in this process (two threads, whatever the core count) by a real augmentation."""
     if not Path("/proc/self/task").is_dir():
         pytest.skip("counts threads through Linux /proc")
@@ -40,7 +39,7 @@ def opencv_pool_running():
     cv2.setNumThreads(1)  # stops any pool an earlier test left, so the count below starts from none
     idle = _threads()
     cv2.setNumThreads(2)
-    image = load_grayscale(next((SAMPLE_ROOT / "images").glob("*.png")))
+    image = load_grayscale(next((sample_root / "images").glob("*.png")))
     augment = build_transform(128, train=True, seed=0)
     for _ in range(3):
         augment(image)
@@ -49,9 +48,9 @@ def opencv_pool_running():
     cv2.setNumThreads(before)
 
 
-def test_loader_worker_starts_after_opencv_ran_here(opencv_pool_running) -> None:
+def test_loader_worker_starts_after_opencv_ran_here(opencv_pool_running, sample_root: Path) -> None:
     """A worker forked while OpenCV's pool runs here gets through worker_init (it used to hang in a futex)."""
-    paths = sorted((SAMPLE_ROOT / "images").glob("*.png"))[:8]
+    paths = sorted((sample_root / "images").glob("*.png"))[:8]
     labels = np.zeros((len(paths), 14), np.float32)
     dataset = XrayDataset(FileSource(paths), labels, labels, labels.astype(bool), build_transform(32, train=True, seed=0))
     # timeout: a hung worker fails the test (RuntimeError) instead of stalling the suite
@@ -63,12 +62,12 @@ def test_loader_worker_starts_after_opencv_ran_here(opencv_pool_running) -> None
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # a stalled loader worker fails the test instead of holding the suite
-def test_same_seed_same_bytes_with_workers(tmp_path: Path, opencv_pool_running) -> None:
+def test_same_seed_same_bytes_with_workers(compose, tiny_overrides, tmp_path: Path, opencv_pool_running) -> None:
     """Two in-process runs with 2 persistent loader workers (augmentation on) write identical files."""
-    overrides = [o for o in TINY if not o.startswith(("data.num_workers", "clinical."))]
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.num_workers", "clinical."))]
     overrides += ["data.num_workers=2", "model=resnet56v2", "data.image_size=32", "clinical=none"]
     for name in ("a", "b"):
-        train(compose_train(overrides, tmp_path / name))
+        train(compose(overrides, tmp_path / name))
     assert "num_workers: 2" in (tmp_path / "a" / "config.yaml").read_text()
     for filename in SAME_BYTES:
         first, second = (tmp_path / "a" / filename).read_bytes(), (tmp_path / "b" / filename).read_bytes()

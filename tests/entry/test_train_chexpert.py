@@ -10,15 +10,15 @@ import pytest
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS
 from chestx.runs.files import read_predictions
 from chestx.train import train
-from conftest import compose_train
 
 POLICIES = ["ignore", "zeros", "ones", "multiclass", "lsr_zeros", "lsr_ones"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_uncertainty_policy_trains(policy: str, chexpert_tree: Path, tmp_path: Path, tiny_overrides) -> None:
-    cfg = compose_train(
+def test_every_uncertainty_policy_trains(policy: str, compose, chexpert_tree: Path, tmp_path: Path,
+                                        tiny_overrides) -> None:
+    cfg = compose(
         [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", f"data.uncertainty={policy}",
          "model=resnet56v2", "data.image_size=32"],
         tmp_path,
@@ -35,8 +35,8 @@ def test_every_uncertainty_policy_trains(policy: str, chexpert_tree: Path, tmp_p
     np.testing.assert_array_equal(np.nan_to_num(labels, nan=-9), np.nan_to_num(truth, nan=0))
 
 
-def test_per_pathology_policy_mapping(chexpert_tree: Path, tmp_path: Path, tiny_overrides) -> None:
-    cfg = compose_train(
+def test_per_pathology_policy_mapping(compose, chexpert_tree: Path, tmp_path: Path, tiny_overrides) -> None:
+    cfg = compose(
         [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", "model=resnet56v2", "data.image_size=32",
          "data.uncertainty={default: zeros, Atelectasis: ones, Edema: ones}", "trainer.fast_dev_run=true"],
         tmp_path,
@@ -56,7 +56,7 @@ def test_per_pathology_policy_mapping(chexpert_tree: Path, tmp_path: Path, tiny_
 
 
 @pytest.mark.slow
-def test_mixed_multiclass_policy_trains_with_the_configured_loss(chexpert_tree: Path, tmp_path: Path,
+def test_mixed_multiclass_policy_trains_with_the_configured_loss(compose, chexpert_tree: Path, tmp_path: Path,
                                                                  tiny_overrides) -> None:
     """{default: multiclass, Atelectasis: ones} with weighted BCE: Atelectasis gets one logit and the
     weighted BCE (weights from its own training labels), the other four three logits each."""
@@ -64,7 +64,7 @@ def test_mixed_multiclass_policy_trains_with_the_configured_loss(chexpert_tree: 
 
     from chestx.inference.predictor import load_for_inference
 
-    cfg = compose_train(
+    cfg = compose(
         [*tiny_overrides, "data=chexpert", f"data.root={chexpert_tree}", "model=resnet56v2", "data.image_size=32",
          "data.uncertainty={default: multiclass, Atelectasis: ones}", "loss=weighted_bce"],
         tmp_path,

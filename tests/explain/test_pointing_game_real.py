@@ -18,8 +18,7 @@ from chestx.data.labels import NIH_PATHOLOGIES
 from chestx.inference.predictor import Predictor
 from chestx.explain.pointing_game import read_bbox_list
 from chestx.models import create_backbone
-from chestx.predict import predict
-from conftest import SAMPLE_ROOT
+from chestx.inference.batch import predict
 
 SIZE = 128  # ResNet-18 layer4 is 4x4 here
 
@@ -52,10 +51,10 @@ def _independent(predictor: Predictor, files: list[Path], boxes: pd.DataFrame) -
 
 
 @pytest.mark.slow
-def test_pointing_game_on_real_boxes(predictor: Predictor, nih_dir: Path, tmp_path: Path) -> None:
+def test_pointing_game_on_real_boxes(predictor: Predictor, nih_dir: Path, sample_root: Path, tmp_path: Path) -> None:
     boxes = read_bbox_list(nih_dir / "BBox_List_2017.csv")
     assert len(boxes) == 984 and "Infiltration" in set(boxes["pathology"]) and "Infiltrate" not in set(boxes["pathology"])
-    sample = sorted(p for p in (SAMPLE_ROOT / "images").glob("*.png") if p.name in set(boxes["image_id"]))
+    sample = sorted(p for p in (sample_root / "images").glob("*.png") if p.name in set(boxes["image_id"]))
     fullres = sorted(p for p in (nih_dir / "fullres1024").glob("*.png") if p.name in set(boxes["image_id"]))
     assert len(sample) == 12 and len(fullres) == 3
     for name, files in (("sample", sample), ("fullres", fullres)):
