@@ -14,7 +14,9 @@ Sources of the rules:
 The reference implementation in the first half of this file uses only pandas and numpy and shares no code with
 `chestx.data` (chestx is imported only inside the test bodies, to get what is compared). The tests compare chestx
 with it cell by cell (label matrix, uncertain mask, evaluation and multiclass training targets, `no_finding`,
-split, rows kept by `no_finding_fraction`) over a grid of options, and check figures published with the data.
+split, rows kept by `no_finding_fraction`) over the option grid (CheXpert: every policy and mix x blank x
+frontal-only x 5/14 tasks; NIH: every split x views x 14/15 classes; no_finding_fraction cycling), and check
+figures published with the data.
 """
 from __future__ import annotations
 
@@ -551,18 +553,18 @@ POLICIES: list[tuple[str, str | dict[str, str]]] = [
     ("nodefault+Card_multiclass", {"Cardiomegaly": "multiclass"}),
 ]
 FRACTIONS = (1.0, 0.5, 0.2)
-FRONTAL_TASKS = [(True, "competition"), (True, "all"), (False, "competition"), (False, "all")]
 
 
 def _chexpert_grid() -> list[Any]:
+    """The whole grid: every policy and mix x blank x frontal-only x 5 / 14 tasks; no_finding_fraction cycles."""
     cases = []
-    for i, (name, policy) in enumerate(POLICIES):
-        frontal, tasks = FRONTAL_TASKS[i % 4]
-        other_tasks = "all" if tasks == "competition" else "competition"
-        for blank, frontal_only, task_set in (("zeros", frontal, tasks), ("mask", not frontal, other_tasks)):
-            fraction = FRACTIONS[len(cases) % 3]
-            case_id = f"{name}-blank_{blank}-{'frontal' if frontal_only else 'allviews'}-{task_set}-nff{fraction}"
-            cases.append(pytest.param(policy, blank, frontal_only, task_set, fraction, id=case_id))
+    for name, policy in POLICIES:
+        for blank in ("zeros", "mask"):
+            for frontal_only in (True, False):
+                for task_set in ("competition", "all"):
+                    fraction = FRACTIONS[len(cases) % 3]
+                    case_id = f"{name}-blank_{blank}-{'frontal' if frontal_only else 'allviews'}-{task_set}-nff{fraction}"
+                    cases.append(pytest.param(policy, blank, frontal_only, task_set, fraction, id=case_id))
     return cases
 
 
@@ -651,14 +653,15 @@ NIH_VIEWS: list[list[str] | None] = [None, ["PA"], ["AP"], ["PA", "AP"]]
 
 
 def _nih_grid() -> list[Any]:
+    """Every split x views x 14 / 15 classes; no_finding_fraction cycles through 1.0 / 0.5 / 0.2."""
     cases = []
-    for s, (split_name, split_options) in enumerate(NIH_SPLITS):
-        for v, views in enumerate(NIH_VIEWS):
-            include = (s + v) % 2 == 1
-            fraction = FRACTIONS[(s + v) % 3]
-            view_id = "all" if views is None else "+".join(views)
-            case_id = f"{split_name}-views_{view_id}-{15 if include else 14}classes-nff{fraction}"
-            cases.append(pytest.param(split_options, views, include, fraction, id=case_id))
+    for split_name, split_options in NIH_SPLITS:
+        for views in NIH_VIEWS:
+            for include in (False, True):
+                fraction = FRACTIONS[len(cases) % 3]
+                view_id = "all" if views is None else "+".join(views)
+                case_id = f"{split_name}-views_{view_id}-{15 if include else 14}classes-nff{fraction}"
+                cases.append(pytest.param(split_options, views, include, fraction, id=case_id))
     return cases
 
 
