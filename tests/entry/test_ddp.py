@@ -11,6 +11,7 @@ single-process run decodes files, so the comparison also checks cached == uncach
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from chestx.runs.files import read_predictions
 from chestx.train import train
 SPLIT = ["data.ratios=[0.6,0.15,0.25]", "data.eval_batch_size=8", "clinical=none"]
 WORLD = 2
+# variables a distributed run reads: none may leak into the DDP subprocess from another test of this worker
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "WORLD_SIZE", "RANK")
 
 
 @pytest.mark.slow
@@ -43,7 +46,9 @@ def test_ddp_scoring_equals_single_process(compose, tiny_overrides, repo_root: P
         "data.cache=true", f"data.cache_dir={tmp_path / 'cache'}",  # both ranks share one pixel cache
         f"hydra.run.dir={ddp}",
     ]
-    proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    # a clean rendezvous: no MASTER_* / rank variables inherited from another test of this worker
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV and not k.startswith("SLURM_")}
+    proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
     assert "world_size=2" in proc.stderr or "MEMBER: 2/2" in proc.stderr + proc.stdout, "the run must really use 2 processes"

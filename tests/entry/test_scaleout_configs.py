@@ -28,6 +28,8 @@ def test_trainer_ddp_multi_node_picks_up_slurm(compose, tmp_path: Path, monkeypa
     cfg = compose(["trainer=ddp", "trainer.num_nodes=2", "trainer.devices=2", "logger=none"], tmp_path)
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):  # Lightning's SLURMEnvironment writes these into
+        monkeypatch.delenv(key, raising=False)  # os.environ; monkeypatch removes them again after the test
     # no GPU here: the same config on CPU processes (gloo); a Trainer does not connect before fit()
     trainer = instantiate(cfg.trainer, accelerator="cpu", precision="32-true", sync_batchnorm=False,
                           callbacks=[], logger=False)
