@@ -1,4 +1,5 @@
-"""Hydra helpers shared by the entry points: config path, resolvers, friendly composition errors."""
+"""Hydra glue shared by the entry points (the only non-entry module that imports Hydra): config path,
+resolvers, the run folder, writing config.yaml, instantiating callback / logger groups."""
 from __future__ import annotations
 
 from pathlib import Path
