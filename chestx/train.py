@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_all, write_config
 from chestx.runs.files import METRICS_FILE, failure_recorded, write_metrics, write_run_predictions
@@ -37,9 +37,13 @@ log = logging.getLogger(__name__)
 def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
     """Data (split saved), datamodule, module and trainer, each from its config group."""
     from chestx.data.datamodule import ChestXDataModule
-    from chestx.models.backbones import default_input_size
+    from chestx.models.backbones import check_pretrained_available, default_input_size
     from chestx.models.losses import OutputLayout, build_loss
+    from chestx.runs.tracking import log_resolved_config
 
+    # first, before the data work (label file, image search, resize cache): weights the model config asks for
+    # and that cannot be had here (pretrained=true offline, a missing weights file) stop the run at once
+    check_pretrained_available(cfg.model.name, cfg.model.get("pretrained", False), cfg.model.get("weights"))
     data: ChestXData = instantiate(cfg.data)
     data.save_split(run_dir_of(cfg) / "split.csv")
     image_size = data.image_size or default_input_size(cfg.model.name)
@@ -55,9 +59,24 @@ def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, 
         multiclass=layout.multiclass, checkpoint_info=checkpoint_info(cfg, datamodule, layout),
     )
     loggers = instantiate_all(cfg.get("logger"))
+    log_resolved_config(loggers, OmegaConf.to_container(cfg, resolve=True))  # params: model.name, optimizer.lr, ...
     trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
     log.info("Device: %s x%d, precision %s", type(trainer.accelerator).__name__, trainer.num_devices, trainer.precision)
     return data, datamodule, module, trainer
+
+
+def apply_device_defaults(cfg: DictConfig) -> dict[str, Any]:
+    """Fill the settings left null (precision, channels_last, loader workers, pinned memory) from the hardware,
+    in `cfg` itself, so config.yaml records what ran (chestx.runs.device_defaults); returns what was filled."""
+    from chestx.runs.device_defaults import DEFAULT_KEYS, fill_defaults, resolve_device_defaults
+
+    current = {key: OmegaConf.select(cfg, key, default="<absent>") for key in DEFAULT_KEYS}
+    trainer = cfg.get("trainer") or {}
+    filled = fill_defaults({k: v for k, v in current.items() if v != "<absent>"},
+                           resolve_device_defaults(trainer.get("accelerator", "auto"), trainer.get("devices", 1)))
+    for key, value in filled.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return filled
 
 
 def checkpoint_info(cfg: DictConfig, datamodule: ChestXDataModule, layout: OutputLayout) -> dict[str, Any]:
@@ -91,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     started = time.perf_counter()
     run_dir = run_dir_of(cfg)
+    apply_device_defaults(cfg)
     write_config(run_dir, cfg)
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg)

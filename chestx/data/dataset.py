@@ -1,8 +1,12 @@
 """Torch dataset over a list of image files and their label matrix.
 
-Each item is a dict: `image` (C, H, W) float32, `target` (K,) float32 training target under the
+Each item is a dict: `image` (C, H, W) float32 (or (1, H, W) uint8 when the transform leaves
+normalisation to the device), `target` (K,) float32 training target under the
 chosen label policy, `eval_target` (K,) float32 1/0/NaN ground truth for metrics, `uncertain`
 (K,) bool, and `index` () int64 (the row in the split, used to de-duplicate DDP padding).
+
+Keys are row numbers, or `(row, epoch)` from `EpochSampler` in training: the augmentation of that
+row in that epoch is then seeded from (seed, epoch, row), the same in any worker and after a resume.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from chestx.data.images import load_grayscale
+from chestx.data.sampling import item_seed
 
 
 class PixelSource(Protocol):
@@ -42,6 +47,7 @@ class XrayDataset(Dataset):
         eval_targets: np.ndarray,
         uncertain: np.ndarray,
         transform: Callable[[np.ndarray], torch.Tensor],
+        seed: int = 0,
     ) -> None:
         assert len(targets) == len(eval_targets) == len(uncertain), (len(targets), len(eval_targets), len(uncertain))
         self.pixels = pixels
@@ -49,12 +55,18 @@ class XrayDataset(Dataset):
         self.eval_targets = torch.as_tensor(eval_targets, dtype=torch.float32)  # (N, K)
         self.uncertain = torch.as_tensor(uncertain, dtype=torch.bool)  # (N, K)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = self.transform(self.pixels(i))  # (C, H, W)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        if isinstance(key, tuple):  # (row, epoch): this row's augmentation in this epoch
+            i, epoch = key
+            self.transform.reseed(item_seed(self.seed, epoch, i))
+        else:
+            i = key
+        image = self.transform(self.pixels(i))  # (C, H, W) float32, or (1, H, W) uint8
         return {
             "image": image,
             "target": self.targets[i],

@@ -44,8 +44,9 @@ class ChestXData:
         augment: dict | None = None,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = 0,
+        pin_memory: bool | None = False,
+        normalize_on_device: bool = True,
         missing_images: str = "error",
         no_finding_fraction: float = 1.0,
         seed: int = 0,
@@ -65,6 +66,7 @@ class ChestXData:
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.normalize_on_device = normalize_on_device
         self.missing_images = missing_images
         self.no_finding_fraction = no_finding_fraction
         self.seed = seed

@@ -43,6 +43,7 @@ __all__ = [
     "BACKBONE_SPECS",
     "BackboneSpec",
     "LoadReport",
+    "check_pretrained_available",
     "create_backbone",
     "default_input_size",
     "default_mean_std",
@@ -179,6 +180,28 @@ def _pretrained_file(name: str, timm_name: str) -> Optional[str]:
     return None
 
 
+def check_pretrained_available(
+    name: str, pretrained: bool = False, weights: Optional[Union[str, Path]] = None
+) -> Optional[str]:
+    """Pre-flight of a backbone config: fail now, with ``create_backbone``'s own errors, when the weights it
+    asks for cannot be had, so that a run stops before any long data work.
+
+    Builds nothing, reads no tensor, downloads nothing (no network at all when ``pretrained`` is false or a
+    ``weights`` file is given). Returns the local file ``create_backbone`` will load (``weights``, or timm's
+    cached ImageNet weights from the Hugging Face / torch hub cache), or None (from scratch, or timm will
+    download). Raises ValueError for an unknown model, FileNotFoundError for a ``weights`` path that is not a
+    file, RuntimeError when ``pretrained`` weights do not exist for the model or cannot be downloaded here
+    (the message says how to pass ``model.weights=<file>``).
+    """
+    timm_name = resolve_model_name(name)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path} (pass `{WEIGHTS_HINT}`)")
+        return str(path)
+    return _pretrained_file(name, timm_name) if pretrained else None
+
+
 Fingerprint = tuple[tuple[int, ...], bytes]  # (shape, digest of the values)
 
 
@@ -298,7 +321,8 @@ def create_backbone(
     """
     timm_name = resolve_model_name(name)
     if weights is not None and pretrained:
-        log.warning("both pretrained=True and weights=%s given: loading the file, not downloading", weights)
+        # the usual offline form of an ImageNet recipe (conf/experiment sets pretrained=true): not a mistake
+        log.info("both pretrained=True and weights=%s given: loading the file, not downloading", weights)
     elif pretrained:
         weights = _pretrained_file(name, timm_name)  # None: timm downloads
     vgg = _is_vgg(timm_name)

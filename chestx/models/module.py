@@ -5,7 +5,8 @@ uncertainty policy, see `OutputLayout`), a
 masked loss, and per-pathology AUROC computed at the end of each validation/test epoch on the
 whole split. Predictions are gathered with torchmetrics' `CatMetric` (which syncs across DDP
 processes) together with each image's dataset index, so images padded in by a distributed
-sampler are dropped, not counted twice.
+sampler are dropped, not counted twice. Images arrive normalised: `ChestXDataModule` finishes its
+uint8 batches on the device (`on_after_batch_transfer`) before they reach the steps here.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class ChestXModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
         self.multiclass = OutputLayout(multiclass, len(self.pathologies)).multiclass  # (K,) per-pathology flags
-        self.channels_last = channels_last
+        self.channels_last = bool(channels_last)
         self._gather = nn.ModuleDict(
             {name: CatMetric(nan_strategy="disable") for name in ("index", "probs", "targets")}
         )

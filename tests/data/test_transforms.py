@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from chestx.data.images import load_grayscale
-from chestx.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformError, build_transform, compute_mean_std
+from chestx.data.transforms import (
+    IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, TransformError, build_input_normalizer, build_transform, compute_mean_std,
+)
 
 NO_RANDOM = dict(scale=(1.0, 1.0), rotate=0.0, brightness=0.0, contrast=0.0)
 
@@ -72,3 +74,33 @@ def test_bad_options(image: np.ndarray) -> None:
 def test_picklable_for_workers(image: np.ndarray) -> None:
     t = build_transform(64, train=True, in_chans=3)
     assert pickle.loads(pickle.dumps(t))(image).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("train", [False, True])
+def test_device_normalisation_equals_loader_normalisation(sample_root: Path, normalization: str, in_chans: int,
+                                                          train: bool) -> None:
+    """uint8 (1, S, S) from the loader + InputNormalizer on a batch == the float path, per image (<= 1e-6)."""
+    images = [load_grayscale(p) for p in sorted((sample_root / "images").glob("*.png"))[:8]]  # real NIH images
+    stats = dict(mean=0.5, std=0.25) if normalization == "dataset" else {}
+    on_cpu = build_transform(96, train=train, in_chans=in_chans, normalization=normalization, seed=3, **stats)
+    pixels = build_transform(96, train=train, in_chans=in_chans, normalization=normalization, seed=3,
+                             normalize=False, **stats)
+    expected = torch.stack([on_cpu(img) for img in images])  # (B, C, 96, 96) float32, augmented identically
+    batch = torch.stack([pixels(img) for img in images])  # (B, 1, 96, 96) uint8
+    assert batch.dtype == torch.uint8 and batch.shape == (8, 1, 96, 96)
+    assert batch.element_size() * batch.numel() * 12 == expected.element_size() * expected.numel() * (3 // in_chans)
+    got = build_input_normalizer(in_chans, normalization, **stats)(batch)
+    assert got.shape == expected.shape and got.dtype == torch.float32 and got.is_contiguous()
+    assert (got - expected).abs().max().item() <= 1e-6
+
+
+def test_input_normalizer_rejects_rgb_batches() -> None:
+    with pytest.raises(TransformError, match=r"\(B, 1, S, S\)"):
+        build_input_normalizer(3)(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_input_normalizer_has_no_state_dict_entries() -> None:
+    """Checkpoints keep the same keys (old ones load; the statistics live in checkpoint_info)."""
+    assert build_input_normalizer(3, "imagenet").state_dict() == {}
