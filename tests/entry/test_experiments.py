@@ -10,11 +10,14 @@ NIH recipes run on the embedded sample and on the *full* NIH label file and spli
 real NIH images that are here: the 621 of the sample; `data.missing_images=drop`); CheXpert recipes
 on the real CheXpert CSV rows with small real X-ray JPEGs at their paths (the `chexpert_tree` fixture).
 Image size and evaluation batch of the fast_dev_runs are cut to 64 px / 16 so that a CPU run takes
-seconds; the recipes' own sizes are checked on the batches of the built datamodule.
+seconds; the recipes' own sizes are checked on the batches of the built datamodule. The recipes that
+start from ImageNet weights are built here from scratch (`model.pretrained=false`: no network); that they
+ask for the weights, and what they do without network or with a local file: the tests at the end.
 """
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +28,19 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 
 from chestx._hydra import instantiate_all
+from chestx.data.labels import DataError
 
+# no download in tests: the ImageNet recipes (IMAGENET_RECIPES) train from scratch in the fast_dev_runs and builds
+SCRATCH = ["model.pretrained=false"]
 FAST = ["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.image_size=64", "data.eval_batch_size=16",
-        "data.num_workers=0", "data.pin_memory=false", "logger=none", "clinical=none"]
-# what a build in this process needs besides the recipe: no loader processes, no loggers writing files
-IN_PROCESS = ["data.num_workers=0", "data.pin_memory=false", "logger=none", "trainer.accelerator=cpu"]
+        "data.num_workers=0", "data.pin_memory=false", "logger=none", "clinical=none", *SCRATCH]
+# what a build in this process needs besides the recipe: no loader processes, no loggers writing files, no download
+IN_PROCESS = ["data.num_workers=0", "data.pin_memory=false", "logger=none", "trainer.accelerator=cpu", *SCRATCH]
 CHEXPERT_TASKS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+# the real recipes start from ImageNet weights (model.pretrained=true); the embedded-sample ones (make benchmark,
+# make train), the CIFAR-style ResNet-56 (no ImageNet weights exist) and the policy comparison train from scratch
+IMAGENET_RECIPES = ["benchmark", "chexnet", "chexnet15", "densenet512", "chexpert_backbones"]
+SCRATCH_RECIPES = ["benchmark_sample", "demo", "resnet56_undersample", "uncertainty_policies"]
 
 
 def _build(compose, overrides: list[str], out: Path):
@@ -77,7 +87,10 @@ def _adam(lr: float, betas=(0.9, 0.999), eps: float = 1e-8, grad: float = 0.5, s
 
 
 def _first_batch(datamodule) -> torch.Tensor:
-    return next(iter(datamodule.train_dataloader()))["image"]
+    """The first training batch as the model gets it: uint8 (B, 1, S, S) from the loader, normalised on the device."""
+    pixels = next(iter(datamodule.train_dataloader()))["image"]
+    assert pixels.dtype == torch.uint8 and pixels.shape[1] == 1
+    return datamodule.input_normalizer()(pixels)  # (B, C, S, S) float32
 
 
 def _assert_plain_bce(loss: torch.nn.Module, k: int) -> None:
@@ -152,15 +165,16 @@ def test_chexnet_builds_sgd_with_plateau_schedule_and_flip_only(compose, tmp_pat
 
     train, val = dm.datasets["train"], dm.datasets["val"]
     raw = train.pixels(0)  # a real sample image, (256, 256) uint8
-    plain = val.transform(raw)  # (3, 224, 224)
+    pixels = val.transform(raw)  # (1, 224, 224) uint8: the loaders leave normalisation to the device
+    plain = dm.input_normalizer()(pixels[None])[0]  # (3, 224, 224)
     gray = resize_square(raw, 224).astype(np.float32) / 255
     for c in range(3):
         np.testing.assert_allclose(plain[c].numpy(), (gray - IMAGENET_MEAN[c]) / IMAGENET_STD[c], atol=1e-5)
     flips = []
     for _ in range(20):  # training images: the plain image or its mirror, nothing else (no crop, rotation, jitter)
         x = train.transform(raw)
-        flips.append(torch.equal(x, plain.flip(-1)))
-        assert flips[-1] or torch.equal(x, plain)
+        flips.append(torch.equal(x, pixels.flip(-1)))
+        assert flips[-1] or torch.equal(x, pixels)
     assert 0 < sum(flips) < 20, "flipped about half the time"
 
 
@@ -312,7 +326,7 @@ def test_every_swept_job_builds_its_network_at_the_recipe_size(recipe: str, extr
     assert jobs == [[f"model={m}"] for m in models]
     sizes = {}
     for job in jobs:
-        cfg = compose([f"experiment={recipe}", *extra, *job], tmp_path)
+        cfg = compose([f"experiment={recipe}", *extra, *job, *SCRATCH], tmp_path)
         net = networks(cfg.model)
         size = cfg.data.image_size or default_input_size(cfg.model.name)  # what chestx.train.build uses
         with torch.no_grad():
@@ -386,3 +400,102 @@ def test_nih_recipe_runs_on_the_full_label_file(experiment: str, dropped: str, c
 def test_chexpert_recipe_runs(experiment: str, extra: list[str], compose, chexpert_tree: Path, tmp_path: Path) -> None:
     metrics = _run(compose, [f"experiment={experiment}", f"data.root={chexpert_tree}", *extra], tmp_path)
     assert "test/auroc/Edema" in metrics
+
+
+def _jobs(compose, recipe: str, out: Path) -> list[list[str]]:
+    """The override lists of the recipe's jobs: its sweep's (run with -m), or the recipe alone."""
+    swept = compose([f"experiment={recipe}"], out, hydra_config=True).hydra.sweeper.params
+    return _sweep_jobs(compose, recipe, out) if swept else [[]]
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path: Path) -> None:
+    """No network and empty weight caches, whatever this machine has: HF_HUB_OFFLINE=1, an empty Hugging Face
+    hub cache and TORCH_HOME (chestx.models.backbones looks in both before any download)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
+
+
+@pytest.mark.parametrize("recipe", IMAGENET_RECIPES + SCRATCH_RECIPES)
+def test_real_recipes_start_from_imagenet_weights_sample_recipes_from_scratch(recipe: str, compose,
+                                                                              tmp_path: Path) -> None:
+    """Every job of an ImageNet recipe (each backbone of a sweep) asks for timm's ImageNet weights and no file;
+    make benchmark's and make train's sample recipes, resnet56_undersample and uncertainty_policies do not."""
+    jobs = _jobs(compose, recipe, tmp_path)
+    if recipe in ("benchmark", "benchmark_sample", "chexpert_backbones"):
+        assert len(jobs) >= 4 and all(job[0].startswith("model=") for job in jobs), "a sweep over the backbones"
+    for job in jobs:
+        cfg = compose([f"experiment={recipe}", *job], tmp_path)
+        assert cfg.model.pretrained is (recipe in IMAGENET_RECIPES), job
+        assert cfg.model.weights is None, job
+
+
+@pytest.mark.parametrize("overrides, pretrained", [([], False), (["data=nih", "experiment=benchmark"], True)])
+def test_make_benchmark_starts_from_imagenet_weights_only_on_real_data(overrides: list[str], pretrained: bool,
+                                                                      compose, tmp_path: Path) -> None:
+    """`make benchmark` (chestx.benchmark: benchmark_sample, from scratch) and `make benchmark DATA=nih`
+    (experiment=benchmark, ImageNet weights for every backbone)."""
+    cfg = compose(overrides, tmp_path, config_name="benchmark", hydra_config=True)
+    models = cfg.hydra.sweeper.params["model"].split(",")
+    assert models == ["densenet121", "resnet50", "mobilenetv2", "inceptionv3", "vgg16"]
+    for model in models:
+        assert compose([*overrides, f"model={model}"], tmp_path, config_name="benchmark").model.pretrained is pretrained
+
+
+@pytest.mark.parametrize("recipe", IMAGENET_RECIPES)
+def test_imagenet_recipes_without_network_stop_at_once_saying_how_to_pass_a_file(recipe: str, compose, offline_hub,
+                                                                                 tmp_path: Path) -> None:
+    """Without network or cached weights every job of the recipe stops before any model or data is built
+    (chestx.models.backbones.check_pretrained_available, the pre-flight of create_backbone), within a second,
+    with the message naming `model.weights=`."""
+    from chestx.models.backbones import check_pretrained_available
+
+    for job in _jobs(compose, recipe, tmp_path):
+        cfg = compose([f"experiment={recipe}", *job], tmp_path)
+        started = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"cannot be downloaded here.*`model\.weights=/path/to/file"):
+            check_pretrained_available(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        assert time.perf_counter() - started < 1.0, job
+
+
+def test_imagenet_recipe_backbone_without_network_fails_with_the_same_message(compose, offline_hub,
+                                                                              tmp_path: Path) -> None:
+    """What chestx.train instantiates (cfg.model) raises that message itself, before building the network."""
+    from hydra.utils import instantiate
+
+    cfg = compose(["experiment=chexnet"], tmp_path)
+    started = time.perf_counter()
+    with pytest.raises(Exception, match=r"cannot be downloaded here.*`model\.weights=/path/to/file"):
+        instantiate(cfg.model, num_outputs=14)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_train_build_stops_on_missing_weights_before_reading_the_data(compose, offline_hub, tmp_path: Path) -> None:
+    from chestx.train import build
+
+    cfg = compose(["experiment=chexnet", "data=nih", "data.root=/nonexistent", "data.num_workers=0", "logger=none",
+                   "trainer.accelerator=cpu"], tmp_path)
+    with pytest.raises(RuntimeError, match=r"`model\.weights=/path/to/file"):
+        build(cfg)
+
+
+def test_imagenet_recipe_offline_with_a_weights_file(compose, offline_hub, tmp_path: Path) -> None:
+    """Offline, `model.weights=<file>` (pretrained=true left as the recipe sets it) builds the recipe's
+    backbone with exactly the file's weights (a DenseNet121 state dict saved here, timm keys)."""
+    from hydra.utils import instantiate
+
+    from chestx.models.backbones import check_pretrained_available
+
+    source = instantiate(compose(["experiment=chexnet", *SCRATCH], tmp_path).model, num_outputs=14).eval()
+    torch.save(source.state_dict(), tmp_path / "densenet121.pth")
+    cfg = compose(["experiment=chexnet", f"model.weights={tmp_path / 'densenet121.pth'}"], tmp_path)
+    assert cfg.model.pretrained is True
+    assert check_pretrained_available(cfg.model.name, cfg.model.pretrained, cfg.model.weights) == str(
+        tmp_path / "densenet121.pth")
+    loaded = instantiate(cfg.model, num_outputs=14).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), source(images), rtol=0, atol=0)

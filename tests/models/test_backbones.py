@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -228,3 +229,78 @@ def test_load_errors_name_the_file(tmp_path):
     torch.save(timm.create_model("resnet50", num_classes=5).state_dict(), bottleneck)
     with pytest.raises(ValueError, match=r"(?s)resnet50.pth: does not fit resnet18.*size mismatch"):
         create_backbone("resnet18", 3, weights=bottleneck)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """No network and empty weight caches, whatever this machine has (HF_HUB_OFFLINE=1, empty Hugging Face hub
+    cache, empty TORCH_HOME); returns (hf_hub_cache, torch_home) for a test to fill."""
+    import huggingface_hub.constants
+
+    hf, torch_home = tmp_path / "hf_hub", tmp_path / "torch_home"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hf))
+    return hf, torch_home
+
+
+def test_check_pretrained_available_is_create_backbones_preflight(offline_hub, tmp_path):
+    """The errors create_backbone raises for its weights, raised at once without building anything."""
+    from chestx.models.backbones import check_pretrained_available
+
+    assert check_pretrained_available("resnet18") is None  # from scratch: nothing to check
+    file = tmp_path / "w.pth"
+    torch.save({"x": torch.zeros(1)}, file)  # only its existence is checked here (create_backbone reads it)
+    assert check_pretrained_available("resnet18", pretrained=True, weights=file) == str(file)  # a file wins
+    with pytest.raises(FileNotFoundError, match=r"nope.pth.*model\.weights="):
+        check_pretrained_available("resnet18", weights=tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="no_such_net"):
+        check_pretrained_available("no_such_net", pretrained=True)
+    with pytest.raises(RuntimeError, match=r"no pretrained weights for 'resnet56v2'.*model\.weights="):
+        check_pretrained_available("resnet56v2", pretrained=True)
+    message = r"cannot be downloaded here \(no network\).*`model\.weights=/path/to/file.pth\|.pt\|.safetensors`"
+    for name in ("densenet121", "resnet50", "mobilenetv2", "inceptionv3", "vgg16"):
+        started = time.perf_counter()
+        with pytest.raises(RuntimeError, match=message):
+            check_pretrained_available(name, pretrained=True)
+        assert time.perf_counter() - started < 1.0, name
+    with pytest.raises(RuntimeError, match=message):  # create_backbone's own message is the same
+        create_backbone("resnet18", 3, pretrained=True)
+
+
+def _hf_cache_file(hf_cache, repo_id: str, filename: str = "model.safetensors"):
+    """Where huggingface_hub caches `filename` of `repo_id` (main revision): <cache>/models--org--name/..."""
+    commit = "0" * 40
+    repo = hf_cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    return repo / "snapshots" / commit / filename
+
+
+@pytest.mark.parametrize("cache", ["huggingface", "torch_hub"])
+def test_pretrained_offline_from_the_weight_caches(cache, offline_hub):
+    """pretrained=True with HF_HUB_OFFLINE=1 loads timm's weights from the Hugging Face hub cache (where timm
+    downloads them) or the torch hub cache (TORCH_HOME/hub/checkpoints, timm's URL file name); here a
+    resnet18 state dict with its 1000-class head, saved by the test at the place timm's pretrained cfg names."""
+    from timm.models import get_pretrained_cfg
+
+    from chestx.models.backbones import check_pretrained_available
+
+    hf, torch_home = offline_hub
+    cfg = get_pretrained_cfg("resnet18")
+    source = timm.create_model("resnet18", num_classes=1000).eval()
+    if cache == "huggingface":
+        path = _hf_cache_file(hf, cfg.hf_hub_id)
+        save_file(source.state_dict(), str(path))
+    else:
+        path = torch_home / "hub" / "checkpoints" / cfg.url.rsplit("/", 1)[-1]
+        path.parent.mkdir(parents=True)
+        torch.save(source.state_dict(), path)
+    assert check_pretrained_available("resnet18", pretrained=True) == str(path)
+    model = create_backbone("resnet18", 3, pretrained=True).eval()
+    report = weights_report(model, path)
+    assert set(report.new) == {"fc.weight", "fc.bias"} and set(report.unused) == {"fc.weight", "fc.bias"}
+    x = _x("resnet18")
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), source.forward_features(x), rtol=0, atol=0)
