@@ -18,6 +18,7 @@ from chestx.data.cache import cached_pixels
 from chestx.models.backbones import BACKBONES
 from chestx.runs.machine import machine, native_bf16
 from chestx.throughput.loader import bench_loader
+from chestx.throughput.scale import format_scale, measure_scale
 from chestx.throughput.training import Option, bench_training
 
 log = logging.getLogger("chestx.perf")
@@ -26,8 +27,11 @@ REPO_DIR = Path(__file__).resolve().parents[2]  # the checkout (the embedded sam
 DEFAULT_IMAGES = REPO_DIR.parent / "shared" / "data" / "nih" / "fullres1024"
 FALLBACK_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
 ALL_BACKBONES = list(BACKBONES)
-PARTS = ("loader", "train")
-TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 2000.0}
+PARTS = ("loader", "train", "scale")
+TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 3000.0,
+           "scale_setup_seconds": 15.0, "scale_loader_per_core": 2000.0}
+DEFAULT_NIH = REPO_DIR.parent / "shared" / "data" / "nih"  # the full NIH label file and split lists
+SAMPLE_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
 RESULT_FILE = "perf.json"
 
 
@@ -52,6 +56,9 @@ class BenchSettings:
     threads: int | None
     cache_dir: Path | None
     full: bool
+    scale_nih: Path
+    scale_images: int | None
+    scale_dir: Path | None
 
 
 def _as_list(value: object) -> list | None:
@@ -67,6 +74,7 @@ def resolve_settings(
     batch_size: int | None = None, eval_batch_size: int | None = None, batches: int | None = None,
     warmup: int | None = None, train_workers: int | None = None, repeats: int = 2, min_seconds: float = 2.0,
     device: str | None = None, threads: int | None = None, cache_dir: str | Path | None = None, full: bool = False,
+    scale_nih: str | Path | None = None, scale_images: int | None = 10000, scale_dir: str | Path | None = None,
 ) -> BenchSettings:
     """Fill in the settings left None from the machine: GPU defaults when `device` is (or defaults to) CUDA."""
     parts, workers, backbones, options = (_as_list(v) for v in (parts, workers, backbones, options))
@@ -74,6 +82,12 @@ def resolve_settings(
     gpu = torch.device(device).type == "cuda"
     if not parts or any(p not in PARTS for p in parts):
         raise ValueError(f"parts={parts}: choose from {list(PARTS)} ('train' also measures inference)")
+    scale_nih = Path(scale_nih) if scale_nih else DEFAULT_NIH
+    if "scale" in parts and not (scale_nih / "Data_Entry_2017_v2020.csv").is_file():
+        raise FileNotFoundError(f"scale_nih={str(scale_nih)!r} has no Data_Entry_2017_v2020.csv: the scale part needs "
+                                "NIH's full label file and split lists (scale_nih=<folder with them>)")
+    if scale_images is not None and int(scale_images) < 1:
+        raise ValueError(f"scale_images={scale_images}: the number of images to cache (null: all 112,120)")
     if options is None:  # bf16 only where the hardware has it (emulated bf16 ran at 0.4 images/s on a CPU)
         bf16 = native_bf16(device)
         options = (["32", "16+cl"] + (["bf16+cl"] if bf16 else []) if gpu else ["32", "32+cl"] + (["bf16"] if bf16 else [])
@@ -95,7 +109,9 @@ def resolve_settings(
         train_workers=train_workers if train_workers is not None else (min(8, os.cpu_count() or 1) if gpu else 0),
         repeats=repeats, min_seconds=min_seconds, device=device,
         threads=threads if threads is not None else (None if gpu else 1),
-        cache_dir=Path(cache_dir) if cache_dir else None, full=full,
+        cache_dir=Path(cache_dir) if cache_dir else None, full=full, scale_nih=scale_nih,
+        scale_images=int(scale_images) if scale_images is not None else None,
+        scale_dir=Path(scale_dir) if scale_dir else None,
     )
 
 
@@ -110,6 +126,14 @@ def check_targets(result: dict) -> dict:
         out["cache_over_fastest_decode_per_core"] = {"value": ratio, "target": TARGETS["cache_over_decode_per_core"],
                                                      "met": ratio >= TARGETS["cache_over_decode_per_core"]}
     cpu_rows = [r for r in result.get("train", []) if result["device"] == "cpu"]
+    scale = result.get("scale")
+    if scale:
+        seconds = scale["setup"]["seconds"]
+        out["scale_setup_seconds"] = {"value": seconds, "target": TARGETS["scale_setup_seconds"],
+                                      "met": seconds <= TARGETS["scale_setup_seconds"]}
+        per_core = max(r["images_per_s"] for r in scale["loader"] if r["workers"] == 0 and "uint8" in r["normalisation"])
+        out["scale_loader_per_core_device_norm"] = {"value": per_core, "target": TARGETS["scale_loader_per_core"],
+                                                    "met": per_core >= TARGETS["scale_loader_per_core"]}
     if cpu_rows:
         worst = min(r["lightning_over_bare"] for r in cpu_rows)
         out["lightning_over_bare_cpu_worst"] = {"value": worst, "target": TARGETS["lightning_over_bare_cpu"],
@@ -140,6 +164,8 @@ def format_table(result: dict) -> str:
         lines += ["", "INFERENCE", f"{'backbone':<13}{'option':<32}{'images/s':>10}{'peak MB':>9}"]
         lines += [f"{r['backbone']:<13}{r['option']:<32}{r['images_per_s']:>10.1f}{r['peak_memory_mb']:>9.0f}"
                   for r in result["infer"]]
+    if result.get("scale"):
+        lines += format_scale(result["scale"])
     if result.get("targets"):
         lines += ["", "TARGETS"]
         lines += [f"{k:<40}{v['value']:>12.2f}  (target {v['target']})  {'met' if v['met'] else 'NOT met'}"
@@ -153,7 +179,7 @@ def run(settings: BenchSettings) -> dict:
     images = settings.images
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if images.is_dir() \
         else []
-    if not paths:
+    if not paths and set(settings.parts) & {"loader", "train"}:
         raise FileNotFoundError(f"images={str(images)!r} holds no PNG/JPEG files; pass images=<a folder of images>")
     device = torch.device(settings.device)
     result: dict = {"machine": machine(), "device": device.type, "size": settings.size, "images": str(images),
@@ -161,6 +187,13 @@ def run(settings: BenchSettings) -> dict:
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}}
     with tempfile.TemporaryDirectory(prefix="chestx-perf-") as tmp:
         cache_dir = settings.cache_dir or Path(tmp) / "cache"
+        if "scale" in settings.parts:
+            result["scale"] = measure_scale(
+                settings.scale_nih, SAMPLE_IMAGES, settings.scale_dir or Path(tmp) / "scale", settings.size,
+                settings.scale_images, settings.workers, batch_size=64, min_seconds=settings.min_seconds,
+                cache_dir=cache_dir)
+        if not set(settings.parts) & {"loader", "train"}:
+            return _finish(result, started)
         cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=images)
         if "loader" in settings.parts:
             result["loader"] = bench_loader(paths, settings.size, cache, settings.workers, settings.min_seconds,
@@ -175,6 +208,10 @@ def run(settings: BenchSettings) -> dict:
                 settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
                 device, settings.eval_batch_size,
             )
+    return _finish(result, started)
+
+
+def _finish(result: dict, started: float) -> dict:
     result["targets"] = check_targets(result)
     result["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["wall_time_s"] = time.perf_counter() - started

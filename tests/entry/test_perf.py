@@ -93,7 +93,7 @@ def test_settings_follow_the_device_and_name_bad_values(monkeypatch) -> None:
     assert full.backbones == ALL_BACKBONES and full.options[-1] == "32+compile" and full.batches == 10
     one = resolve_settings(device="cpu", parts="loader", options=[32, "bf16+cl"], workers=2, batches=3)
     assert (one.parts, one.options, one.workers, one.batches) == (["loader"], ["32", "bf16+cl"], [2], 3)
-    with pytest.raises(ValueError, match=r"parts=\['gpu'\]: choose from \['loader', 'train'\]"):
+    with pytest.raises(ValueError, match=r"parts=\['gpu'\]: choose from \['loader', 'train', 'scale'\]"):
         resolve_settings(parts=["gpu"])
     with pytest.raises(ValueError, match="options entry 'fp8'"):
         resolve_settings(options=["32", "fp8"])
@@ -105,8 +105,30 @@ def test_option_parsing_and_target_checks() -> None:
     with pytest.raises(ValueError, match="options entry 'fp8'"):
         Option.parse("fp8")
     result = {"device": "cuda", "loader": [], "train": [
-        {"backbone": "densenet121", "size": 224, "option": "16-mixed+channels_last", "lightning_images_per_s": 2100.0,
+        {"backbone": "densenet121", "size": 224, "option": "16-mixed+channels_last", "lightning_images_per_s": 3100.0,
          "bare_images_per_s": 2200.0, "lightning_over_bare": 0.95}]}
     assert check_targets(result)["gpu_densenet121_224_mixed_cl"]["met"] is True
-    result["train"][0]["lightning_images_per_s"] = 1500.0
+    result["train"][0]["lightning_images_per_s"] = 2900.0  # the issue's H100 target: 3,000 images/s
     assert check_targets(result)["gpu_densenet121_224_mixed_cl"]["met"] is False
+
+
+@pytest.mark.slow
+def test_scale_part_on_a_simulated_full_nih_tree(nih_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """112,120 real NIH names in NIH's archive layout; set-up, cache build and loader figures printed and saved."""
+    run, tree = tmp_path / "bench_run", tmp_path / "tree"
+    _bench(monkeypatch, "parts=[scale]", f"scale_nih={nih_dir}", "scale_images=300", f"scale_dir={tree}", "size=64",
+           "workers=[1]", "min_seconds=0.3", f"hydra.run.dir={run}")
+    root = tree / "nih_full"
+    folders = sorted(root.glob("images_0*/images"))
+    assert [len(list(f.iterdir())) for f in folders] == [4999] + [10000] * 10 + [7121]
+    assert (folders[0] / "00000001_000.png").stat().st_nlink > 1  # hard links, not copies
+    saved = json.loads((run / "perf.json").read_text())["scale"]
+    setup = saved["setup"]
+    assert (setup["n_train"] + setup["n_val"], setup["n_test"]) == (86524, 25596)  # NIH's official lists
+    assert setup["seconds"] > 0 and setup["peak_memory_mb"] > 0 and saved["cache"]["images"] == 300
+    rows = {(r["normalisation"], r["workers"]): r["images_per_s"] for r in saved["loader"]}
+    assert set(rows) == {(n, w) for n in ("loader (float32 x 3)", "device (uint8 x 1)") for w in (0, 1)}
+    printed = capsys.readouterr().out
+    assert "SCALE" in printed and "scale_setup_seconds" in printed and "scale_loader_per_core_device_norm" in printed
+    split = (tree / "split.csv").read_text().splitlines()
+    assert len(split) == 112120 + 1
