@@ -1,0 +1,83 @@
+"""The CUDA code paths (skipped without a GPU; CI has none): run them on a GPU machine with
+
+    .venv/bin/python -m pytest -m gpu -p no:xdist tests/gpu
+
+Mixed precision (bf16, fp16) with channels_last through the real training loop, the hardware
+defaults on a real GPU, device-side normalisation equal to the CPU path, torch.compile, and a
+checkpoint written on the GPU scored on a CPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chestx.data.images import load_grayscale
+from chestx.data.transforms import build_input_normalizer, build_transform
+from chestx.inference.predictor import load_for_inference
+from chestx.runs.files import read_predictions
+from chestx.train import apply_device_defaults, train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]
+
+GPU_RUN = ("data.image_size=64", "data.batch_size=16", "data.eval_batch_size=64", "trainer.max_epochs=1",
+           "trainer.limit_train_batches=4", "logger=none", "clinical=none", "model=resnet18",
+           "trainer.accelerator=gpu", "trainer.devices=1")
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_channels_last_train_and_test(precision: str, compose, tmp_path: Path) -> None:
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    cfg = compose([*GPU_RUN, f"trainer.precision={precision}", "module.channels_last=true"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["status"] == "ok" and np.isfinite(metrics["train/loss_epoch"])
+    _, probs, _, _ = read_predictions(tmp_path / "predictions.csv")
+    assert probs.shape == (metrics["n_test"], 14) and np.isfinite(probs).all()
+    assert json.loads((tmp_path / "metrics.json").read_text())["machine"]["gpu"]
+
+
+def test_defaults_on_a_real_gpu(compose, tmp_path: Path) -> None:
+    cfg = compose(["data=nih", "data.root=/data"], tmp_path)
+    apply_device_defaults(cfg)
+    expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    assert cfg.trainer.precision == expected and cfg.module.channels_last and cfg.data.pin_memory
+    assert cfg.data.num_workers >= 1
+
+
+@pytest.mark.parametrize("normalization", ["imagenet", "per_image", "none"])
+def test_device_normalisation_on_the_gpu_equals_the_cpu_path(sample_root: Path, normalization: str) -> None:
+    images = [load_grayscale(p) for p in sorted((sample_root / "images").glob("*.png"))[:16]]
+    cpu = torch.stack([build_transform(224, train=False, normalization=normalization)(img) for img in images])
+    pixels = torch.stack([build_transform(224, train=False, normalization=normalization, normalize=False)(img)
+                          for img in images]).pin_memory().cuda(non_blocking=True)  # (16, 1, 224, 224) uint8
+    gpu = build_input_normalizer(3, normalization).cuda()(pixels)
+    assert (gpu.cpu() - cpu).abs().max().item() <= 1e-6
+
+
+def test_torch_compile_matches_eager_under_bf16() -> None:
+    from chestx.models.backbones import create_backbone
+
+    net = create_backbone("densenet121", num_outputs=14).cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(net)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        eager_out, compiled_out = net(x), compiled(x)
+        compiled_out.float().sum().backward()  # the backward graph compiles too
+    assert torch.allclose(eager_out.float(), compiled_out.float(), atol=5e-2, rtol=5e-2)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+
+
+def test_checkpoint_written_on_gpu_scores_the_same_on_cpu(compose, tmp_path: Path) -> None:
+    cfg = compose([*GPU_RUN, "trainer.precision=32-true"], tmp_path)  # fp32: the CPU must match closely
+    train(cfg)
+    ids, probs, _, _ = read_predictions(tmp_path / "predictions.csv")
+    predictor = load_for_inference(tmp_path / "checkpoints" / "best.ckpt", device="cpu")
+    split = {p.name: p for p in (Path(cfg.data.root) / "images").glob("*.png")}
+    images = [load_grayscale(split[name]) for name in ids["image_id"][:32]]
+    on_cpu = predictor.probabilities(predictor.preprocess(images))  # (32, 14)
+    np.testing.assert_allclose(on_cpu, probs[:32], atol=1e-3)
