@@ -38,6 +38,23 @@ CHEXPERT_COMPETITION_TASKS: tuple[str, ...] = (
 
 FRAME_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "path", "view", "age", "sex", "no_finding")
 
+# The findings NIH ChestX-ray14 and CheXpert both label, as (NIH name, CheXpert name): what a model
+# trained on one is scored on in the other (cross-dataset evaluation). Same finding, by name, except
+# NIH `Effusion` = CheXpert `Pleural Effusion`. Left out on purpose (README): NIH Infiltration, Mass,
+# Nodule, Emphysema, Fibrosis, Pleural_Thickening, Hernia and CheXpert Lung Opacity, Lung Lesion,
+# Enlarged Cardiomediastinum, Pleural Other, Fracture, Support Devices have no counterpart of the same
+# definition (Lung Lesion is not "Mass or Nodule", Lung Opacity is not "Infiltration"), and the two
+# "No Finding" differ (CheXpert's ignores Support Devices); nothing is mapped by guesswork.
+SHARED_FINDINGS: tuple[tuple[str, str], ...] = (
+    ("Atelectasis", "Atelectasis"),
+    ("Cardiomegaly", "Cardiomegaly"),
+    ("Consolidation", "Consolidation"),
+    ("Edema", "Edema"),
+    ("Effusion", "Pleural Effusion"),
+    ("Pneumonia", "Pneumonia"),
+    ("Pneumothorax", "Pneumothorax"),
+)
+
 
 class DataError(ValueError):
     """A label file or a data option is wrong; the message names the file/option, the value and the fix."""
@@ -122,6 +139,31 @@ def find_pathology(name: str, pathologies: Sequence[str], key: str = "pathology"
         if norm(p) == norm(name):
             return k
     raise ValueError(f"{key}={name!r} is not one of the pathologies {list(pathologies)}{hint}")
+
+
+def shared_pathologies(model: Sequence[str], data: Sequence[str]) -> list[tuple[int, int]]:
+    """(model output index, data column index) of every finding both define, in the model's order.
+
+    Names equal (forgiving case and '_' vs ' ') or paired in SHARED_FINDINGS (either direction);
+    a model trained on NIH scored on CheXpert gets Effusion <-> Pleural Effusion, and so on.
+    """
+    def norm(text: str) -> str:
+        return str(text).strip().lower().replace("_", " ")
+
+    aliases: dict[str, set[str]] = {}
+    for nih, chexpert in SHARED_FINDINGS:
+        aliases.setdefault(norm(nih), set()).add(norm(chexpert))
+        aliases.setdefault(norm(chexpert), set()).add(norm(nih))
+    column = {norm(name): j for j, name in enumerate(data)}
+    pairs = []
+    for k, name in enumerate(model):
+        if norm(name) in column:  # the same name wins over an alias
+            pairs.append((k, column[norm(name)]))
+            continue
+        same = [column[n] for n in aliases.get(norm(name), set()) if n in column]
+        if same:
+            pairs.append((k, min(same)))
+    return pairs
 
 
 def select_pathologies(requested: Iterable[str], available: Sequence[str], what: str) -> list[str]:

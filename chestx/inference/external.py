@@ -1,0 +1,84 @@
+"""Cross-dataset evaluation: a model trained on one dataset scored on another dataset's test split.
+
+Only the findings both datasets define are scored (`chestx.data.labels.SHARED_FINDINGS`: NIH
+`Effusion` = CheXpert `Pleural Effusion`, the others by name), each under the model's own name, with
+the other dataset's ground truth as every metric reads it (`evaluation_targets`: uncertain and soft
+cells unknown). Images are preprocessed exactly as the model was trained (size, channels,
+normalisation from the checkpoint), in float32 per image on the loader side (`Predictor.transform`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from chestx.data.dataset import FileSource, XrayDataset
+from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
+from chestx.data.sources import ChestXData
+from chestx.inference.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+# metadata of the label file carried into predictions.csv (subgroups): what the frame has of these
+META_COLUMNS = ("sex", "age", "view", "frontal_lateral")
+
+
+@dataclass
+class ExternalScores:
+    """Predictions of one model on another dataset's split, on the shared findings."""
+
+    dataset: str  # e.g. "CheXpertData"
+    ids: pd.DataFrame  # (N, ...) image_id, patient_id and the label file's metadata
+    probs: np.ndarray  # (N, K_shared) float64
+    targets: np.ndarray  # (N, K_shared) float32 1/0/NaN
+    pathologies: list[str]  # the model's names of the shared findings
+    data_names: list[str]  # the same findings as the other dataset names them
+
+
+def score_external(predictor: Predictor, data: ChestXData, split: str = "test", batch_size: int = 64,
+                   num_workers: int = 0) -> ExternalScores:
+    """Run `predictor` over `data`'s `split` (labels, split and files resolved as training would)."""
+    data.prepare()
+    assert data.table is not None and data.split is not None
+    pairs = shared_pathologies(predictor.pathologies, data.pathologies)
+    if not pairs:
+        raise DataError(
+            f"the model predicts {predictor.pathologies} and {type(data).__name__} labels {data.pathologies}: no "
+            "finding in common (chestx.data.labels.SHARED_FINDINGS), nothing to score; for CheXpert pass "
+            "tasks=all to score all 7 shared findings"
+        )
+    model_idx, data_idx = (np.array(ix) for ix in zip(*pairs))
+    rows = np.flatnonzero(data.split == split)
+    table = data.table
+    targets = evaluation_targets(table.labels[rows], table.uncertain[rows])[:, data_idx]  # (N, K_shared)
+    frame = table.frame.iloc[rows]
+    ids = frame[["image_id", "patient_id", *[c for c in META_COLUMNS if c in frame.columns]]].reset_index(drop=True)
+    dataset = XrayDataset(FileSource([data.paths[i] for i in rows]), targets, targets, np.zeros_like(targets, bool),
+                          predictor.transform)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    probs = np.concatenate([predictor.probabilities(batch["image"]) for batch in loader])[:, model_idx]
+    names = [predictor.pathologies[k] for k in model_idx]
+    data_names = [data.pathologies[j] for j in data_idx]
+    log.info("Scored %s on %d %s images of %s, on %d shared findings: %s", predictor.model_name, len(rows), split,
+             type(data).__name__, len(names),
+             ", ".join(n if n == d else f"{n} = {d}" for n, d in zip(names, data_names)))
+    return ExternalScores(type(data).__name__, ids, probs, targets, names, data_names)
+
+
+def dataset_folder_name(data: ChestXData) -> str:
+    """external/<name>/: `nih`, `chexpert` (the data config's name without 'Data')."""
+    return type(data).__name__.removesuffix("Data").lower()
+
+
+def checkpoint_device() -> str:
+    """Where a scoring pass runs: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def external_dir(run_dir: Path, data: ChestXData) -> Path:
+    return Path(run_dir) / "external" / dataset_folder_name(data)
