@@ -21,8 +21,8 @@ from chestx.runs.discover import ReportError, Run, _select, fixed_settings, labe
 log = logging.getLogger(__name__)
 
 SETTING_KEYS = (  # resolved config values stated in the report (from the first finished run)
-    ("data._target_", "data"), ("data.split", "split"), ("data.ratios", "ratios"), ("data.image_size", "image px"),
-    ("data.batch_size", "batch"), ("trainer.max_epochs", "max epochs"),
+    ("data._target_", "data"), ("data.split", "split"), ("data.ratios", "ratios"), ("data.folds", "k-fold folds"),
+    ("data.image_size", "image px"), ("data.batch_size", "batch"), ("trainer.max_epochs", "max epochs"),
     ("trainer.limit_train_batches", "train batches/epoch"), ("optimizer._target_", "optimizer"),
     ("optimizer.lr", "lr"), ("loss._target_", "loss"), ("model.pretrained", "pretrained"),
 )
@@ -56,9 +56,37 @@ def _settings(run: Run) -> dict[str, Any]:
 
 def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) -> list[str]:
     lines = [f"{len(runs)} run folders: {sum(r.status == 'ok' for r in runs)} finished, "
+def _span(values: list[int]) -> str:
+    """[0, 1, 2] -> '0..2'; [0, 2] -> '0, 2'."""
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+def _replicates(comparison: Comparison) -> str | None:
+    """What a column's mean ± sd is taken over (seeds, k-fold folds, or both); None when every column is one run."""
+    runs = [run for group in comparison.groups.values() if len(group) > 1 for run in group]
+    if not runs:
+        return None
+    seeds = sorted({str(run.seed) for run in runs}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))
+    folds = sorted({run.fold for run in runs if run.fold is not None})
+    ks = sorted({run.folds for run in runs if run.folds is not None})
+    parts = [f"seeds {', '.join(seeds)}"] if len(seeds) > 1 else []
+    if folds:
+        parts.append(f"folds {_span(folds)}" + (f" of data.folds={ks[0]}" if len(ks) == 1 else ""))
+    sizes = sorted({len(group) for group in comparison.groups.values() if len(group) > 1})
+    text = (f"Replicates: {' × '.join(parts) or 'repeated runs of the same settings'} "
+            f"(n = {_span(sizes)} per column): each run is one replicate; a column shows their mean ± sd.")
+    if folds:
+        text += (" The folds split the train+validation pool by patient (each fold validates once, the others "
+                 "train); every fold is tested on the same test split"
+                 + (", and DeLong tests pair runs of the same fold." if len(comparison.groups) > 1 else "."))
+    return text
+
+
              f"{sum(r.status == 'failed' for r in runs)} failed, {sum(r.status == 'incomplete' for r in runs)} incomplete."]
     if swept:
-        lines.append("Columns vary: " + ", ".join(swept) + ". Seeds are aggregated (mean ± sd over seeds).")
+        lines.append("Columns vary: " + ", ".join(swept) + ".")
     fixed = fixed_settings(runs)
     if fixed:
         lines.append("Common overrides: " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ".")
@@ -66,12 +94,15 @@ def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) 
         first = comparison.runs[0]
         settings = _settings(first)
         if settings:
+        replicates = _replicates(comparison)
+        if replicates:
+            lines.append(replicates)
             lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
         ts = comparison.test_sets[0]
         lines.append(
             f"Cells: test AUROC with a {comparison.ci:.0%} percentile CI from a patient-level bootstrap "
             f"({comparison.n_resamples} resamples of the {len(set(ts.patient_ids))} test patients, "
-            f"{len(ts.image_ids)} images; seed {comparison.seed}); with several seeds, mean ± sd over seeds. "
+            f"{len(ts.image_ids)} images; seed {comparison.seed}); with several replicates, mean ± sd over them. "
             f"Bold: best in the row. `*`: differs from the reference **{comparison.reference}** "
             f"(paired DeLong test, Holm-corrected over pathologies, p < {tables.ALPHA}).")
     return lines

@@ -1,4 +1,7 @@
-"""Statistics of a comparison: patient bootstrap CIs per run, seed aggregation, paired DeLong vs a reference.
+"""Statistics of a comparison: patient bootstrap CIs per run, replicate aggregation, paired DeLong vs a reference.
+
+Runs that differ only in a replicate key (`seed`, k-fold's `data.fold`; `runs.discover.REPLICATE_KEYS`)
+share a label and form one group: mean ± sd over its runs, each run one replicate.
 
 Glue over `chestx.metrics` (bootstrap_auroc, paired_tests, holm); no statistics are re-implemented
 here. Runs are compared only on identical test sets: runs whose predictions cover the same image ids
@@ -40,11 +43,11 @@ class Comparison:
     """Everything the tables and figures need."""
 
     runs: list[Run]                     # ok runs, in sweep order
-    groups: dict[str, list[Run]]        # label -> its runs (several seeds), in first-seen order
+    groups: dict[str, list[Run]]        # label -> its runs (replicates: seeds, folds), in first-seen order
     pathologies: list[str]              # table rows (without the mean)
-    per_run: pd.DataFrame               # label, run, seed, pathology, auroc, lower, upper (pathology "mean" too)
-    summary: pd.DataFrame               # label, pathology, auroc, lower, upper, sd, n_seeds
-    pvalues: pd.DataFrame               # label, run, seed, reference, pathology, auc, ..., p_value, p_holm
+    per_run: pd.DataFrame               # label, run, seed, fold, pathology, auroc, lower, upper (pathology "mean" too)
+    summary: pd.DataFrame               # label, pathology, auroc, lower, upper, sd, n_replicates
+    pvalues: pd.DataFrame               # label, run, seed, fold, reference, pathology, auc, ..., p_value, p_holm
     reference: str
     n_resamples: int
     seed: int
@@ -95,23 +98,23 @@ def _bootstrap(test_sets: list[TestSet], n_resamples: int, seed: int, ci: float)
             for k, name in enumerate(ts.pathologies):
                 observed = ~np.isnan(ts.labels[:, k])
                 rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
-                             "pathology": name, "auroc": out["auroc"][r, k], "lower": out["lower"][r, k],
-                             "upper": out["upper"][r, k], "n_pos": int((ts.labels[observed, k] == 1).sum()),
+                             "fold": run.fold, "pathology": name, "auroc": out["auroc"][r, k],
+                             "lower": out["lower"][r, k], "upper": out["upper"][r, k], "n_pos": int((ts.labels[observed, k] == 1).sum()),
                              "n_neg": int((ts.labels[observed, k] == 0).sum())})
             rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
-                         "pathology": MEAN, "auroc": out["mean"][r], "lower": out["mean_lower"][r],
+                         "fold": run.fold, "pathology": MEAN, "auroc": out["mean"][r], "lower": out["mean_lower"][r],
                          "upper": out["mean_upper"][r], "n_pos": np.nan, "n_neg": np.nan})
     return pd.DataFrame(rows), time.perf_counter() - started
 
 
 def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
-    """One row per (label, pathology): the run's value and CI, or mean +- sd over seeds."""
+    """One row per (label, pathology): the run's value and CI, or mean +- sd over its replicates."""
     rows = []
     for (label, pathology), block in per_run.groupby(["label", "pathology"], sort=False):
         values = block["auroc"].to_numpy(dtype=float)
         single = len(block) == 1
         rows.append({
-            "label": label, "pathology": pathology, "n_seeds": len(block),
+            "label": label, "pathology": pathology, "n_replicates": len(block),
             "auroc": float(values[0]) if single else float(np.nanmean(values)) if np.any(~np.isnan(values)) else np.nan,
             "lower": float(block["lower"].iloc[0]) if single else np.nan,
             "upper": float(block["upper"].iloc[0]) if single else np.nan,
@@ -146,24 +149,26 @@ def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: s
         for run in ts.runs:
             if run.label == reference:
                 continue
-            ref = next((x for x in refs if x.seed == run.seed), refs[0])  # pair seeds when both have them
+            # pair replicates (same seed, same fold) when both have them; every fold shares the test split
+            ref = next((x for x in refs if (x.seed, x.fold) == (run.seed, run.fold)), refs[0])
             pair = ts.probs[[index[id(run)], index[id(ref)]]]  # (2, N, K)
             table = paired_tests(pair, ts.labels, reference=1, pathologies=ts.pathologies).drop(columns="run")
             table.insert(0, "label", run.label)
             table.insert(1, "run", run.path.name)
             table.insert(2, "seed", run.seed)
-            table.insert(3, "reference", reference)
-            table.insert(4, "reference_run", ref.path.name)
+            table.insert(3, "fold", run.fold)
+            table.insert(4, "reference", reference)
+            table.insert(5, "reference_run", ref.path.name)
             frames.append(table)
     if not frames:
-        return pd.DataFrame(columns=["label", "run", "seed", "reference", "reference_run", "pathology", "auc",
+        return pd.DataFrame(columns=["label", "run", "seed", "fold", "reference", "reference_run", "pathology", "auc",
                                      "auc_reference", "diff", "se", "z", "p_value", "p_holm"])
     return pd.concat(frames, ignore_index=True)
 
 
 def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 1000, seed: int = 0,
             ci: float = 0.95) -> Comparison:
-    """Bootstrap every ok run, aggregate seeds, test every group against the reference."""
+    """Bootstrap every ok run, aggregate replicates, test every group against the reference."""
     ok = [r for r in runs if r.status == "ok"]
     if not ok:
         raise ReportError("no finished runs to compare (every run failed or is incomplete)")

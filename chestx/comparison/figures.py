@@ -109,7 +109,7 @@ COSTS = (("params", "parameters (M)", 1e-6), ("macs", "GMACs per image", 1e-9),
 
 
 def cost_scatter(comparison: Comparison, path: Path) -> Path:
-    """Mean test AUROC (with its bootstrap CI, or +- sd over seeds) against three costs, log x."""
+    """Mean test AUROC (with its bootstrap CI, or +- sd over replicates) against three costs, log x."""
     summary = comparison.summary[comparison.summary["pathology"] == MEAN].set_index("label")
     colors = dict(zip(comparison.groups, _colors(len(comparison.groups))))
     fig, axes = plt.subplots(1, len(COSTS), figsize=(4.2 * len(COSTS), 3.6), squeeze=False)
@@ -122,7 +122,7 @@ def cost_scatter(comparison: Comparison, path: Path) -> Path:
             x = float(np.mean(values)) * scale
             row = summary.loc[label]
             y = float(row["auroc"])
-            if row["n_seeds"] > 1:
+            if row["n_replicates"] > 1:
                 err = np.array([[row["sd"]], [row["sd"]]])
             else:
                 err = np.array([[y - row["lower"]], [row["upper"] - y]])

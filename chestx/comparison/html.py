@@ -57,7 +57,7 @@ def operating_points_section(runs: list[Run]) -> str:
             log.warning("%s unreadable (%s): left out of the report", path, error)
             continue
         frame = frame[[c for c in OPERATING_COLUMNS if c in frame.columns]]
-        parts.append(f"<h3>{html.escape(run.label)} <span class=note>seed {html.escape(str(run.seed))}, "
+        parts.append(f"<h3>{html.escape(run.label)} <span class=note>{html.escape(run.replicate)}, "
                      f"{html.escape(str(run.path))}</span></h3>\n<div class=scroll>{to_html(frame_table(frame))}</div>")
     if not parts:
         return ""

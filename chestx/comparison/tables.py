@@ -75,7 +75,7 @@ def auroc_table(comparison: Comparison) -> Table:
                 row.append(Cell("—"))
                 continue
             entry = summary.loc[(lab, pathology)]
-            if entry["n_seeds"] > 1:
+            if entry["n_replicates"] > 1:
                 text = f"{_fmt(value)} ± {_fmt(entry['sd'])}"
             else:
                 text = f"{_fmt(value)} [{_fmt(entry['lower'])}, {_fmt(entry['upper'])}]"
@@ -86,32 +86,34 @@ def auroc_table(comparison: Comparison) -> Table:
 
 
 def auroc_frame(comparison: Comparison) -> pd.DataFrame:
-    """Wide CSV: pathology, then per group `<label>`, `<label> lower`, `<label> upper`, `<label> sd`, `<label> n_seeds`."""
+    """Wide CSV: pathology, then per group `<label>`, `<label> lower`, `<label> upper`, `<label> sd`,
+    `<label> n_replicates`."""
     summary = comparison.summary
     frame = pd.DataFrame({"pathology": [*comparison.pathologies, MEAN]})
     for label in comparison.groups:
         block = summary[summary["label"] == label].set_index("pathology")
         for column, suffix in (("auroc", ""), ("lower", " lower"), ("upper", " upper"), ("sd", " sd"),
-                               ("n_seeds", " n_seeds")):
+                               ("n_replicates", " n_replicates")):
             frame[label + suffix] = frame["pathology"].map(block[column])
     return frame
 
 
 def cost_frame(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: label, seed, folder, then the raw cost numbers from metrics.json."""
+    """One row per run: label, seed, fold (k-fold runs), folder, then the raw cost numbers from metrics.json."""
     rows = []
     for run in runs:
-        row = {"label": run.label, "seed": run.seed, "run": str(run.path)}
+        row = {"label": run.label, "seed": run.seed, "fold": run.fold, "run": str(run.path)}
         row.update({key: run.metrics.get(key) for key, _, _ in COST_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def cost_table(runs: list[Run]) -> Table:
-    columns = ["run", "seed"] + [header for _, header, _ in COST_COLUMNS]
+    kfold = any(run.fold is not None for run in runs)
+    columns = ["run", "seed", *(["fold"] if kfold else [])] + [header for _, header, _ in COST_COLUMNS]
     rows = []
     for run in runs:
-        row = [Cell(run.label), Cell(str(run.seed))]
+        row = [Cell(run.label), Cell(str(run.seed)), *([Cell(str(run.fold))] if kfold else [])]
         for key, _, fmt in COST_COLUMNS:
             value = run.metrics.get(key)
             row.append(Cell("n/a" if value is None else fmt(value)))
@@ -122,14 +124,16 @@ def cost_table(runs: list[Run]) -> Table:
 def pvalue_table(comparison: Comparison) -> Table:
     """Rows: pathologies; columns: runs tested against the reference; cells: Holm p (raw p)."""
     p = comparison.pvalues
-    keys = list(dict.fromkeys(zip(p["label"], p["seed"])))
+    seed, fold = p["seed"].astype(str), p["fold"].astype(str)  # fold: "None" without k-fold
+    keys = list(dict.fromkeys(zip(p["label"], seed, fold)))
     multi = {lab for lab, runs in comparison.groups.items() if len(runs) > 1}
-    columns = ["pathology"] + [f"{lab} (seed {s})" if lab in multi else lab for lab, s in keys]
+    columns = ["pathology"] + [f"{lab} (seed {s}{'' if f == 'None' else f' fold {f}'})" if lab in multi else lab
+                               for lab, s, f in keys]
     rows = []
     for pathology in comparison.pathologies:
         row = [Cell(pathology)]
-        for lab, s in keys:
-            hit = p[(p["label"] == lab) & (p["seed"] == s) & (p["pathology"] == pathology)]
+        for lab, s, f in keys:
+            hit = p[(p["label"] == lab) & (seed == s) & (fold == f) & (p["pathology"] == pathology)]
             if hit.empty:
                 row.append(Cell("—"))
                 continue

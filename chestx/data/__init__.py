@@ -21,6 +21,7 @@ from chestx.data.splits import (
     SPLITS,
     SplitError,
     check_patient_disjoint,
+    kfold_split,
     list_split,
     load_split,
     official_split,
@@ -33,7 +34,7 @@ _LAZY = ("build_transform", "compute_mean_std", "IMAGENET_MEAN", "IMAGENET_STD",
 __all__ = [
     "CHEXPERT_COMPETITION_TASKS", "CHEXPERT_PATHOLOGIES", "NIH_PATHOLOGIES", "NO_FINDING", "SPLITS",
     "UNCERTAINTY_POLICIES", "DataError", "ImageReadError", "LabelTable", "SplitError",
-    "check_patient_disjoint", "find_nih_images", "list_split", "load_grayscale", "load_split",
+    "check_patient_disjoint", "find_nih_images", "kfold_split", "list_split", "load_grayscale", "load_split",
     "official_split", "random_split", "read_chexpert", "read_nih", "resize_square", "save_split", *_LAZY,
 ]
 

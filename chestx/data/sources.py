@@ -1,13 +1,15 @@
 """Datasets as configured: NIH ChestX-ray14 and CheXpert label files -> labels, split, image files.
 
-`ChestXData` does everything that is not dataset specific: resolve image files (and stop, or drop
-with a warning, when some are missing), undersample normal images in the training split, check that
-splits are patient-disjoint and save the split. `NIHData` / `CheXpertData` say how to read the label
-file and which rows go to which split. No Lightning here: `chestx.data.datamodule` builds loaders.
+`ChestXData` does everything that is not dataset specific: patient-level k-fold over the train+val
+pool (`folds`, `fold`), resolve image files (and stop, or drop with a warning, when some are missing),
+undersample normal images in the training split, check that splits are patient-disjoint and save the
+split. `NIHData` / `CheXpertData` say how to read the label file and which rows go to which split.
+No Lightning here: `chestx.data.datamodule` builds loaders.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +21,9 @@ from chestx.data.labels import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError, LabelTable,
 )
 from chestx.data.nih import find_nih_images, read_list_labels, read_nih, with_list_labels
-from chestx.data.splits import SPLITS, check_patient_disjoint, list_split, official_split, random_split, save_split
+from chestx.data.splits import (
+    SPLITS, SplitError, check_patient_disjoint, kfold_split, list_split, official_split, random_split, save_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,10 @@ class ChestXData:
         cache: bool = False,
         cache_dir: str | None = None,
         norm_sample: int = 512,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
+        _check_folds(folds, fold)
         if missing_images not in MISSING_POLICIES:
             raise DataError(f"data.missing_images={missing_images!r} is not one of {MISSING_POLICIES}")
         if not 0.0 < no_finding_fraction <= 1.0:
@@ -73,6 +80,8 @@ class ChestXData:
         self.cache = cache
         self.cache_dir = cache_dir
         self.norm_sample = norm_sample
+        self.folds = folds  # None, or K: patient-level K-fold over the train+val pool, `fold` validates
+        self.fold = fold
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
@@ -112,6 +121,7 @@ class ChestXData:
             return self.table, self.split
         self._check_root()
         table, split = self.load_table()
+        table, split = self._apply_fold(table, split)
         table, split = self._undersample_no_finding(table, split)
         paths: list[Path] = []
         if find_images:
@@ -123,6 +133,25 @@ class ChestXData:
     def _check_root(self) -> None:
         if not self.root.exists():
             raise DataError(f"data.root={str(self.root)!r} does not exist: point data.root at the dataset folder")
+
+    def _apply_fold(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray]:
+        """With data.folds: fold data.fold of the train+val pool validates, the rest trains; test untouched.
+
+        Folds are drawn from the label-file rows (seeded by data.seed), before normal undersampling (which
+        then thins the training folds only) and before any image lookup, so they do not depend on which
+        images are present. The frame gains a `fold` column (-1 for test) that split.csv records.
+        """
+        if self.folds is None:
+            return table, split
+        assert self.fold is not None
+        try:
+            split, fold_of_row = kfold_split(split, table.frame["patient_id"].to_numpy(), self.folds, self.fold,
+                                             seed=self.seed)
+        except SplitError as error:
+            raise DataError(f"data.folds={self.folds} data.fold={self.fold}: {error}") from error
+        log.info("k-fold: fold %d of %d validates (data.fold / data.folds, seed %d); the other %d folds train, "
+                 "the test split is untouched", self.fold, self.folds, self.seed, self.folds - 1)
+        return replace(table, frame=table.frame.assign(fold=fold_of_row)), split
 
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
         """Image file of every row; missing ones stop the run or are dropped (data.missing_images)."""
@@ -193,6 +222,20 @@ class ChestXData:
     def train_labels(self) -> np.ndarray:
         assert self.table is not None and self.split is not None
         return self.table.labels[self.split == "train"]  # (N_train, K)
+
+
+def _check_folds(folds: int | None, fold: int | None) -> None:
+    """data.folds / data.fold: both null, or K >= 2 and 0 <= fold < K."""
+    if folds is None:
+        if fold is not None:
+            raise DataError(f"data.fold={fold} needs data.folds: set data.folds=K as well (e.g. data.folds=5 "
+                            f"data.fold={fold}), or leave data.fold=null for the dataset's own train/val split")
+        return
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise DataError(f"data.folds={folds!r} must be an integer >= 2 (e.g. data.folds=5), or null for no k-fold")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise DataError(f"data.fold={fold!r} must be an integer in 0..{folds - 1} with data.folds={folds}: e.g. "
+                        f"data.fold=0, or sweep them all with -m data.fold={','.join(map(str, range(folds)))}")
 
 
 def _first_existing(root: Path, names: Sequence[str], key: str) -> Path:

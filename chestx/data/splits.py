@@ -1,4 +1,5 @@
-"""Patient-level train / val / test splits: official NIH lists, list files (CheXNet 70/10/20), random.
+"""Patient-level train / val / test splits: official NIH lists, list files (CheXNet 70/10/20), random,
+and patient-level k-fold over the train+val pool of any of them (`kfold_split`).
 
 Every split function returns `split`, an np.ndarray[str] (N,) aligned with the frame's rows,
 holding "train" / "val" / "test". A row whose image is in none of the list files is an error
@@ -172,6 +173,56 @@ def random_split(
     return split
 
 
+POOL: tuple[str, ...] = ("train", "val")  # the rows k-fold redistributes; "test" stays as it is
+
+
+def patient_folds(patient_ids: np.ndarray, pool: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold (0..folds-1) of every pool row, -1 outside the pool: (N,) int.
+
+    The pool's patients (sorted ids) are shuffled with `np.random.default_rng(seed)` and cut into
+    `folds` consecutive groups of near-equal patient counts (`np.array_split`, the rule of sklearn's
+    GroupKFold(shuffle=True)); a patient's images all fall in its fold.
+    """
+    patient_ids, pool = np.asarray(patient_ids).astype(str), np.asarray(pool, dtype=bool)
+    if patient_ids.shape != pool.shape:
+        raise SplitError(f"patient_ids {patient_ids.shape} and pool {pool.shape} must have the same length")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise SplitError(f"folds={folds!r} must be an integer >= 2 (e.g. 5 for 5-fold cross-validation)")
+    patients, row_patient = np.unique(patient_ids[pool], return_inverse=True)
+    if len(patients) < folds:
+        raise SplitError(
+            f"folds={folds} needs at least {folds} patients in the train+val pool, which has {len(patients)}; "
+            "use fewer folds or more images"
+        )
+    patient_fold = np.empty(len(patients), dtype=np.int64)  # (P,) fold of each pool patient
+    for i, members in enumerate(np.array_split(np.random.default_rng(seed).permutation(len(patients)), folds)):
+        patient_fold[members] = i
+    out = np.full(len(pool), -1, dtype=np.int64)  # (N,)
+    out[pool] = patient_fold[row_patient]
+    return out
+
+
+def kfold_split(
+    split: np.ndarray, patient_ids: np.ndarray, folds: int, fold: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-level k-fold of a split: fold `fold` of the train+val pool validates, the other folds train.
+
+    `split` is any split of this module (official, list, random); its "test" rows are kept as they are
+    and its train/val boundary is replaced. Returns the new split (N,) and each row's fold (N,), -1 for
+    rows outside the pool. The same (rows, folds, seed) give the same folds for every `fold`.
+    """
+    split = np.asarray(split).astype(str)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+        raise SplitError(f"fold={fold!r} must be an integer in 0..{folds - 1} (folds={folds})")
+    pool = np.isin(split, POOL)
+    fold_of_row = patient_folds(patient_ids, pool, folds, seed)
+    out = split.copy()
+    out[pool] = np.where(fold_of_row[pool] == fold, "val", "train")
+    check_patient_disjoint(np.asarray(patient_ids), out)
+    log.info("Fold %d of %d (seed %d) over %d train+val images: %s", fold, folds, seed, int(pool.sum()), _sizes(out))
+    return out, fold_of_row
+
+
 def check_patient_disjoint(patient_ids: np.ndarray, split: np.ndarray) -> None:
     """Raise SplitError when a patient has images in more than one split."""
     patient_ids, split = np.asarray(patient_ids).astype(str), np.asarray(split).astype(str)
@@ -188,7 +239,8 @@ def check_patient_disjoint(patient_ids: np.ndarray, split: np.ndarray) -> None:
 
 
 def save_split(path: str | Path, frame: pd.DataFrame | LabelTable, split: np.ndarray) -> None:
-    """Write a CSV with columns image_id, patient_id, split (rows in frame order)."""
+    """Write a CSV with columns image_id, patient_id, split (rows in frame order), and `fold` when the frame
+    has one (k-fold: the pool fold of each train/val row, empty for test)."""
     frame = _frame(frame)
     if len(split) != len(frame):
         raise SplitError(
@@ -198,6 +250,9 @@ def save_split(path: str | Path, frame: pd.DataFrame | LabelTable, split: np.nda
     path.parent.mkdir(parents=True, exist_ok=True)
     out = pd.DataFrame({"image_id": frame["image_id"].to_numpy(), "patient_id": frame["patient_id"].to_numpy(),
                         "split": np.asarray(split)})
+    if "fold" in frame.columns:
+        fold = pd.Series(frame["fold"].to_numpy(), dtype="Int64")
+        out["fold"] = fold.mask(fold < 0)  # -1 (test) written empty
     out.to_csv(path, index=False)
     log.info("Saved split of %d images to %s", len(out), path)
 

@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 CLINICAL_FILES = ("thresholds.csv", "operating_points.csv", "calibration.csv")
 # Overrides that never describe *what* was compared: where things are, how fast loaders are,
-# and chestx.evaluate's input options. Seeds are aggregated, not columns.
+# and chestx.evaluate's input options. Replicates are aggregated, not columns.
 IGNORED_KEY_PREFIXES = ("hydra.", "paths.")
+REPLICATE_KEYS = ("seed", "data.fold")  # runs differing only in these are replicates of one configuration
 IGNORED_KEYS = frozenset({
-    "seed", "data.num_workers", "data.pin_memory", "data.root", "data.cache", "data.cache_dir",
+    *REPLICATE_KEYS, "data.num_workers", "data.pin_memory", "data.root", "data.cache", "data.cache_dir",
     "data.eval_batch_size", "logger", "trainer.accelerator", "trainer.devices", "ckpt_path",
     "predictions", "prefix", "id_column", "name", "allow_missing", "task_name",
 })
@@ -67,6 +68,21 @@ class Run:
         seed = self.metrics.get("seed")
         return seed if seed is not None else self.overrides.get("seed", _select(self.config, "seed"))
 
+    @property
+    def fold(self) -> int | None:
+        """The k-fold fold that validated this run (data.fold), None without k-fold."""
+        return _int_or_none(self.overrides.get("data.fold", _select(self.config, "data.fold")))
+
+    @property
+    def folds(self) -> int | None:
+        """K of a k-fold run (data.folds), None without k-fold."""
+        return _int_or_none(self.overrides.get("data.folds", _select(self.config, "data.folds")))
+
+    @property
+    def replicate(self) -> str:
+        """Which replicate of its configuration the run is: `seed 0`, or `seed 0 fold 2`."""
+        return f"seed {self.seed}" + ("" if self.fold is None else f" fold {self.fold}")
+
     def clinical_file(self, name: str) -> Path | None:
         path = self.path / name
         return path if path.is_file() else None
@@ -79,6 +95,13 @@ def _select(config: dict[str, Any], key: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None or str(value) in ("", "null", "None") else int(value)
+    except ValueError:
+        return None
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -187,7 +210,7 @@ def _value_of(run: Run, key: str) -> str | None:
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Keys whose known value differs between runs (besides seeds and the ignored plumbing keys), model first."""
+    """Keys whose known value differs between runs (not REPLICATE_KEYS nor plumbing keys), model first."""
     keys: set[str] = set()
     for run in runs:
         keys.update(k for k in run.overrides

@@ -189,7 +189,7 @@ def test_seeds_are_aggregated_and_run_folders_mix_with_sweeps(sweep, seed1_run, 
     means = per_run[(per_run["label"] == "resnet18") & (per_run["pathology"] == MEAN)]["auroc"]
     assert table.loc[MEAN, "resnet18"] == pytest.approx(means.mean(), abs=1e-6)
     assert table.loc[MEAN, "resnet18 sd"] == pytest.approx(means.std(ddof=1), abs=1e-6)
-    assert table.loc[MEAN, "resnet18 n_seeds"] == 2
+    assert table.loc[MEAN, "resnet18 n_replicates"] == 2
     assert "±" in (tmp_path / "auroc_table.md").read_text()
     pvalues = pd.read_csv(tmp_path / "pvalues.csv")
     assert set(pvalues["label"]) <= {"mobilenetv2", "resnet18"}
