@@ -54,8 +54,6 @@ def _settings(run: Run) -> dict[str, Any]:
     return out
 
 
-def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) -> list[str]:
-    lines = [f"{len(runs)} run folders: {sum(r.status == 'ok' for r in runs)} finished, "
 def _span(values: list[int]) -> str:
     """[0, 1, 2] -> '0..2'; [0, 2] -> '0, 2'."""
     if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
@@ -84,6 +82,8 @@ def _replicates(comparison: Comparison) -> str | None:
     return text
 
 
+def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) -> list[str]:
+    lines = [f"{len(runs)} run folders: {sum(r.status == 'ok' for r in runs)} finished, "
              f"{sum(r.status == 'failed' for r in runs)} failed, {sum(r.status == 'incomplete' for r in runs)} incomplete."]
     if swept:
         lines.append("Columns vary: " + ", ".join(swept) + ".")
@@ -92,11 +92,11 @@ def _replicates(comparison: Comparison) -> str | None:
         lines.append("Common overrides: " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ".")
     if comparison is not None:
         first = comparison.runs[0]
-        settings = _settings(first)
-        if settings:
         replicates = _replicates(comparison)
         if replicates:
             lines.append(replicates)
+        settings = _settings(first)
+        if settings:
             lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
         ts = comparison.test_sets[0]
         lines.append(
