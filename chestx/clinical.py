@@ -3,8 +3,8 @@
     python -m chestx.clinical run=outputs/train/<date>/<time> [method=f1] [cams=0]
 
 Reads the run's predictions_val.csv / predictions.csv and writes its files into the run folder (or
-into `hydra.run.dir=<folder>`); the test images for the heatmaps are found through the run's own
-data config (`config.yaml`). The library is `chestx.runs.clinical`.
+into `hydra.run.dir=<folder>`), subgroups.csv too at the new thresholds; the test images for the heatmaps
+are found through the run's own data config (`config.yaml`). The library is `chestx.runs.clinical`.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def main(cfg: DictConfig) -> None:
                            temperature_scaling=cfg.temperature_scaling, n_bins=cfg.n_bins, cams=cfg.cams,
                            max_cams_per_image=cfg.max_cams_per_image, target_layer=cfg.target_layer,
                            device=cfg.device, image_paths=paths)
+    if cfg.get("subgroups") and cfg.subgroups.get("_target_"):
+        instantiate(cfg.subgroups)(run, out_dir=hydra_run_dir())
     print(summary)
 
 

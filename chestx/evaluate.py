@@ -9,7 +9,8 @@ The CSV holds an image-id column and one probability column per pathology, named
 unless `id_column=` names another. Rows of the test split are
 scored (rows of other splits are ignored; rows of the validation split, when all are present, are
 saved as predictions_val.csv). The run folder gets config.yaml, split.csv, predictions.csv,
-auroc.csv and metrics.json, so `chestx.report` puts the model beside trained ones.
+auroc.csv, metrics.json and subgroups.csv (sex / age band / view from the label file; `subgroups=none`
+skips it), so `chestx.report` puts the model beside trained ones.
 """
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ def main(cfg: DictConfig) -> float:
     name = cfg.get("name") or Path(str(cfg.predictions)).stem
     with failure_recorded(run_dir, model=name, seed=cfg.get("seed")):
         write_config(run_dir, cfg)
+        subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
         table, split = instantiate(cfg.data).labels_only()
         metrics = evaluate(
             Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
             id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
             extra={"data": str(cfg.data._target_).rsplit(".", 1)[-1], "seed": cfg.seed},
         )
+        if subgroups is not None:
+            subgroups(run_dir)
     return float(metrics["test/auroc_mean"])
 
 

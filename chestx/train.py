@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_all, write_config
-from chestx.runs.files import METRICS_FILE, failure_recorded, write_metrics, write_run_predictions
+from chestx.runs.files import METRICS_FILE, failure_recorded, with_metadata, write_metrics, write_run_predictions
 
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
@@ -112,6 +112,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     apply_device_defaults(cfg)
     write_config(run_dir, cfg)
+    # built now so that bad subgroup options stop the run before training (subgroups=none leaves no _target_)
+    subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg)
     best = fit(cfg, trainer, module, datamodule)
@@ -122,10 +124,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                                                        verbose=False)
             metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
         if trainer.is_global_zero:
-            write_run_predictions(run_dir, {s: data.split_frame(s) for s in ("val", "test")}, module.outputs,
-                                  data.pathologies)
+            frame = data.labels_only()[0].frame  # sex / age / view travel in predictions*.csv (subgroups)
+            write_run_predictions(run_dir, {s: with_metadata(data.split_frame(s), frame) for s in ("val", "test")},
+                                  module.outputs, data.pathologies)
             if cfg.get("clinical") and cfg.clinical.get("_target_"):  # clinical=none leaves no _target_
                 instantiate(cfg.clinical)(run_dir, image_paths=data.image_paths("test"))
+            if subgroups is not None:  # after the clinical step: it reuses its thresholds.csv
+                subgroups(run_dir)
     metrics.update(run_summary(cfg, trainer, module, datamodule, best, started))
     if trainer.is_global_zero:
         write_metrics(run_dir / METRICS_FILE, metrics)

@@ -1,7 +1,8 @@
 """Build every report file from sweep / run folders (`chestx.report` and `chestx.benchmark` call this).
 
 Files written to `out`: auroc_table.md / .csv / .tex, auroc_per_run.csv, costs.csv, pvalues.csv,
-figures/{roc_curves,auroc_heatmap,auroc_vs_cost}.png and report.html (self-contained).
+figures/{roc_curves,auroc_heatmap,auroc_vs_cost}.png and report.html (self-contained); with runs that wrote
+subgroups.csv also subgroups_per_run.csv and figures/subgroup_gaps.png (`chestx.comparison.subgroups`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from chestx.comparison import figures as report_figures, tables
 from chestx.comparison.compare import Comparison, compare
 from chestx.comparison.html import operating_points_section, render_page
+from chestx.comparison.subgroups import SubgroupSection, subgroup_section
 from chestx.runs.discover import ReportError, Run, _select, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
     files: dict[str, Path] = {}
     md_sections: list[tuple[str, tables.Table]] = []
     figures: dict[str, Path] = {}
+    subgroups = SubgroupSection()
     if comparison is not None:
         main = tables.auroc_table(comparison)
         cost = tables.cost_table(comparison.runs)
@@ -170,13 +173,15 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
             cost, "Cost per run.", label="tab:cost"))
         figures = report_figures.all_figures(comparison, out / "figures")
         files.update({p.name: p for p in figures.values()})
+        subgroups = subgroup_section(comparison.runs, out)
+        files.update(subgroups.files)
     files["auroc_table.md"] = out / "auroc_table.md"
-    files["auroc_table.md"].write_text(_markdown(title, lines, md_sections, failures))
+    files["auroc_table.md"].write_text(_markdown(title, lines, md_sections + subgroups.markdown, failures))
     html_lines = [html.escape(line).replace("**", "") for line in lines]
     html_lines.append(html.escape(f"Built {time.strftime('%Y-%m-%d %H:%M')} on {platform.node() or 'unknown host'} "
                                   f"({platform.machine()}, Python {platform.python_version()})."))
     page = render_page(title, html_lines, [(h, tables.to_html(t)) for h, t in md_sections], figures, failures,
-                       operating_points_section(comparison.runs) if comparison else "")
+                       (operating_points_section(comparison.runs) if comparison else "") + subgroups.html)
     files["report.html"] = out / "report.html"
     files["report.html"].write_text(page)
     seconds = time.perf_counter() - started

@@ -150,6 +150,7 @@ def bootstrap_auroc(
     ci: float = 0.95,
     return_resamples: bool = False,
     chunk_size: int | None = None,
+    warn_invalid: bool = True,
 ) -> dict[str, np.ndarray | int | float]:
     """Patient-level bootstrap percentile CIs of per-pathology and mean AUROC.
 
@@ -161,7 +162,8 @@ def bootstrap_auroc(
     mean_lower, mean_upper (R,) for the mean over pathologies computed per resample
     (over the pathologies whose full-data AUROC is defined); n_invalid (R, K) and
     n_invalid_mean (R,) resamples left out because a class was absent; n_resamples,
-    n_patients, ci; and, with return_resamples, resamples (B, R, K).
+    n_patients, ci; and, with return_resamples, resamples (B, R, K). ``warn_invalid=False``
+    leaves the warning about left-out resamples to the caller (``n_invalid`` still counts them).
     """
     labels = check_eval_labels(labels)
     probs = np.asarray(probs, dtype=np.float64)
@@ -223,7 +225,7 @@ def bootstrap_auroc(
     mean_lower, mean_upper = _percentiles(mean_resamples, ci)
     n_invalid = np.where(defined, np.isnan(resamples).sum(axis=0), n_resamples)
     n_invalid_mean = np.isnan(mean_resamples).sum(axis=0)
-    for r, k in zip(*np.nonzero(defined & (n_invalid > 0))):
+    for r, k in zip(*np.nonzero(defined & (n_invalid > 0) & warn_invalid)):
         logger.warning(
             "run %d pathology %d: %d of %d resamples lacked a class and were left out",
             r, k, n_invalid[r, k], n_resamples,

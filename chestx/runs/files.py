@@ -1,7 +1,8 @@
 """The files every run writes to its folder, and reading them back.
 
-`predictions.csv` (one row per image: image_id, patient_id, then prob_<P> and label_<P> for every
-pathology, the label empty when unknown), `auroc.csv` (pathology, auroc, n_pos, n_neg, and a
+`predictions.csv` (one row per image: image_id, patient_id, the label file's metadata sex, age, view
+(and frontal_lateral for CheXpert) when known, then prob_<P> and label_<P> for every pathology, the label
+empty when unknown), `auroc.csv` (pathology, auroc, n_pos, n_neg, and a
 `mean` row) and `metrics.json`. `chestx.train`, `chestx.evaluate` and `chestx.report` all use these
 functions, so the column names live here only.
 """
@@ -30,6 +31,8 @@ PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
 AUROC_FILE = "auroc.csv"
 METRICS_FILE = "metrics.json"
+# label-file metadata carried by predictions files (subgroup attributes, `chestx.metrics.subgroups`)
+META_COLUMNS = ("sex", "age", "view", "frontal_lateral")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -41,9 +44,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def predictions_frame(ids: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> pd.DataFrame:
-    """ids: image_id, patient_id (N rows); probs, labels: (N, K)."""
+    """ids: image_id, patient_id and any META_COLUMNS (N rows); probs, labels: (N, K)."""
     assert probs.shape == labels.shape == (len(ids), len(pathologies)), (probs.shape, labels.shape, len(ids))
     columns: dict[str, Any] = {"image_id": ids["image_id"].to_numpy(), "patient_id": ids["patient_id"].to_numpy()}
+    columns.update({c: ids[c].to_numpy() for c in META_COLUMNS if c in ids.columns})
     for k, name in enumerate(pathologies):
         columns[PROB_PREFIX + name] = probs[:, k]
         columns[LABEL_PREFIX + name] = pd.array(
@@ -57,12 +61,28 @@ def write_predictions(path: Path, frame: pd.DataFrame) -> None:
 
 
 def read_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """Inverse of write_predictions: (ids frame, probs (N,K), labels (N,K), pathologies)."""
-    frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+    """Inverse of write_predictions: (ids frame, probs (N,K), labels (N,K), pathologies).
+
+    The ids frame holds image_id, patient_id and the META_COLUMNS the file has.
+    """
+    frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "sex": str, "view": str,
+                                     "frontal_lateral": str})
     pathologies = [c[len(PROB_PREFIX):] for c in frame.columns if c.startswith(PROB_PREFIX)]
     probs = frame[[PROB_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)
     labels = frame[[LABEL_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)
-    return frame[["image_id", "patient_id"]], probs, labels, pathologies
+    return frame[["image_id", "patient_id", *[c for c in META_COLUMNS if c in frame.columns]]], probs, labels, pathologies
+
+
+def with_metadata(ids: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """`ids` (image_id, patient_id, in its own row order) with the META_COLUMNS of `frame` (a LabelTable
+    frame, one row per image) looked up by image_id."""
+    meta = frame.drop_duplicates("image_id").set_index("image_id")
+    missing = ~ids["image_id"].isin(meta.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} image ids have no row in the label table (first: "
+                         f"{ids['image_id'][missing].iloc[0]}): the split and the label table disagree")
+    extra = meta.loc[ids["image_id"], [c for c in META_COLUMNS if c in meta.columns]].reset_index(drop=True)
+    return pd.concat([ids.reset_index(drop=True), extra], axis=1)
 
 
 def write_auroc(path: Path, probs: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> pd.DataFrame:

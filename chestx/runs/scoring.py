@@ -18,8 +18,8 @@ import pandas as pd
 from chestx.data.labels import LabelTable, evaluation_targets
 from chestx.data.splits import save_split
 from chestx.runs.files import (
-    AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table, predictions_frame,
-    write_auroc, write_metrics, write_predictions,
+    AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table,
+    predictions_frame, write_auroc, write_metrics, write_predictions,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def align_predictions(
     ids: np.ndarray, probs: np.ndarray, table: LabelTable, split: np.ndarray, stage: str = "test",
     allow_missing: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Rows of `stage`: (image_id/patient_id frame, probs (N, K), evaluation labels (N, K)).
+    """Rows of `stage`: (image_id, patient_id + metadata frame, probs (N, K), evaluation labels (N, K)).
 
     Evaluation labels follow training's rule: uncertain and soft labels are unknown (NaN).
     """
@@ -114,6 +114,8 @@ def align_predictions(
     order = position.loc[stage_ids].to_numpy()
     labels = evaluation_targets(table.labels[rows], table.uncertain[rows]).astype(np.float64)  # (N, K)
     frame = table.frame.iloc[rows][["image_id", "patient_id"]].astype(str).reset_index(drop=True)
+    meta = [c for c in META_COLUMNS if c in table.frame.columns]  # sex, age, view: subgroups of external models
+    frame[meta] = table.frame.iloc[rows][meta].reset_index(drop=True)
     return frame, probs[order], labels
 
 
