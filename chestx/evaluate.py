@@ -2,6 +2,12 @@
 
     python -m chestx.evaluate predictions=their_preds.csv data=nih data.root=/data/ChestX-ray14 prefix=prob_
     python -m chestx.evaluate predictions=p.csv name=chexnet_published prefix=""
+    python -m chestx.evaluate ckpt=outputs/train/.../checkpoints/best.ckpt data=chexpert data.root=/data
+
+With `ckpt=` (instead of `predictions=`) the checkpoint is scored on the data's test split, on the
+findings its training dataset and this one both define (cross-dataset: `chestx.inference.external`),
+into `external/<dataset>/` of the run folder (predictions, auroc, subgroups at the checkpoint's
+frozen thresholds, the name mapping), as `chestx.train ... test_data=[...]` does.
 
 The CSV holds an image-id column and one probability column per pathology, named
 `<prefix><pathology>` (e.g. `prob_Edema`, or `Edema` with `prefix=""`). The id column is the first of
@@ -15,6 +21,7 @@ skips it), so `chestx.report` puts the model beside trained ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
@@ -25,14 +32,36 @@ from chestx.runs.files import failure_recorded
 from chestx.runs.scoring import evaluate
 
 
+def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
+    """ckpt= on cfg.data's test split, into run_dir/external/<dataset>/; metrics.json in run_dir."""
+    from chestx.inference.external import checkpoint_device, external_dir, score_external
+    from chestx.inference.predictor import load_for_inference
+    from chestx.runs.external import thresholds_for, write_external
+    from chestx.runs.files import METRICS_FILE, write_metrics
+
+    predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device())
+    data = instantiate(cfg.data)
+    scores = score_external(predictor, data, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
+    out = external_dir(run_dir, data)
+    metrics = write_external(out, scores, thresholds_for(predictor, scores.pathologies), subgroups)
+    write_metrics(run_dir / METRICS_FILE, {"status": "ok", "error": None, "ckpt": str(cfg.ckpt),
+                                          "model": predictor.model_name, "data": type(data).__name__, **metrics})
+    return float(metrics[f"external_{out.name}/auroc_mean"])
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    """Score cfg.predictions on the test split; a failure is recorded in metrics.json and error.txt."""
+    """Score cfg.predictions (or cfg.ckpt) on the test split; a failure is recorded in metrics.json and error.txt."""
     run_dir = hydra_run_dir()
-    name = cfg.get("name") or Path(str(cfg.predictions)).stem
+    if (cfg.get("predictions") is None) == (cfg.get("ckpt") is None):
+        raise ValueError("chestx.evaluate scores either predictions=<a CSV> or ckpt=<a .ckpt of chestx.train>: "
+                         f"got predictions={cfg.get('predictions')}, ckpt={cfg.get('ckpt')}")
+    name = cfg.get("name") or Path(str(cfg.predictions or cfg.ckpt)).stem
     with failure_recorded(run_dir, model=name, seed=cfg.get("seed")):
         write_config(run_dir, cfg)
         subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
+        if cfg.get("ckpt") is not None:
+            return score_checkpoint(cfg, run_dir, subgroups)
         table, split = instantiate(cfg.data).labels_only()
         metrics = evaluate(
             Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),

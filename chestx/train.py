@@ -114,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_config(run_dir, cfg)
     # built now so that bad subgroup options stop the run before training (subgroups=none leaves no _target_)
     subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
+    other_data = other_test_data(cfg)  # test_data=[...]: checked now, scored after the usual test
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg)
     best = fit(cfg, trainer, module, datamodule)
@@ -131,9 +132,48 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 instantiate(cfg.clinical)(run_dir, image_paths=data.image_paths("test"))
             if subgroups is not None:  # after the clinical step: it reuses its thresholds.csv
                 subgroups(run_dir)
+            metrics.update(test_other_datasets(cfg, other_data, best, run_dir, subgroups))
     metrics.update(run_summary(cfg, trainer, module, datamodule, best, started))
     if trainer.is_global_zero:
         write_metrics(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def other_test_data(cfg: DictConfig) -> dict[str, ChestXData]:
+    """The datasets of `test_data=[...]`, built (options checked) before training; their roots must exist."""
+    out = {}
+    for name, node in (cfg.get("test_data") or {}).items():
+        missing = sorted(OmegaConf.missing_keys(node))
+        if missing:
+            raise ValueError(f"test_data.{name} needs {', '.join(f'test_data.{name}.{k}' for k in missing)}: e.g. "
+                             f"test_data.{name}.root=/data/{name}")
+        data = instantiate(node)
+        if not Path(data.root).is_dir():
+            raise FileNotFoundError(f"test_data.{name}.root={str(data.root)!r} is not a folder: point it at the "
+                                    f"{type(data).__name__} dataset folder")
+        out[str(name)] = data
+    return out
+
+
+def test_other_datasets(cfg: DictConfig, other: dict[str, ChestXData], best: str | None, run_dir: Path,
+                        subgroups: Any) -> dict[str, Any]:
+    """Score the best checkpoint on each extra dataset's test split into external/<name>/ (cross-dataset)."""
+    if not other:
+        return {}
+    if best is None:
+        log.warning("test_data: no checkpoint was saved, so %s could not be scored", sorted(other))
+        return {}
+    from chestx.inference.external import checkpoint_device, score_external
+    from chestx.inference.predictor import load_for_inference
+    from chestx.runs.external import EXTERNAL_DIR, thresholds_for, write_external
+
+    predictor = load_for_inference(best, device=checkpoint_device())
+    metrics: dict[str, Any] = {}
+    for name, data in other.items():
+        scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
+                                num_workers=int(cfg.data.num_workers or 0))
+        metrics.update(write_external(run_dir / EXTERNAL_DIR / name, scores,
+                                      thresholds_for(predictor, scores.pathologies), subgroups))
     return metrics
 
 

@@ -42,3 +42,79 @@ def test_no_shared_finding_is_a_clear_error(clinical_run_dir: Path, chexpert_tre
     predictor.pathologies = ["Mass"] * len(predictor.pathologies)  # a model of findings CheXpert does not label
     with pytest.raises(ValueError, match="no finding in common.*tasks=all"):
         score_external(predictor, CheXpertData(root=str(chexpert_tree), tasks="all"))
+
+
+@pytest.mark.slow
+def test_train_with_test_data_writes_external_folder(compose, tiny_overrides, chexpert_tree: Path,
+                                                     tmp_path: Path) -> None:
+    """`chestx.train ... test_data=[chexpert]`: the best checkpoint scored on CheXpert after the NIH test."""
+    from sklearn.metrics import roc_auc_score
+
+    from chestx.runs.files import read_predictions
+    from chestx.train import train
+
+    cfg = compose([*tiny_overrides, "model=resnet18", "test_data=[chexpert]",
+                   f"test_data.chexpert.root={chexpert_tree}"], tmp_path)
+    metrics = train(cfg)
+    out = tmp_path / "external" / "chexpert"
+    assert {p.name for p in out.iterdir()} >= {"predictions.csv", "auroc.csv", "subgroups.csv", "mapping.csv",
+                                               "thresholds.csv"}
+    ids, probs, labels, names = read_predictions(out / "predictions.csv")
+    assert len(ids) == 202 and names[2] == "Effusion" and {"sex", "age", "view"} <= set(ids.columns)
+    aucs = [roc_auc_score(labels[~np.isnan(labels[:, k]), k], probs[~np.isnan(labels[:, k]), k])
+            for k in range(len(names)) if len(np.unique(labels[~np.isnan(labels[:, k]), k])) == 2]
+    assert metrics["external_chexpert/auroc_mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
+    table = pd.read_csv(out / "auroc.csv").set_index("pathology")
+    assert table.loc["Effusion", "n_pos"] == int(np.nansum(labels[:, 2]))
+    frozen = pd.read_csv(tmp_path / "thresholds.csv").set_index("pathology")["threshold"]
+    external = pd.read_csv(out / "thresholds.csv").set_index("pathology")["threshold"]
+    assert np.allclose(external.to_numpy(), frozen.loc[names].to_numpy())  # the NIH run's validation thresholds
+    subgroups = pd.read_csv(out / "subgroups.csv")
+    assert {"sex", "age", "view"} <= set(subgroups["attribute"]) and subgroups["tpr"].notna().any()
+    saved = (tmp_path / "metrics.json").read_text()
+    assert "external_chexpert/auroc/Effusion" in saved
+
+
+def test_test_data_needs_a_root_and_says_so(compose, tiny_overrides, tmp_path: Path) -> None:
+    from chestx.train import other_test_data
+
+    with pytest.raises(ValueError, match=r"test_data\.chexpert\.root"):
+        other_test_data(compose([*tiny_overrides, "test_data=[chexpert]"], tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"test_data\.chexpert\.root='/nowhere'"):
+        other_test_data(compose([*tiny_overrides, "test_data=[chexpert]", "test_data.chexpert.root=/nowhere"],
+                                tmp_path))
+
+
+def test_evaluate_scores_an_existing_checkpoint_on_another_dataset(nih_on_chexpert, clinical_run_dir: Path,
+                                                                   chexpert_tree: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import json
+    import sys
+
+    from chestx.evaluate import main
+
+    _, scores = nih_on_chexpert
+    run = tmp_path / "evaluate"
+    monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"ckpt={clinical_run_dir / 'checkpoints' / 'best.ckpt'}",
+                                      "data=chexpert", f"data.root={chexpert_tree}", "data.tasks=all",
+                                      f"hydra.run.dir={run}"])
+    main()
+    out = run / "external" / "chexpert"
+    table = pd.read_csv(out / "auroc.csv").set_index("pathology")
+    assert list(table.index[:-1]) == scores.pathologies and table.index[-1] == "mean"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["status"] == "ok" and saved["external_chexpert/auroc_mean"] == pytest.approx(table.loc["mean", "auroc"])
+    assert (out / "subgroups.csv").is_file() and (out / "thresholds.csv").is_file()
+    mapping = pd.read_csv(out / "mapping.csv")
+    assert dict(zip(mapping["pathology"], mapping["dataset_name"]))["Effusion"] == "Pleural Effusion"
+
+
+def test_evaluate_wants_predictions_or_a_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
+    import sys
+
+    from chestx.evaluate import main
+
+    monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit):  # Hydra prints the error and exits 1
+        main()
+    assert "either predictions=<a CSV> or ckpt=<a .ckpt of chestx.train>" in capsys.readouterr().err
