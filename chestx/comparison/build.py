@@ -2,7 +2,9 @@
 
 Files written to `out`: auroc_table.md / .csv / .tex, auroc_per_run.csv, costs.csv, pvalues.csv,
 figures/{roc_curves,auroc_heatmap,auroc_vs_cost}.png and report.html (self-contained); with runs that wrote
-subgroups.csv also subgroups_per_run.csv and figures/subgroup_gaps.png (`chestx.comparison.subgroups`).
+subgroups.csv also subgroups_per_run.csv and figures/subgroup_gaps.png (`chestx.comparison.subgroups`); with runs
+that have external/ folders also cross_dataset.csv and cross_dataset_per_run.csv, the train x test matrix
+(`chestx.comparison.cross_dataset`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from chestx.comparison import figures as report_figures, tables
 from chestx.comparison.compare import Comparison, compare
+from chestx.comparison.cross_dataset import CAPTION, cross_dataset_section
 from chestx.comparison.html import operating_points_section, render_page
 from chestx.comparison.subgroups import SubgroupSection, subgroup_section
 from chestx.runs.discover import ReportError, Run, _select, fixed_settings, label_runs, load_runs
@@ -110,10 +113,14 @@ def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) 
     return lines
 
 
-def _markdown(title: str, lines: list[str], sections: list[tuple[str, tables.Table]], failures: list[Run]) -> str:
+def _markdown(title: str, lines: list[str], sections: list[tuple[str, tables.Table]], failures: list[Run],
+              notes: dict[str, list[str]] | None = None) -> str:
+    """notes: heading -> lines printed between that section's heading and its table."""
     out = [f"# {title}", "", *[line + "  " for line in lines], ""]
     for heading, table in sections:
-        out += [f"## {heading}", "", tables.to_markdown(table), ""]
+        text = (notes or {}).get(heading, [])
+        out += [f"## {heading}", "", *([line + "  " for line in text] + [""] if text else []),
+                tables.to_markdown(table), ""]
     if failures:
         out += ["## Runs left out", ""]
         out += [f"- `{r.path}` ({r.model}): {r.status}: {r.reason}" for r in failures]
@@ -175,13 +182,21 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
         files.update({p.name: p for p in figures.values()})
         subgroups = subgroup_section(comparison.runs, out)
         files.update(subgroups.files)
+    cross = cross_dataset_section(runs, out)  # also chestx.evaluate ckpt=... folders (no test split of their own)
+    files.update(cross.files)
+    if cross.table is not None:
+        tex = files.setdefault("auroc_table.tex", out / "auroc_table.tex")
+        before = tex.read_text() + "\n" if comparison is not None else ""  # this build's tables, else a new file
+        tex.write_text(before + tables.to_latex(cross.table, CAPTION, label="tab:cross_dataset"))
     files["auroc_table.md"] = out / "auroc_table.md"
-    files["auroc_table.md"].write_text(_markdown(title, lines, md_sections + subgroups.markdown, failures))
+    files["auroc_table.md"].write_text(_markdown(title, lines, md_sections + subgroups.markdown + cross.markdown,
+                                                 failures, {h: cross.notes for h, _ in cross.markdown}))
     html_lines = [html.escape(line).replace("**", "") for line in lines]
     html_lines.append(html.escape(f"Built {time.strftime('%Y-%m-%d %H:%M')} on {platform.node() or 'unknown host'} "
                                   f"({platform.machine()}, Python {platform.python_version()})."))
     page = render_page(title, html_lines, [(h, tables.to_html(t)) for h, t in md_sections], figures, failures,
-                       (operating_points_section(comparison.runs) if comparison else "") + subgroups.html)
+                       (operating_points_section(comparison.runs) if comparison else "") + subgroups.html
+                       + cross.html)
     files["report.html"] = out / "report.html"
     files["report.html"].write_text(page)
     seconds = time.perf_counter() - started

@@ -167,7 +167,7 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 def _tex(text: str) -> str:
     text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return text.replace("±", r"$\pm$").replace("—", "--")
+    return text.replace("±", r"$\pm$").replace("—", "--").replace("Δ", r"$\Delta$")
 
 
 def to_latex(table: Table, caption: str = "", label: str = "tab:auroc") -> str:

@@ -33,7 +33,7 @@ REPLICATE_KEYS = ("seed", "data.fold")  # runs differing only in these are repli
 IGNORED_KEYS = frozenset({
     *REPLICATE_KEYS, "data.num_workers", "data.pin_memory", "data.root", "data.cache", "data.cache_dir",
     "data.eval_batch_size", "logger", "trainer.accelerator", "trainer.devices", "ckpt_path",
-    "predictions", "prefix", "id_column", "name", "allow_missing", "task_name",
+    "predictions", "ckpt", "prefix", "id_column", "name", "allow_missing", "task_name",
 })
 
 
@@ -170,8 +170,12 @@ def load_run(path: Path) -> Run:
         run.reason = run.metrics.get("error") or "failed (no error message in metrics.json)"
         return run
     if not (path / PREDICTIONS_FILE).is_file():
-        run.reason = ("no predictions.csv" + ("" if run.metrics else " and no metrics.json")
-                      + ": killed or still running")
+        if run.metrics.get("ckpt") and (path / "external").is_dir():
+            run.reason = ("a checkpoint scored on another dataset only (chestx.evaluate ckpt=...): in the "
+                          "cross-dataset section, not in the AUROC table")
+        else:
+            run.reason = ("no predictions.csv" + ("" if run.metrics else " and no metrics.json")
+                          + ": killed or still running")
         return run
     try:
         run.ids, run.probs, run.labels, run.pathologies = read_predictions(path / PREDICTIONS_FILE)

@@ -1,0 +1,344 @@
+"""The report's cross-dataset section: a train x test matrix of mean AUROC on the findings two datasets share.
+
+Rows: the compared configurations (the report's run labels; replicates, seeds or folds, averaged: mean ± sd)
+with the dataset each was trained on. Columns: test datasets: a run's own test split (internal) and every
+`external/<name>/` it has (`chestx.runs.external`, written by `chestx.train ... test_data=[chexpert]` or by
+`chestx.evaluate ckpt=... data=...`; the latter is put in the row of the run that trained the checkpoint when
+that run is in the report).
+
+A cell is the mean AUROC over the shared findings (`chestx.data.labels.SHARED_FINDINGS`, listed in the
+external folder's mapping.csv) that have an AUROC on both test splits; the internal cell is restricted to the
+same findings, so an external number and the internal number it is compared with (Δ = external − internal)
+average the same findings. Pairwise, never a mixture: a run scored on several external datasets that share
+different findings gets one internal value per external dataset. Files: cross_dataset.csv (one row per cell)
+and cross_dataset_per_run.csv (one row per run and cell).
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from chestx.comparison.tables import Cell, Table, to_html
+from chestx.data.sources import ChestXData
+from chestx.metrics.auroc import masked_auroc
+from chestx.runs.discover import Run, _select
+from chestx.runs.external import EXTERNAL_DIR, MAPPING_FILE
+from chestx.runs.files import AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
+
+log = logging.getLogger(__name__)
+
+HEADING = "Cross-dataset: mean test AUROC on the shared findings (train × test)"
+MATRIX_FILE = "cross_dataset.csv"
+PER_RUN_FILE = "cross_dataset_per_run.csv"
+HOW_TO = ("No run has an external/ folder. Score a run on another dataset's test split with "
+          "`python -m chestx.train ... test_data=[chexpert] test_data.chexpert.root=/data/chexpert`, or an existing "
+          "checkpoint with `python -m chestx.evaluate ckpt=<run>/checkpoints/best.ckpt data=chexpert "
+          "data.root=/data/chexpert data.tasks=all`.")
+UNKNOWN = "unknown"
+CAPTION = ("Cross-dataset: mean test AUROC on the findings both datasets label (internal: the training dataset's own "
+           "test split, on the same findings; Delta: external - internal).")
+
+
+@dataclass
+class Pair:
+    """One run on one external dataset, and its own test split on the same findings."""
+
+    external: str                       # external/<name>
+    findings: list[str]                 # the model's names of the findings averaged
+    mapping: dict[str, str]             # every shared finding: model name -> the external dataset's name
+    external_auroc: float
+    internal_auroc: float               # NaN without the run's own test predictions
+
+
+@dataclass
+class Scored:
+    """A run (or a checkpoint scored by chestx.evaluate) with its external folders."""
+
+    run: Run
+    label: str
+    trained_on: str                     # dataset class name, e.g. "NIHData"
+    pairs: list[Pair] = field(default_factory=list)
+
+
+@dataclass
+class CrossDatasetSection:
+    markdown: list[tuple[str, Table]] = field(default_factory=list)  # (heading, table) for auroc_table.md
+    notes: list[str] = field(default_factory=list)                    # the section text (Markdown)
+    html: str = ""                                                    # the section of report.html
+    table: Table | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def dataset_key(name: str) -> str:
+    """`NIHData` -> `nih`, as `chestx.inference.external.dataset_folder_name` names external/ folders."""
+    return name.removesuffix("Data").lower()
+
+
+def _class_name(value: object) -> str | None:
+    return None if value in (None, "") else str(value).rsplit(".", 1)[-1]
+
+
+def training_data(folder: Path) -> str | None:
+    """The dataset class a run folder's model was trained (or scored) on: metrics.json `data`, else config.yaml."""
+    path = Path(folder)
+    if (path / METRICS_FILE).is_file():
+        try:
+            name = _class_name(read_metrics(path / METRICS_FILE).get("data"))
+        except ValueError:
+            name = None
+        if name:
+            return name
+    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            try:
+                return _class_name(_select(yaml.safe_load(candidate.read_text()) or {}, "data._target_"))
+            except yaml.YAMLError:
+                return None
+    return None
+
+
+def checkpoint_run(run: Run) -> Path | None:
+    """For a `chestx.evaluate ckpt=...` folder, the run folder that trained the checkpoint; None otherwise."""
+    ckpt = run.metrics.get("ckpt") or _select(run.config, "ckpt")
+    if not ckpt:
+        return None
+    path = Path(str(ckpt)).expanduser()
+    return (path.parent.parent if path.parent.name == "checkpoints" else path.parent).resolve()
+
+
+def read_auroc(folder: Path) -> pd.Series | None:
+    """pathology -> test AUROC (NaN: one class) from auroc.csv, else from predictions.csv; None without either."""
+    folder = Path(folder)
+    try:
+        if (folder / AUROC_FILE).is_file():
+            table = pd.read_csv(folder / AUROC_FILE)
+        elif (folder / PREDICTIONS_FILE).is_file():
+            _, probs, labels, names = read_predictions(folder / PREDICTIONS_FILE)
+            table = masked_auroc(probs, labels, names)
+        else:
+            return None
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
+        log.warning("%s unreadable (%s): left out of the cross-dataset section", folder, error)
+        return None
+    table = table[table["pathology"] != "mean"]
+    return pd.Series(table["auroc"].to_numpy(dtype=float), index=table["pathology"].astype(str))
+
+
+def pair(folder: Path, internal: pd.Series | None) -> Pair | None:
+    """One external/<name>/ folder against the run's own per-pathology AUROC (`internal`, None: no own split)."""
+    external = read_auroc(folder)
+    if external is None:
+        return None
+    mapping = dict(zip(external.index, external.index))
+    if (folder / MAPPING_FILE).is_file():
+        frame = pd.read_csv(folder / MAPPING_FILE, dtype=str)
+        mapping.update(zip(frame["pathology"], frame["dataset_name"]))
+    usable = external.notna()
+    if internal is not None:
+        usable &= internal.reindex(external.index).notna()
+    findings = list(external.index[usable])
+    left_out = [p for p in external.index if p not in findings]
+    if left_out:
+        log.info("%s: %s left out (one class on a test split: no AUROC), internal and external alike", folder,
+                 ", ".join(left_out))
+    return Pair(folder.name, findings, mapping, _mean_of(external, findings),
+                _mean_of(internal, findings) if internal is not None else float("nan"))
+
+
+def _mean_of(auroc: pd.Series, findings: list[str]) -> float:
+    return float(auroc[findings].mean()) if findings else float("nan")
+
+
+def _external_folders(run: Run) -> list[Path]:
+    root = run.path / EXTERNAL_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and ((p / AUROC_FILE).is_file()
+                                                                or (p / PREDICTIONS_FILE).is_file()))
+
+
+def collect(runs: list[Run]) -> tuple[list[Scored], list[Run]]:
+    """Finished runs with their external folders, `chestx.evaluate ckpt=...` folders attached to the run that
+    trained the checkpoint (or a row of their own); and the finished runs without any external folder."""
+    scored: dict[Path, Scored] = {}
+    for run in runs:
+        if run.status == "ok":
+            internal = read_auroc(run.path)
+            trained = training_data(run.path) or UNKNOWN
+            pairs = [p for f in _external_folders(run) if (p := pair(f, internal)) is not None]
+            scored[run.path.resolve()] = Scored(run, run.label, trained, pairs)
+    for run in runs:
+        source = checkpoint_run(run)
+        folders = _external_folders(run)
+        if run.status == "failed" or source is None or not folders:
+            continue
+        owner = scored.get(source)
+        if owner is None:
+            labels = {s.label for s in scored.values()}
+            label = run.label if run.label not in labels else f"{run.label} ({run.path.name})"
+            owner = scored.setdefault(run.path.resolve(), Scored(run, label, training_data(source) or UNKNOWN))
+        internal = read_auroc(owner.run.path) if owner.run.status == "ok" else None
+        for folder in folders:
+            if any(p.external == folder.name for p in owner.pairs):
+                log.warning("%s: %s was already scored on %s; kept that one", folder, owner.run.path, folder.name)
+            elif (p := pair(folder, internal)) is not None:
+                owner.pairs.append(p)
+    with_pairs = [s for s in scored.values() if s.pairs]
+    without = [s.run for s in scored.values() if not s.pairs and s.run.status == "ok"]
+    return with_pairs, without
+
+
+def per_run_frame(scored: list[Scored]) -> pd.DataFrame:
+    """One row per run and cell: the internal one paired with each external dataset, then the external one."""
+    rows = []
+    for s in scored:
+        base = {"label": s.label, "run": str(s.run.path), "seed": s.run.seed, "fold": s.run.fold,
+                "trained_on": s.trained_on}
+        for p in s.pairs:
+            common = {"shared_with": p.external, "findings": ";".join(p.findings), "n_findings": len(p.findings)}
+            if s.run.status == "ok":  # has a test split of its own (not a chestx.evaluate ckpt=... folder alone)
+                rows.append(base | {"test_data": dataset_key(s.trained_on), "internal": True, **common,
+                                    "auroc_mean": p.internal_auroc, "delta": np.nan})
+            rows.append(base | {"test_data": p.external, "internal": False, **common, "auroc_mean": p.external_auroc,
+                                "delta": p.external_auroc - p.internal_auroc})
+    return pd.DataFrame(rows)
+
+
+def _mean_sd(values: np.ndarray) -> tuple[float, float]:
+    """Replicates as the rest of the report: NaN-mean, sample sd (ddof 1) when two or more have a number."""
+    finite = values[~np.isnan(values)]
+    mean = float(finite.mean()) if finite.size else float("nan")
+    return mean, float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+
+
+def summary_frame(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: label, trained_on, test_data, internal, shared_with, findings, n_replicates,
+    auroc_mean, auroc_sd, delta_mean (over replicates)."""
+    rows = []
+    keys = ["label", "trained_on", "test_data", "internal", "shared_with"]
+    for key, block in per_run.groupby(keys, sort=False):
+        mean, sd = _mean_sd(block["auroc_mean"].to_numpy(dtype=float))
+        findings = list(dict.fromkeys(f for text in block["findings"] for f in str(text).split(";") if f))
+        rows.append(dict(zip(keys, key)) | {
+            "findings": ";".join(findings), "n_replicates": len(block), "auroc_mean": mean, "auroc_sd": sd,
+            "delta_mean": _mean_sd(block["delta"].to_numpy(dtype=float))[0]})
+    return pd.DataFrame(rows)
+
+
+def _value(row: pd.Series) -> str:
+    if math.isnan(row["auroc_mean"]):
+        return "n/a"
+    text = f"{row['auroc_mean']:.3f}"
+    return text + (f" ± {row['auroc_sd']:.3f}" if row["n_replicates"] > 1 and not math.isnan(row["auroc_sd"]) else "")
+
+
+def _dataset_names(summary: pd.DataFrame) -> dict[str, str]:
+    """test_data key -> its display name: the dataset class (`chexpert` -> `CheXpertData`), else the folder name."""
+    names = {dataset_key(c.__name__): c.__name__ for c in ChestXData.__subclasses__()}
+    names |= {dataset_key(t): t for t in summary["trained_on"] if t != UNKNOWN}
+    return {k: names.get(k, k) for k in summary["test_data"]}
+
+
+def _headers(summary: pd.DataFrame) -> dict[str, str]:
+    """test_data key -> column header, training datasets first."""
+    names = _dataset_names(summary)
+    keys = list(dict.fromkeys([*summary.loc[summary["internal"], "test_data"],
+                               *summary.loc[~summary["internal"], "test_data"]]))
+    return {k: names.get(k, k) for k in keys}
+
+
+def matrix_table(summary: pd.DataFrame) -> Table:
+    """Rows: (configuration, trained on); columns: test datasets; bold: the best external number of a column."""
+    headers = _headers(summary)
+    external = summary[~summary["internal"]]
+    compared = external.groupby("test_data")["auroc_mean"].agg(["max", "count"])
+    best = compared.loc[compared["count"] > 1, "max"]  # a column with one number has nothing to compare
+    rows = []
+    for (label, trained), block in summary.groupby(["label", "trained_on"], sort=False):
+        row = [Cell(label), Cell(trained)]
+        for key in headers:
+            cells = block[block["test_data"] == key]
+            if cells.empty:
+                row.append(Cell("—"))
+                continue
+            if cells["internal"].iloc[0]:
+                distinct = cells.drop_duplicates("findings")
+                if len(distinct) == 1:
+                    row.append(Cell(f"{_value(distinct.iloc[0])} (internal)"))
+                else:  # shared findings differ per external dataset: one internal value each
+                    row.append(Cell(" / ".join(f"{_value(r)} (internal, {r['shared_with']} findings)"
+                                               for _, r in distinct.iterrows())))
+                continue
+            r = cells.iloc[0]
+            delta = "" if math.isnan(r["delta_mean"]) else f" (Δ {r['delta_mean']:+.3f})"
+            row.append(Cell(_value(r) + delta, bold=key in best.index and r["auroc_mean"] == best[key]))
+        rows.append(row)
+    return Table(["configuration", "trained on", *headers.values()], rows)
+
+
+def _mappings(scored: list[Scored], names: dict[str, str]) -> list[str]:
+    """One line per (training dataset, external dataset): the shared findings in both datasets' names."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    averaged: dict[tuple[str, str], set[str]] = {}
+    for s in scored:
+        for p in s.pairs:
+            found.setdefault((s.trained_on, p.external), {}).update(p.mapping)
+            averaged.setdefault((s.trained_on, p.external), set()).update(p.findings)
+    lines = []
+    for (trained, external), mapping in found.items():
+        pairs = ", ".join(m if m == d else f"{m} = {d}" for m, d in mapping.items())
+        never = [m for m in mapping if m not in averaged[(trained, external)]]
+        lines.append(f"Shared findings, {trained} model → {names.get(external, external)} (external/{external}): "
+                     f"{pairs} ({len(mapping)})."
+                     + (f" Without an AUROC on a test split (one class), so left out of both cells: "
+                        f"{', '.join(never)}." if never else ""))
+    return lines
+
+
+def _notes(scored: list[Scored], without: list[Run], several: bool, names: dict[str, str]) -> list[str]:
+    lines = [
+        "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
+        "dataset it was tested on, its own test split marked (internal). A cell is the mean test AUROC over the "
+        "findings both datasets label (chestx.data.labels.SHARED_FINDINGS) that have an AUROC on both test "
+        "splits; the internal cell is restricted to the same findings, so internal and external numbers average "
+        "the same findings, and (Δ) is external − internal. Bold: the best external number of a column.",
+        *_mappings(scored, names)]
+    if several:
+        lines.append("A run scored on several external datasets sharing different findings has one internal value "
+                     "per external dataset (`<name> findings`: on the findings shared with it), never a mixture.")
+    lines.append(f"Per cell and per run: {MATRIX_FILE}, {PER_RUN_FILE}.")
+    if without:
+        lines.append("Without external/ (not scored on another dataset): "
+                     + ", ".join(f"`{r.label}` ({r.replicate})" for r in without) + ".")
+    return lines
+
+
+def cross_dataset_section(runs: list[Run], out: Path) -> CrossDatasetSection:
+    """The matrix, its text and files; only the how-to line (HTML) when no run has an external/ folder."""
+    scored, without = collect(runs)
+    if not scored:
+        log.info("Cross-dataset section left out: %s", HOW_TO)
+        return CrossDatasetSection(html=f"<h2>Cross-dataset</h2>\n<p class=note>{html.escape(HOW_TO)}</p>"
+                                   if runs else "")
+    per_run = per_run_frame(scored)
+    summary = summary_frame(per_run)
+    files = {MATRIX_FILE: out / MATRIX_FILE, PER_RUN_FILE: out / PER_RUN_FILE}
+    summary.to_csv(files[MATRIX_FILE], index=False, float_format="%.6f")
+    per_run.to_csv(files[PER_RUN_FILE], index=False, float_format="%.6f")
+    table = matrix_table(summary)
+    internal = summary[summary["internal"]]
+    several = bool((internal.groupby(["label", "trained_on"])["findings"].nunique() > 1).any())
+    notes = _notes(scored, without, several, _dataset_names(summary))
+    page = (f"<h2>{html.escape(HEADING)}</h2>\n"
+            + "\n".join(f"<p class=note>{html.escape(line).replace('`', '')}</p>" for line in notes)
+            + f"\n<div class=scroll>{to_html(table)}</div>")
+    log.info("Cross-dataset matrix: %d rows x %d test datasets -> %s", len(table.rows), len(table.columns) - 2,
+             files[MATRIX_FILE])
+    return CrossDatasetSection([(HEADING, table)], notes, page, table, files)
