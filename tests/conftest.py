@@ -146,3 +146,20 @@ def _build_chexpert_tree(chexpert_dir: Path, dest: Path, n_train: int = 200, siz
 def chexpert_tree(chexpert_dir: Path, tmp_path_factory) -> Path:
     """CheXpert's real first 200 train.csv rows and valid.csv, with small real X-ray JPEGs at their paths."""
     return _build_chexpert_tree(chexpert_dir, tmp_path_factory.mktemp("chexpert"))
+
+
+@pytest.fixture(scope="session")
+def brute_force_youden() -> Callable:
+    """Independent reference of Youden's J threshold: every observed score tried, the highest of the best."""
+    import numpy as np
+
+    def youden(p, y) -> float:
+        best, best_t = -np.inf, np.nan
+        for t in np.unique(p):
+            pred = p >= t
+            j = (pred & (y == 1)).sum() / (y == 1).sum() - (pred & (y == 0)).sum() / (y == 0).sum()
+            if j >= best - 1e-12:
+                best, best_t = j, t
+        return best_t
+
+    return youden

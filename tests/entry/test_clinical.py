@@ -15,17 +15,6 @@ from chestx.runs.clinical import run_clinical
 from chestx.runs.files import read_predictions
 
 
-def _youden(p: np.ndarray, y: np.ndarray) -> float:
-    """Brute force: every observed score as threshold, highest of the best."""
-    best, best_t = -np.inf, np.nan
-    for t in np.unique(p):
-        pred = p >= t
-        j = (pred & (y == 1)).sum() / (y == 1).sum() - (pred & (y == 0)).sum() / (y == 0).sum()
-        if j >= best - 1e-12:
-            best, best_t = j, t
-    return best_t
-
-
 def _ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
     idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
     return sum(abs(y[idx == b].mean() - p[idx == b].mean()) * (idx == b).sum() for b in range(n_bins) if (idx == b).any()) / len(p)
@@ -66,7 +55,7 @@ def test_reliability_bins_of_the_test_predictions(clinical_run_dir: Path) -> Non
             assert table["fraction_positive"][b] == pytest.approx(y[which == b].mean(), abs=1e-5), (name, b)
 
 
-def test_thresholds_are_youden_on_validation(clinical_run_dir: Path) -> None:
+def test_thresholds_are_youden_on_validation(clinical_run_dir: Path, brute_force_youden) -> None:
     _, probs, labels, names = read_predictions(clinical_run_dir / "predictions_val.csv")
     table = pd.read_csv(clinical_run_dir / "thresholds.csv")
     assert table["pathology"].tolist() == names and (table["method"] == "youden").all()
@@ -75,7 +64,7 @@ def test_thresholds_are_youden_on_validation(clinical_run_dir: Path) -> None:
         if len(np.unique(y[~np.isnan(y)])) < 2:
             assert np.isnan(table["threshold"][k])
             continue
-        assert table["threshold"][k] == pytest.approx(_youden(probs[:, k], y), abs=1e-9), name
+        assert table["threshold"][k] == pytest.approx(brute_force_youden(probs[:, k], y), abs=1e-9), name
 
 
 def test_operating_points_match_test_predictions(clinical_run_dir: Path) -> None:

@@ -13,17 +13,6 @@ from chestx.runs.files import read_predictions
 from chestx.runs.subgroups import read_subgroups
 
 
-def _youden(p: np.ndarray, y: np.ndarray) -> float:
-    """Brute force: every observed score as threshold, highest of the best."""
-    best, best_t = -np.inf, np.nan
-    for t in np.unique(p):
-        pred = p >= t
-        j = (pred & (y == 1)).sum() / (y == 1).sum() - (pred & (y == 0)).sum() / (y == 0).sum()
-        if j >= best - 1e-12:
-            best, best_t = j, t
-    return best_t
-
-
 def _check_rates(table: pd.DataFrame, run: Path, thresholds: np.ndarray) -> None:
     """TPR / FNR of every group recounted from predictions.csv, its metadata columns and `thresholds`."""
     ids, probs, labels, names = read_predictions(run / "predictions.csv")
@@ -70,7 +59,7 @@ def test_bad_option_stops_the_run_before_training(compose, tiny_overrides, tmp_p
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "predictions.csv").exists()
 
 
-def test_evaluate_writes_subgroups(sample_root: Path, tmp_path: Path, monkeypatch) -> None:
+def test_evaluate_writes_subgroups(sample_root: Path, tmp_path: Path, monkeypatch, brute_force_youden) -> None:
     """`python -m chestx.evaluate` (in-process) on the sample: thresholds by Youden's J on predictions_val.csv."""
     from chestx.data.sources import NIHData
     from chestx.evaluate import main
@@ -88,7 +77,7 @@ def test_evaluate_writes_subgroups(sample_root: Path, tmp_path: Path, monkeypatc
     assert not (tmp_path / "off" / "subgroups.csv").exists()
     run = tmp_path / "run"
     _, vprobs, vlabels, names = read_predictions(run / "predictions_val.csv")
-    youden = np.array([_youden(vprobs[:, k], vlabels[:, k]) for k in range(len(names))])
+    youden = np.array([brute_force_youden(vprobs[:, k], vlabels[:, k]) for k in range(len(names))])
     _check_rates(read_subgroups(run / "subgroups.csv"), run, youden)
 
 
