@@ -21,11 +21,9 @@ from chestx.data.dataset import FileSource, XrayDataset
 from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
 from chestx.data.sources import ChestXData
 from chestx.inference.predictor import Predictor
+from chestx.runs.files import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
 
 log = logging.getLogger(__name__)
-
-# metadata of the label file carried into predictions.csv (subgroups): what the frame has of these
-META_COLUMNS = ("sex", "age", "view", "frontal_lateral")
 
 
 @dataclass

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 
 from chestx.runs.files import AUROC_FILE, PREDICTIONS_FILE, predictions_frame, write_auroc, write_predictions
+from chestx.runs.subgroups import THRESHOLDS_FILE
 
 log = logging.getLogger(__name__)
 
 EXTERNAL_DIR = "external"
 MAPPING_FILE = "mapping.csv"
-THRESHOLDS_FILE = "thresholds.csv"
 
 
 def write_external(out_dir: Path, scores: Any, thresholds: np.ndarray | None = None,
