@@ -1,14 +1,14 @@
 """Build every report file from sweep / run folders (`chestx.report` and `chestx.benchmark` call this).
 
-Files written to `out`: auroc_table.md / .csv / .tex, auroc_per_run.csv, costs.csv, pvalues.csv,
-figures/{roc_curves,auroc_heatmap,auroc_vs_cost}.png and report.html (self-contained); with runs that wrote
-subgroups.csv also subgroups_per_run.csv and figures/subgroup_gaps.png (`chestx.comparison.subgroups`); with runs
-that have external/ folders also cross_dataset.csv and cross_dataset_per_run.csv, the train x test matrix
-(`chestx.comparison.cross_dataset`).
+The report is a list of sections (`chestx.comparison.tables.Section`): test AUROC, cost, DeLong significance,
+operating points (`chestx.comparison.sections`), subgroups (`.subgroups`), figures and the cross-dataset matrix
+(`.cross_dataset`). Each writes the CSV its table is rendered from (auroc_table.csv, auroc_per_run.csv, costs.csv,
+pvalues.csv, operating_points.csv, subgroup_gaps.csv + subgroups_per_run.csv, cross_dataset.csv +
+cross_dataset_per_run.csv) and figures/*.png; then auroc_table.md, auroc_table.tex and report.html (self-contained)
+show the same sections (`chestx.comparison.pages`). A section with nothing to show says why on the page.
 """
 from __future__ import annotations
 
-import html
 import logging
 import platform
 import time
@@ -16,14 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chestx.comparison import figures as report_figures, tables
+from chestx.comparison import figures as report_figures
 from chestx.comparison.compare import Comparison, compare
-from chestx.comparison.cross_dataset import CAPTION, cross_dataset_section
-from chestx.comparison.html import operating_points_section, render_page
-from chestx.comparison.subgroups import SubgroupSection, subgroup_section
+from chestx.comparison.cross_dataset import cross_dataset_section
+from chestx.comparison.pages import html_page, latex_document, markdown_page
+from chestx.comparison.sections import (
+    auroc_section, cost_section, operating_points_section, significance_section,
+)
+from chestx.comparison.subgroups import subgroup_section
+from chestx.comparison.tables import ALPHA, Section
 from chestx.runs.discover import ReportError, Run, _select, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
+
+MARKDOWN_FILE = "auroc_table.md"
+LATEX_FILE = "auroc_table.tex"
+HTML_FILE = "report.html"
 
 SETTING_KEYS = (  # resolved config values stated in the report (from the first finished run)
     ("data._target_", "data"), ("data.split", "split"), ("data.ratios", "ratios"), ("data.folds", "k-fold folds"),
@@ -109,23 +117,44 @@ def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) 
             f"({comparison.n_resamples} resamples of the {len(set(ts.patient_ids))} test patients, "
             f"{len(ts.image_ids)} images; seed {comparison.seed}); with several replicates, mean ± sd over them. "
             f"Bold: best in the row. `*`: differs from the reference **{comparison.reference}** "
-            f"(paired DeLong test, Holm-corrected over pathologies, p < {tables.ALPHA}).")
+            f"(paired DeLong test, Holm-corrected over pathologies, p < {ALPHA}).")
     return lines
 
 
-def _markdown(title: str, lines: list[str], sections: list[tuple[str, tables.Table]], failures: list[Run],
-              notes: dict[str, list[str]] | None = None) -> str:
-    """notes: heading -> lines printed between that section's heading and its table."""
-    out = [f"# {title}", "", *[line + "  " for line in lines], ""]
-    for heading, table in sections:
-        text = (notes or {}).get(heading, [])
-        out += [f"## {heading}", "", *([line + "  " for line in text] + [""] if text else []),
-                tables.to_markdown(table), ""]
-    if failures:
-        out += ["## Runs left out", ""]
-        out += [f"- `{r.path}` ({r.model}): {r.status}: {r.reason}" for r in failures]
-        out.append("")
-    return "\n".join(out)
+def _check_options(folders: list[Path], n_resamples: int, ci: float) -> None:
+    if not folders:
+        raise ReportError("runs=[] names no folder: pass runs=[<sweep or run folder>,...]")
+    if n_resamples < 1:
+        raise ReportError(f"resamples={n_resamples}: the bootstrap needs at least 1 resample (1000 recommended)")
+    if not 0.0 < ci < 1.0:
+        raise ReportError(f"ci={ci}: the confidence level must be in (0, 1), e.g. ci=0.95")
+    if n_resamples < 1000:
+        log.warning("resamples=%d: fewer than 1000 bootstrap resamples give unstable 95%% CI bounds", n_resamples)
+
+
+def comparison_sections(comparison: Comparison | None, runs: list[Run], out: Path) -> list[Section]:
+    """AUROC, cost, significance, operating points, subgroups and figures of the finished runs; cross-dataset of all."""
+    if comparison is None:
+        sections = [Section("Test AUROC", ["No run finished: nothing to compare (see Runs left out)."])]
+    else:
+        figures = report_figures.all_figures(comparison, out / "figures")
+        sections = [auroc_section(comparison, out), cost_section(comparison.runs, out),
+                    significance_section(comparison, out), operating_points_section(comparison.runs, out),
+                    subgroup_section(comparison.runs, out),
+                    Section("Figures", figures=figures, files={p.name: p for p in figures.values()})]
+    return [*sections, cross_dataset_section(runs, out)]  # also chestx.evaluate ckpt=... folders
+
+
+def write_documents(out: Path, title: str, intro: list[str], sections: list[Section],
+                    failures: list[Run]) -> dict[str, Path]:
+    """auroc_table.md, auroc_table.tex and report.html from the same sections."""
+    built = (f"Built {time.strftime('%Y-%m-%d %H:%M')} on {platform.node() or 'unknown host'} "
+             f"({platform.machine()}, Python {platform.python_version()}).")
+    documents = {MARKDOWN_FILE: markdown_page(title, intro, sections, failures), LATEX_FILE: latex_document(sections),
+                 HTML_FILE: html_page(title, [*intro, built], sections, failures)}
+    for name, text in documents.items():
+        (out / name).write_text(text)
+    return {name: out / name for name in documents}
 
 
 def build_report(folders: list[Path], out: Path | None = None, reference: str | None = None,
@@ -136,69 +165,20 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
     `reference`: the run the DeLong tests compare against (column label, model name or run folder;
     default the best mean AUROC). Raises ReportError when nothing can be built or an option is invalid.
     """
-    if not folders:
-        raise ReportError("runs=[] names no folder: pass runs=[<sweep or run folder>,...]")
-    if n_resamples < 1:
-        raise ReportError(f"resamples={n_resamples}: the bootstrap needs at least 1 resample (1000 recommended)")
-    if not 0.0 < ci < 1.0:
-        raise ReportError(f"ci={ci}: the confidence level must be in (0, 1), e.g. ci=0.95")
+    _check_options(folders, n_resamples, ci)
     started = time.perf_counter()
     folders = [Path(f) for f in folders]
     out = Path(out) if out else folders[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    if n_resamples < 1000:
-        log.warning("resamples=%d: fewer than 1000 bootstrap resamples give unstable 95%% CI bounds", n_resamples)
     runs = load_runs(folders)
     swept = label_runs(runs)
     failures = [r for r in runs if r.status != "ok"]
     for run in failures:
         log.warning("Left out %s (%s): %s: %s", run.path, run.model, run.status, run.reason)
     comparison = compare(runs, reference, n_resamples, seed, ci) if len(failures) < len(runs) else None
-    lines = [*(notes or []), *_describe(comparison, runs, swept)]
-    files: dict[str, Path] = {}
-    md_sections: list[tuple[str, tables.Table]] = []
-    figures: dict[str, Path] = {}
-    subgroups = SubgroupSection()
-    if comparison is not None:
-        main = tables.auroc_table(comparison)
-        cost = tables.cost_table(comparison.runs)
-        pvals = tables.pvalue_table(comparison)
-        md_sections = [("Test AUROC", main), ("Cost per run", cost),
-                       (f"DeLong vs {comparison.reference}: Holm-adjusted p (raw p)", pvals)]
-        files["auroc_table.csv"] = out / "auroc_table.csv"
-        tables.auroc_frame(comparison).to_csv(files["auroc_table.csv"], index=False, float_format="%.6f")
-        files["auroc_per_run.csv"] = out / "auroc_per_run.csv"
-        comparison.per_run.to_csv(files["auroc_per_run.csv"], index=False, float_format="%.6f")
-        files["costs.csv"] = out / "costs.csv"
-        tables.cost_frame(comparison.runs).to_csv(files["costs.csv"], index=False)
-        files["pvalues.csv"] = out / "pvalues.csv"
-        comparison.pvalues.to_csv(files["pvalues.csv"], index=False, float_format="%.6g")
-        files["auroc_table.tex"] = out / "auroc_table.tex"
-        caption = (f"Test AUROC ({comparison.ci:.0%} patient-bootstrap CI, {comparison.n_resamples} resamples); "
-                   f"bold best per row; * differs from {comparison.reference} (DeLong, Holm, p<{tables.ALPHA}).")
-        files["auroc_table.tex"].write_text(tables.to_latex(main, caption) + "\n" + tables.to_latex(
-            cost, "Cost per run.", label="tab:cost"))
-        figures = report_figures.all_figures(comparison, out / "figures")
-        files.update({p.name: p for p in figures.values()})
-        subgroups = subgroup_section(comparison.runs, out)
-        files.update(subgroups.files)
-    cross = cross_dataset_section(runs, out)  # also chestx.evaluate ckpt=... folders (no test split of their own)
-    files.update(cross.files)
-    if cross.table is not None:
-        tex = files.setdefault("auroc_table.tex", out / "auroc_table.tex")
-        before = tex.read_text() + "\n" if comparison is not None else ""  # this build's tables, else a new file
-        tex.write_text(before + tables.to_latex(cross.table, CAPTION, label="tab:cross_dataset"))
-    files["auroc_table.md"] = out / "auroc_table.md"
-    files["auroc_table.md"].write_text(_markdown(title, lines, md_sections + subgroups.markdown + cross.markdown,
-                                                 failures, {h: cross.notes for h, _ in cross.markdown}))
-    html_lines = [html.escape(line).replace("**", "") for line in lines]
-    html_lines.append(html.escape(f"Built {time.strftime('%Y-%m-%d %H:%M')} on {platform.node() or 'unknown host'} "
-                                  f"({platform.machine()}, Python {platform.python_version()})."))
-    page = render_page(title, html_lines, [(h, tables.to_html(t)) for h, t in md_sections], figures, failures,
-                       (operating_points_section(comparison.runs) if comparison else "") + subgroups.html
-                       + cross.html)
-    files["report.html"] = out / "report.html"
-    files["report.html"].write_text(page)
+    sections = comparison_sections(comparison, runs, out)
+    files = {name: path for section in sections for name, path in section.files.items()}
+    files |= write_documents(out, title, [*(notes or []), *_describe(comparison, runs, swept)], sections, failures)
     seconds = time.perf_counter() - started
     log.info("Report written to %s (%d files, %.1f s)", out, len(files), seconds)
     return ReportResult(out, runs, comparison, files, seconds)

@@ -24,6 +24,9 @@ from chestx.runs.discover import ReportError, Run
 log = logging.getLogger(__name__)
 
 MEAN = "mean"
+# pvalues.csv: one row per (tested run, pathology); `run_path` identifies the run (the table's column key)
+PVALUE_COLUMNS = ("label", "run", "seed", "fold", "replicate", "reference", "reference_run", "run_path", "pathology",
+                  "auc", "auc_reference", "diff", "se", "z", "p_value", "p_holm")
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Comparison:
     pathologies: list[str]              # table rows (without the mean)
     per_run: pd.DataFrame               # label, run, seed, fold, pathology, auroc, lower, upper (pathology "mean" too)
     summary: pd.DataFrame               # label, pathology, auroc, lower, upper, sd, n_replicates
-    pvalues: pd.DataFrame               # label, run, seed, fold, reference, pathology, auc, ..., p_value, p_holm
+    pvalues: pd.DataFrame               # PVALUE_COLUMNS: one row per (tested run, pathology)
     reference: str
     n_resamples: int
     seed: int
@@ -153,17 +156,15 @@ def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: s
             ref = next((x for x in refs if (x.seed, x.fold) == (run.seed, run.fold)), refs[0])
             pair = ts.probs[[index[id(run)], index[id(ref)]]]  # (2, N, K)
             table = paired_tests(pair, ts.labels, reference=1, pathologies=ts.pathologies).drop(columns="run")
-            table.insert(0, "label", run.label)
-            table.insert(1, "run", run.path.name)
-            table.insert(2, "seed", run.seed)
-            table.insert(3, "fold", run.fold)
-            table.insert(4, "reference", reference)
-            table.insert(5, "reference_run", ref.path.name)
+            for position, (column, value) in enumerate({
+                    "label": run.label, "run": run.path.name, "seed": run.seed, "fold": run.fold,
+                    "replicate": run.replicate, "reference": reference, "reference_run": ref.path.name,
+                    "run_path": str(run.path)}.items()):
+                table.insert(position, column, value)
             frames.append(table)
     if not frames:
-        return pd.DataFrame(columns=["label", "run", "seed", "fold", "reference", "reference_run", "pathology", "auc",
-                                     "auc_reference", "diff", "se", "z", "p_value", "p_holm"])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=list(PVALUE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(PVALUE_COLUMNS)]
 
 
 def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 1000, seed: int = 0,

@@ -15,7 +15,6 @@ and cross_dataset_per_run.csv (one row per run and cell).
 """
 from __future__ import annotations
 
-import html
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from chestx.comparison.tables import Cell, Table, to_html
+from chestx.comparison.tables import Cell, Section, Table
 from chestx.data.sources import ChestXData
 from chestx.metrics.auroc import masked_auroc
 from chestx.runs.discover import Run, _select
@@ -42,8 +41,6 @@ HOW_TO = ("No run has an external/ folder. Score a run on another dataset's test
           "checkpoint with `python -m chestx.evaluate ckpt=<run>/checkpoints/best.ckpt data=chexpert "
           "data.root=/data/chexpert data.tasks=all`.")
 UNKNOWN = "unknown"
-CAPTION = ("Cross-dataset: mean test AUROC on the findings both datasets label (internal: the training dataset's own "
-           "test split, on the same findings; Delta: external - internal).")
 
 
 @dataclass
@@ -65,15 +62,6 @@ class Scored:
     label: str
     trained_on: str                     # dataset class name, e.g. "NIHData"
     pairs: list[Pair] = field(default_factory=list)
-
-
-@dataclass
-class CrossDatasetSection:
-    markdown: list[tuple[str, Table]] = field(default_factory=list)  # (heading, table) for auroc_table.md
-    notes: list[str] = field(default_factory=list)                    # the section text (Markdown)
-    html: str = ""                                                    # the section of report.html
-    table: Table | None = None
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def dataset_key(name: str) -> str:
@@ -320,13 +308,12 @@ def _notes(scored: list[Scored], without: list[Run], several: bool, names: dict[
     return lines
 
 
-def cross_dataset_section(runs: list[Run], out: Path) -> CrossDatasetSection:
-    """The matrix, its text and files; only the how-to line (HTML) when no run has an external/ folder."""
+def cross_dataset_section(runs: list[Run], out: Path) -> Section:
+    """The matrix, its text and files; only the how-to note when no run has an external/ folder."""
     scored, without = collect(runs)
     if not scored:
         log.info("Cross-dataset section left out: %s", HOW_TO)
-        return CrossDatasetSection(html=f"<h2>Cross-dataset</h2>\n<p class=note>{html.escape(HOW_TO)}</p>"
-                                   if runs else "")
+        return Section("Cross-dataset", [HOW_TO])
     per_run = per_run_frame(scored)
     summary = summary_frame(per_run)
     files = {MATRIX_FILE: out / MATRIX_FILE, PER_RUN_FILE: out / PER_RUN_FILE}
@@ -336,9 +323,6 @@ def cross_dataset_section(runs: list[Run], out: Path) -> CrossDatasetSection:
     internal = summary[summary["internal"]]
     several = bool((internal.groupby(["label", "trained_on"])["findings"].nunique() > 1).any())
     notes = _notes(scored, without, several, _dataset_names(summary))
-    page = (f"<h2>{html.escape(HEADING)}</h2>\n"
-            + "\n".join(f"<p class=note>{html.escape(line).replace('`', '')}</p>" for line in notes)
-            + f"\n<div class=scroll>{to_html(table)}</div>")
     log.info("Cross-dataset matrix: %d rows x %d test datasets -> %s", len(table.rows), len(table.columns) - 2,
              files[MATRIX_FILE])
-    return CrossDatasetSection([(HEADING, table)], notes, page, table, files)
+    return Section(HEADING, notes, table, MATRIX_FILE, files=files, latex_label="tab:cross_dataset")

@@ -4,14 +4,13 @@ Table: one row per subgroup (sex, age band, view, ...), per run group the gap to
 AUROC and of the false-negative rate at the validation-frozen threshold, averaged over the pathologies that
 have a number in that group (and over seeds); in bold the run that treats the group worst (lowest AUROC gap,
 highest FNR gap). Figure: the same gaps per pathology, one heatmap column per run group, colour scales shared
-so the runs compare. Files: subgroups_per_run.csv (every run's rows) and figures/subgroup_gaps.png.
+so the runs compare. Files: subgroup_gaps.csv (the table's numbers), subgroups_per_run.csv (every run's rows) and
+figures/subgroup_gaps.png.
 """
 from __future__ import annotations
 
-import html
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -21,8 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from chestx.comparison.html import data_uri  # noqa: E402
-from chestx.comparison.tables import Cell, Table, to_html  # noqa: E402
+from chestx.comparison.tables import NO_ROW, Cell, Section, Table  # noqa: E402
 from chestx.runs.discover import Run  # noqa: E402
 from chestx.runs.subgroups import SUBGROUPS_FILE, read_subgroups  # noqa: E402
 
@@ -31,15 +29,9 @@ log = logging.getLogger(__name__)
 HEADING = "Subgroups: gap to the whole test split (mean over pathologies)"
 FIGURE = "subgroup_gaps.png"
 PER_RUN_FILE = "subgroups_per_run.csv"
+GAPS_FILE = "subgroup_gaps.csv"
 GAPS = (("auroc_gap", "ΔAUROC", "RdBu"), ("fnr_gap", "ΔFNR", "RdBu_r"))  # (column, header, worse = red)
 DPI = 110
-
-
-@dataclass
-class SubgroupSection:
-    markdown: list[tuple[str, Table]] = field(default_factory=list)  # (heading, table) for auroc_table.md
-    html: str = ""                                                    # the section of report.html
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def load_subgroups(runs: list[Run]) -> tuple[pd.DataFrame, list[Run]]:
@@ -70,7 +62,10 @@ def _subgroups(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def gap_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """label, attribute, group, n_images, auroc_gap, fnr_gap: per run the mean over pathologies, then over seeds."""
+    """label, attribute, group, n_images, auroc_gap, fnr_gap: per run the mean over pathologies, then over seeds.
+
+    The frame of the section's table, written as subgroup_gaps.csv; one row per (label, subgroup), in the order
+    the runs' files list the subgroups."""
     rows = frame[frame["attribute"] != "all"]
     per_run = rows.groupby(["label", "run", "attribute", "group"], sort=False).agg(
         n_images=("n_images", "first"), auroc_gap=("auroc_gap", "mean"), fnr_gap=("fnr_gap", "mean")).reset_index()
@@ -82,26 +77,31 @@ def _text(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:+.3f}"
 
 
-def gap_table(frame: pd.DataFrame) -> Table:
-    """Rows: subgroups; columns: images, then ΔAUROC and ΔFNR per run group; bold: the worst run of the row."""
-    summary = gap_summary(frame).set_index(["label", "attribute", "group"])
-    labels = list(dict.fromkeys(frame["label"]))
+def gap_table(summary: pd.DataFrame) -> Table:
+    """Rows: subgroups; columns: images, then ΔAUROC and ΔFNR per run group; bold: the worst run of the row.
+
+    `summary` is `gap_summary`'s frame (subgroup_gaps.csv); a run group without a row for a subgroup gets `—`."""
+    labels = list(dict.fromkeys(summary["label"]))
+    indexed = summary.set_index(["label", "attribute", "group"])
     columns = ["subgroup", "images"] + [f"{label} {header}" for label in labels for _, header, _ in GAPS]
     rows = []
-    for attribute, group in _subgroups(frame):
-        sizes = sorted({int(summary.loc[(lab, attribute, group), "n_images"]) for lab in labels
-                        if (lab, attribute, group) in summary.index})
+    for attribute, group in dict.fromkeys(zip(summary["attribute"], summary["group"])):
+        present = [lab for lab in labels if (lab, attribute, group) in indexed.index]
+        sizes = sorted({int(indexed.loc[(lab, attribute, group), "n_images"]) for lab in present})
         row = [Cell(f"{attribute}={group}"), Cell(str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}")]
-        values = {column: np.array([summary[column].get((lab, attribute, group), np.nan) for lab in labels])
+        values = {column: np.array([indexed[column].get((lab, attribute, group), np.nan) for lab in labels])
                   for column, _, _ in GAPS}  # (L,) per gap
         worst = {}  # column -> the worst value of the row, when runs are compared
         for column, v in values.items():
             if len(labels) > 1 and np.isfinite(v).any():
                 worst[column] = np.nanmin(v) if column == "auroc_gap" else np.nanmax(v)
-        for i in range(len(labels)):
+        for i, label in enumerate(labels):
             for column, _, _ in GAPS:
                 value = values[column][i]
-                row.append(Cell(_text(value), bold=column in worst and value == worst[column]))
+                if label not in present:
+                    row.append(Cell(NO_ROW))
+                else:
+                    row.append(Cell(_text(value), bold=column in worst and value == worst[column]))
         rows.append(row)
     return Table(columns, rows)
 
@@ -137,28 +137,25 @@ def gap_figure(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def subgroup_section(runs: list[Run], out: Path) -> SubgroupSection:
-    """Table, figure and files of the subgroup section; an explanatory line only when no run has subgroups.csv."""
+def subgroup_section(runs: list[Run], out: Path) -> Section:
+    """Table, figure and files of the subgroup section; an explanatory note when no run has subgroups.csv."""
     frame, without = load_subgroups(runs)
-    missing = ""
-    if without:
-        missing = ("<p class=note>Without subgroups.csv (trained before subgroups existed, or subgroups=none): "
-                   + ", ".join(f"<code>{html.escape(r.label)}</code>" for r in without) + ".</p>")
+    missing = ("Without subgroups.csv (trained before subgroups existed, or subgroups=none): "
+               + ", ".join(f"`{r.label}` ({r.replicate})" for r in without) + ".") if without else ""
     if frame.empty:
-        log.info("No run has %s: no subgroup section", SUBGROUPS_FILE)
-        return SubgroupSection(html=f"<h2>Subgroups</h2>\n{missing}" if runs else "")
-    files = {PER_RUN_FILE: out / PER_RUN_FILE}
-    frame.to_csv(files[PER_RUN_FILE], index=False, float_format="%.6g")
+        log.info("No run has %s: no subgroup table", SUBGROUPS_FILE)
+        return Section("Subgroups", [f"No run has {SUBGROUPS_FILE}. {missing}".strip()])
+    summary = gap_summary(frame)
+    frame.to_csv(out / PER_RUN_FILE, index=False, float_format="%.6g")
+    summary.to_csv(out / GAPS_FILE, index=False, float_format="%.6f")
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    files[FIGURE] = gap_figure(frame, out / "figures" / FIGURE)
-    table = gap_table(frame)
-    intro = ("Per subgroup, the gap (group − whole test split) of the test AUROC and of the false-negative rate "
+    figure = gap_figure(frame, out / "figures" / FIGURE)
+    notes = ["Per subgroup, the gap (group − whole test split) of the test AUROC and of the false-negative rate "
              "(underdiagnosis) at the threshold each run froze on its validation split, averaged over the pathologies "
-             "with a number in that group and over seeds. Bold: the run that treats the group worst. Per-pathology "
-             f"values, bootstrap intervals and why a number is missing: {PER_RUN_FILE} and each run's "
-             f"{SUBGROUPS_FILE}.")
-    page = (f"<h2>{html.escape(HEADING)}</h2>\n<p class=note>{html.escape(intro)}</p>\n{missing}\n"
-            f"<div class=scroll>{to_html(table)}</div>\n"
-            f'<figure><img src="{data_uri(files[FIGURE])}" alt="subgroup gaps"><figcaption class=note>'
-            "Gap per pathology and subgroup, runs side by side</figcaption></figure>")
-    return SubgroupSection([(HEADING, table)], page, files)
+             "with a number in that group and over seeds. Bold: the run that treats the group worst. `n/a`: no "
+             f"pathology has a number in that group (too few images or one class). Numbers: {GAPS_FILE}; "
+             f"per-pathology values, bootstrap intervals and why a number is missing: {PER_RUN_FILE} and each run's "
+             f"{SUBGROUPS_FILE}.", *([missing] if missing else [])]
+    files = {PER_RUN_FILE: out / PER_RUN_FILE, GAPS_FILE: out / GAPS_FILE, FIGURE: figure}
+    return Section(HEADING, notes, gap_table(summary), GAPS_FILE,
+                   {"Gap per pathology and subgroup, runs side by side": figure}, files, latex_label="tab:subgroups")

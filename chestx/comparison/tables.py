@@ -1,32 +1,24 @@
-"""The report's tables: AUROC (pathologies x runs), cost (one row per run), p-values; as Markdown, LaTeX, HTML, CSV.
+"""The report's building blocks: `Cell`, `Table`, `Section`, number formats, and table renderers (Markdown, LaTeX, HTML).
 
-A table is built once as rows of `Cell`s (text, bold = best in row, mark = significance) and then
-rendered; the CSV files hold the numbers unrounded.
+Every table of the report is rendered from the one frame that is written beside it as CSV (`Section.csv`): the
+section builders (`chestx.comparison.sections`, `.subgroups`, `.cross_dataset`) build the frame first, write it,
+then turn its rows into cells, so a cell cannot disagree with the file. Cell texts: a number as formatted here,
+`n/a` where the CSV holds a missing value (e.g. an AUROC of a split with one class), `—` where the CSV has no row for
+that cell (e.g. a run that does not predict that pathology; the section's notes say why).
 """
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
-
-from chestx.comparison.compare import MEAN, Comparison
-from chestx.runs.discover import Run
 
 ALPHA = 0.05
-COST_COLUMNS = (  # (metrics.json key, header, format)
-    ("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
-    ("macs", "GMACs", lambda v: f"{v / 1e9:.2f}"),
-    ("image_size", "image px", lambda v: f"{int(v)}"),
-    ("train_images_per_s", "train img/s", lambda v: f"{v:.1f}"),
-    ("infer_images_per_s", "infer img/s", lambda v: f"{v:.1f}"),
-    ("peak_memory_mb", "peak mem (MB)", lambda v: f"{v:.0f}"),
-    ("wall_time_s", "wall (s)", lambda v: f"{v:.0f}"),
-    ("epochs", "epochs", lambda v: f"{int(v)}"),
-    ("best_epoch", "best epoch", lambda v: f"{int(v)}"),
-)
+NOT_AVAILABLE = "n/a"  # the CSV holds a missing value
+NO_ROW = "—"  # the CSV has no row for this cell
 
 
 @dataclass
@@ -42,111 +34,55 @@ class Table:
     rows: list[list[Cell]]
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+@dataclass
+class Section:
+    """One part of the report: heading, text, a table rendered from the frame written as `csv`, figures.
+
+    A section without a table is rendered as its notes alone: an empty part of the report always says why.
+    """
+
+    heading: str
+    notes: list[str] = field(default_factory=list)  # Markdown-flavoured lines (`code`, **bold**)
+    table: Table | None = None
+    csv: str | None = None  # the file (beside the report) the table's cells come from
+    figures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    files: dict[str, Path] = field(default_factory=dict)  # every file the section wrote
+    latex_label: str = ""
 
 
-def _significance(comparison: Comparison) -> dict[tuple[str, str], float]:
-    """(label, pathology) -> Holm-adjusted p-value vs the reference, for single-seed groups."""
-    out: dict[tuple[str, str], float] = {}
-    p = comparison.pvalues
-    for label, runs in comparison.groups.items():
-        if len(runs) != 1:
-            continue
-        for row in p[p["label"] == label].itertuples():
-            out[(label, row.pathology)] = float(row.p_holm)
-    return out
+def is_missing(value: Any) -> bool:
+    """None, NaN, pd.NA and NaT alike (pandas 3 keeps missing values missing through astype(str))."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT; pd.NA raises in bool()
+    except TypeError:
+        return True
 
 
-def auroc_table(comparison: Comparison) -> Table:
-    """Rows: pathologies + mean; columns: run groups; best per row bold; `*` = differs from reference."""
-    labels = list(comparison.groups)
-    summary = comparison.summary.set_index(["label", "pathology"])
-    sig = _significance(comparison)
-    columns = ["pathology"] + [f"{lab} (ref)" if lab == comparison.reference else lab for lab in labels]
-    rows: list[list[Cell]] = []
-    for pathology in [*comparison.pathologies, MEAN]:
-        values = [summary["auroc"].get((lab, pathology), np.nan) for lab in labels]
-        finite = [v for v in values if not math.isnan(v)]
-        best = max(finite) if finite else None
-        row = [Cell(pathology, bold=pathology == MEAN)]
-        for lab, value in zip(labels, values):
-            if (lab, pathology) not in summary.index:
-                row.append(Cell("—"))
-                continue
-            entry = summary.loc[(lab, pathology)]
-            if entry["n_replicates"] > 1:
-                text = f"{_fmt(value)} ± {_fmt(entry['sd'])}"
-            else:
-                text = f"{_fmt(value)} [{_fmt(entry['lower'])}, {_fmt(entry['upper'])}]"
-            p = sig.get((lab, pathology), float("nan"))
-            row.append(Cell(text, bold=best is not None and value == best, mark="*" if p < ALPHA else ""))
-        rows.append(row)
-    return Table(columns, rows)
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number with `digits` decimals; `n/a` when missing."""
+    return NOT_AVAILABLE if is_missing(value) else f"{float(value):.{digits}f}"
 
 
-def auroc_frame(comparison: Comparison) -> pd.DataFrame:
-    """Wide CSV: pathology, then per group `<label>`, `<label> lower`, `<label> upper`, `<label> sd`,
-    `<label> n_replicates`."""
-    summary = comparison.summary
-    frame = pd.DataFrame({"pathology": [*comparison.pathologies, MEAN]})
-    for label in comparison.groups:
-        block = summary[summary["label"] == label].set_index("pathology")
-        for column, suffix in (("auroc", ""), ("lower", " lower"), ("upper", " upper"), ("sd", " sd"),
-                               ("n_replicates", " n_replicates")):
-            frame[label + suffix] = frame["pathology"].map(block[column])
-    return frame
+def fmt_p(value: Any) -> str:
+    """A p-value: `<0.001` below 1e-3, else three decimals; `n/a` when missing."""
+    if is_missing(value):
+        return NOT_AVAILABLE
+    return "<0.001" if float(value) < 1e-3 else f"{float(value):.3f}"
 
 
-def cost_frame(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: label, seed, fold (k-fold runs), folder, then the raw cost numbers from metrics.json."""
-    rows = []
-    for run in runs:
-        row = {"label": run.label, "seed": run.seed, "fold": run.fold, "run": str(run.path)}
-        row.update({key: run.metrics.get(key) for key, _, _ in COST_COLUMNS})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def significant(p_holm: Any) -> bool:
+    return not is_missing(p_holm) and float(p_holm) < ALPHA
 
 
-def cost_table(runs: list[Run]) -> Table:
-    kfold = any(run.fold is not None for run in runs)
-    columns = ["run", "seed", *(["fold"] if kfold else [])] + [header for _, header, _ in COST_COLUMNS]
-    rows = []
-    for run in runs:
-        row = [Cell(run.label), Cell(str(run.seed)), *([Cell(str(run.fold))] if kfold else [])]
-        for key, _, fmt in COST_COLUMNS:
-            value = run.metrics.get(key)
-            row.append(Cell("n/a" if value is None else fmt(value)))
-        rows.append(row)
-    return Table(columns, rows)
-
-
-def pvalue_table(comparison: Comparison) -> Table:
-    """Rows: pathologies; columns: runs tested against the reference; cells: Holm p (raw p)."""
-    p = comparison.pvalues
-    seed, fold = p["seed"].astype(str), p["fold"].astype(str)  # fold: "None" without k-fold
-    keys = list(dict.fromkeys(zip(p["label"], seed, fold)))
-    multi = {lab for lab, runs in comparison.groups.items() if len(runs) > 1}
-    columns = ["pathology"] + [f"{lab} (seed {s}{'' if f == 'None' else f' fold {f}'})" if lab in multi else lab
-                               for lab, s, f in keys]
-    rows = []
-    for pathology in comparison.pathologies:
-        row = [Cell(pathology)]
-        for lab, s, f in keys:
-            hit = p[(p["label"] == lab) & (seed == s) & (fold == f) & (p["pathology"] == pathology)]
-            if hit.empty:
-                row.append(Cell("—"))
-                continue
-            holm_p, raw = float(hit["p_holm"].iloc[0]), float(hit["p_value"].iloc[0])
-            row.append(Cell(f"{_p(holm_p)} ({_p(raw)})", mark="*" if holm_p < ALPHA else ""))
-        rows.append(row)
-    return Table(columns, rows)
-
-
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    return "<0.001" if value < 1e-3 else f"{value:.3f}"
+def integer_text(value: Any) -> str:
+    """An integer-valued field (seed, fold, counts) as text; empty when missing ('0' stays '0')."""
+    if is_missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 # ------------------------------------------------------------------ renderers
@@ -162,27 +98,29 @@ def to_markdown(table: Table) -> str:
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+                ">": r"\textgreater{}"}
 
 
-def _tex(text: str) -> str:
+def tex_escape(text: str) -> str:
     text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return text.replace("±", r"$\pm$").replace("—", "--").replace("Δ", r"$\Delta$")
+    return (text.replace("±", r"$\pm$").replace("—", "--").replace("Δ", r"$\Delta$").replace("–", "--")
+            .replace("×", r"$\times$").replace("−", "-").replace("→", r"$\rightarrow$"))
 
 
 def to_latex(table: Table, caption: str = "", label: str = "tab:auroc") -> str:
     """A `table` float with a plain `tabular` (no packages beyond LaTeX itself)."""
     def cell(c: Cell) -> str:
-        text = _tex(c.text) + (r"$^{*}$" if c.mark else "")
+        text = tex_escape(c.text) + (r"$^{*}$" if c.mark else "")
         return r"\textbf{" + text + "}" if c.bold else text
 
     spec = "l" + "r" * (len(table.columns) - 1)
     lines = [r"\begin{table}[ht]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\hline",
-             " & ".join(_tex(c) for c in table.columns) + r" \\", r"\hline"]
+             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\hline"]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in table.rows]
     lines += [r"\hline", r"\end{tabular}"]
     if caption:
-        lines.append(rf"\caption{{{_tex(caption)}}}")
+        lines.append(rf"\caption{{{tex_escape(caption)}}}")
     lines += [rf"\label{{{label}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -195,3 +133,16 @@ def to_html(table: Table, css_class: str = "") -> str:
     head = "".join(f"<th>{html.escape(col)}</th>" for col in table.columns)
     body = "\n".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in table.rows)
     return f'<table class="{css_class}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def frame_cells(values: list[Any], digits: int = 3) -> list[Cell]:
+    """Cells of one CSV row as written: floats with `digits` decimals, missing values `n/a`, the rest as text."""
+    out = []
+    for v in values:
+        if is_missing(v):
+            out.append(Cell(NOT_AVAILABLE))
+        elif isinstance(v, (float, np.floating)):
+            out.append(Cell(f"{float(v):.{digits}f}"))
+        else:
+            out.append(Cell(str(v)))
+    return out

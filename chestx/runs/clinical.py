@@ -29,11 +29,10 @@ from chestx.runs.figures import plot_confusion_matrices, plot_reliability
 from chestx.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
 from chestx.metrics.thresholds import THRESHOLD_METHODS, operating_points, select_thresholds
 from chestx.inference.predictor import THRESHOLDS_FILE
-from chestx.runs.files import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
+from chestx.runs.files import OPERATING_POINTS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
 
 log = logging.getLogger(__name__)
 
-OPERATING_POINTS_FILE = "operating_points.csv"
 CALIBRATION_FILE = "calibration.csv"
 RELIABILITY_FILE = "reliability.csv"
 CONFUSION_FIGURE = "confusion_matrices.png"

@@ -31,6 +31,7 @@ PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
 AUROC_FILE = "auroc.csv"
 METRICS_FILE = "metrics.json"
+OPERATING_POINTS_FILE = "operating_points.csv"  # written by the clinical step (chestx.runs.clinical)
 # label-file metadata carried by predictions files (subgroup attributes, `chestx.metrics.subgroups`)
 META_COLUMNS = ("sex", "age", "view", "frontal_lateral")
 

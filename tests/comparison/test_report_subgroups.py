@@ -37,8 +37,8 @@ def report(sample_root: Path, tmp_path_factory) -> Path:
 
 
 def _cells(md: str) -> list[list[str]]:
-    section = md.split(f"## {HEADING}")[1].strip().split("\n\n")[0].splitlines()
-    return [[c.strip() for c in line.strip("|").split("|")] for line in section]
+    section = md.split(f"## {HEADING}")[1].split("\n## ")[0].splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section if line.startswith("|")]
 
 
 def test_gap_table_recomputed_from_the_runs_files(report: Path) -> None:
