@@ -62,10 +62,12 @@ def main(cfg: DictConfig) -> float:
         subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
         if cfg.get("ckpt") is not None:
             return score_checkpoint(cfg, run_dir, subgroups)
-        table, split = instantiate(cfg.data).labels_only()
+        data = instantiate(cfg.data)
+        table, split = data.labels_only()
         metrics = evaluate(
             Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
             id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
+            unknown_ids=getattr(data, "unknown_prediction_ids", "error"),  # nih_expert: a subset of NIH's images
             extra={"data": str(cfg.data._target_).rsplit(".", 1)[-1], "seed": cfg.seed},
         )
         if subgroups is not None:

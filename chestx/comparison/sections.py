@@ -91,6 +91,9 @@ def auroc_section(comparison: Comparison, out: Path) -> Section:
     notes = []
     if any(c.text == NO_ROW for row in table.rows for c in row):
         notes.append(f"`{NO_ROW}`: the run group does not predict that pathology.")
+    if any(c.text.startswith("n/a") for row in table.rows for c in row[1:]):
+        notes.append("`n/a`: no AUROC, because the test split has only one class (or no known label) for that "
+                     "pathology.")
     return Section("Test AUROC", notes, table, AUROC_CSV, files=files, latex_label="tab:auroc")
 
 

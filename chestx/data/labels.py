@@ -198,6 +198,30 @@ def read_label_csv(csv_path: str | Path, required: Sequence[str], what: str, **r
     return frame
 
 
+def required_text(values: pd.Series, column: str, path: str | Path, what: str) -> pd.Series:
+    """A column every row must have (image paths, image and patient ids) as stripped strings.
+
+    Missing values policy (pandas 3 keeps NaN through `astype(str)`): a blank or missing cell stops with the file,
+    the column and the first rows (1-based line numbers of the file, header = line 1), never a silent "nan" id.
+    """
+    text = values.astype("string").str.strip()  # (N,) pd.NA where missing
+    blank = text.isna() | (text == "")
+    if blank.any():
+        lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:5]]
+        raise DataError(
+            f"{what} file {str(path)!r}: {int(blank.sum())} rows have an empty {column!r} (first at lines {lines}); "
+            f"every row needs one: fill them in or remove those rows"
+        )
+    return text.astype(str)
+
+
+def optional_text(values: pd.Series) -> pd.Series:
+    """A metadata column (sex, view) as stripped strings; blank or missing cells stay missing (NaN), which the
+    subgroup and explore tables show as `unknown`."""
+    text = values.astype("string").str.strip()
+    return text.astype(object).where((text.notna() & (text != "")).to_numpy(dtype=bool), np.nan)
+
+
 def check_columns(frame: pd.DataFrame, required: Sequence[str], path: str | Path, what: str) -> None:
     """Raise DataError listing expected vs found columns when some are missing."""
     missing = [c for c in required if c not in frame.columns]

@@ -15,7 +15,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv, select_pathologies
+from chestx.data.labels import (
+    NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, required_text, select_pathologies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,8 @@ NIH_COLUMNS: tuple[str, ...] = (
 def _parse_age(age: pd.Series) -> np.ndarray:
     """Ages as float years; the 2017 release wrote some as '058Y' (NaN when unparseable)."""
     if pd.api.types.is_numeric_dtype(age):
-        return age.to_numpy(dtype=np.float64)
-    digits = age.astype(str).str.extract(r"(\d+)", expand=False)
+        return age.to_numpy(dtype=np.float64)  # a blank cell is NaN already
+    digits = age.astype("string").str.extract(r"(\d+)", expand=False)  # missing stays missing -> NaN
     return pd.to_numeric(digits, errors="coerce").to_numpy(dtype=np.float64)
 
 
@@ -88,7 +90,7 @@ def read_nih(
         log.info("NIH view filter %s keeps %d of %d rows", wanted, int(keep.sum()), len(raw))
         raw = raw.loc[keep].reset_index(drop=True)
 
-    image_ids = raw["Image Index"].astype(str).str.strip()
+    image_ids = required_text(raw["Image Index"], "Image Index", csv_path, "NIH label")
     dummies = _finding_matrix(raw["Finding Labels"], csv_path, image_ids)
     columns = names + ([NO_FINDING] if include_no_finding else [])
     labels = np.zeros((len(raw), len(columns)), dtype=np.float32)  # (N, K)
@@ -102,11 +104,11 @@ def read_nih(
 
     frame = pd.DataFrame({
         "image_id": image_ids,
-        "patient_id": raw["Patient ID"].astype(str).str.strip(),
+        "patient_id": required_text(raw["Patient ID"], "Patient ID", csv_path, "NIH label"),
         "path": image_ids,  # file name; find_nih_images() resolves it under the dataset root
-        "view": raw["View Position"].astype(str).str.strip(),
+        "view": optional_text(raw["View Position"]),  # missing: NaN (subgroups: unknown)
         "age": _parse_age(raw["Patient Age"]),
-        "sex": raw["Patient Gender"].astype(str).str.strip(),
+        "sex": optional_text(raw["Patient Gender"]),
         "finding_labels": raw["Finding Labels"].astype(str),
         "no_finding": normal,
     })

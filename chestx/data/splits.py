@@ -34,6 +34,11 @@ def _frame(frame: pd.DataFrame | LabelTable) -> pd.DataFrame:
     missing = [c for c in ("image_id", "patient_id") if c not in frame.columns]
     if missing:
         raise SplitError(f"split frame lacks columns {missing}; found {list(frame.columns)} (pass LabelTable.frame)")
+    for column in ("image_id", "patient_id"):  # a missing id would silently become one shared "nan" patient
+        blank = frame[column].isna().to_numpy()
+        if blank.any():
+            raise SplitError(f"{int(blank.sum())} rows have no {column} (first rows {np.flatnonzero(blank)[:5].tolist()}): "
+                             "splits are by patient, so every image needs its image and patient id")
     return frame
 
 
@@ -224,7 +229,11 @@ def kfold_split(
 
 
 def check_patient_disjoint(patient_ids: np.ndarray, split: np.ndarray) -> None:
-    """Raise SplitError when a patient has images in more than one split."""
+    """Raise SplitError when a patient has images in more than one split (or an image has no patient id)."""
+    blank = pd.isna(np.asarray(patient_ids, dtype=object))
+    if blank.any():
+        raise SplitError(f"{int(blank.sum())} images have no patient id (first rows {np.flatnonzero(blank)[:5].tolist()}): "
+                         "patient-disjoint splits need every image's patient")
     patient_ids, split = np.asarray(patient_ids).astype(str), np.asarray(split).astype(str)
     if patient_ids.shape != split.shape:
         raise SplitError(f"patient_ids {patient_ids.shape} and split {split.shape} must have the same length")

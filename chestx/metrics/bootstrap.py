@@ -34,15 +34,28 @@ import time
 import warnings
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from chestx.metrics.auroc import _auroc_with_counts, check_eval_labels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["benchmark_bootstrap", "bootstrap_auroc", "draw_patients", "weighted_auroc"]
+__all__ = ["benchmark_bootstrap", "bootstrap_auroc", "check_patient_ids", "draw_patients", "weighted_auroc"]
 
 _CHUNK_BYTES = 256 * 2**20  # working-set target per block of resamples
+
+
+def check_patient_ids(patient_ids: np.ndarray, n: int) -> np.ndarray:
+    """(N,) patient ids, unchanged; a missing id (None / NaN) is an error, never one shared "nan" patient."""
+    patient_ids = np.asarray(patient_ids)
+    if patient_ids.shape != (n,):
+        raise ValueError(f"patient_ids shape {patient_ids.shape} != ({n},)")
+    missing = pd.isna(patient_ids.astype(object))
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} of {n} images have no patient id (first rows {np.flatnonzero(missing)[:5].tolist()}): "
+                         "the bootstrap resamples patients; give every image its patient")
+    return patient_ids
 
 
 def draw_patients(n_patients: int, n_resamples: int, seed: int = 0) -> np.ndarray:
@@ -174,9 +187,7 @@ def bootstrap_auroc(
         raise ValueError(f"labels shape {labels.shape} != (N, K) = {(n_dim, k_dim)}")
     if not np.all(np.isfinite(probs[:, ~np.isnan(labels)])):
         raise ValueError("probs must be finite wherever the label is known")
-    patient_ids = np.asarray(patient_ids)
-    if patient_ids.shape != (n_dim,):
-        raise ValueError(f"patient_ids shape {patient_ids.shape} != ({n_dim},)")
+    patient_ids = check_patient_ids(patient_ids, n_dim)
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     _, cluster = np.unique(patient_ids, return_inverse=True)  # (N,) patient index

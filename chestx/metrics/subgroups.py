@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.metrics.auroc import _check_scores, check_eval_labels
-from chestx.metrics.bootstrap import bootstrap_auroc
+from chestx.metrics.bootstrap import bootstrap_auroc, check_patient_ids
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def subgroup_table(
     if "patient_id" not in frame.columns:
         raise ValueError(f"the frame has no patient_id column (found {list(frame.columns)}): the bootstrap resamples "
                          "patients")
-    patients = frame["patient_id"].astype(str).to_numpy()
+    patients = check_patient_ids(frame["patient_id"].to_numpy(), len(frame)).astype(str)  # (N,); missing -> ValueError
     groups = [(ALL, ALL, np.ones(len(frame), dtype=bool)), *subgroup_masks(frame, edges, attributes)]
     rows = []
     for attribute, group, mask in groups:

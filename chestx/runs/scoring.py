@@ -60,7 +60,8 @@ def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
         raise EvaluationError(f"predictions={str(path)!r} does not exist: pass the CSV of the model's outputs")
     id_column = find_id_column(path, list(pd.read_csv(path, nrows=0).columns), id_column)
     log.info("Image ids from column %r of %s", id_column, path)
-    frame = pd.read_csv(path, dtype={id_column: str})
+    # ids stay text as written ("NA", "None" are ids, not missing values); an empty cell is missing everywhere
+    frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False, na_values=[""])
     wanted = [prefix + p for p in pathologies]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -68,7 +69,12 @@ def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
             f"predictions CSV {path} lacks {len(missing)} of {len(wanted)} probability columns: {missing}; "
             f"columns are named <prefix><pathology> with prefix={prefix!r}; found {list(frame.columns)}; "
             "set prefix= to the CSV's prefix (prefix='' for bare pathology names)")
-    ids = frame[id_column].astype(str).str.strip().to_numpy()
+    blank = frame[id_column].isna() | (frame[id_column].str.strip() == "")
+    if blank.any():
+        raise EvaluationError(f"predictions CSV {path}: {int(blank.sum())} rows have an empty {id_column!r} (first "
+                              f"at lines {[int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:5]]}); every row "
+                              "needs its image id")
+    ids = frame[id_column].str.strip().to_numpy(dtype=object)
     duplicated = pd.Series(ids).duplicated()
     if duplicated.any():
         raise EvaluationError(f"predictions CSV {path}: {int(duplicated.sum())} image ids appear twice "
@@ -87,7 +93,7 @@ def read_prediction_csv(path: Path, id_column: str | None, prefix: str,
 
 def align_predictions(
     ids: np.ndarray, probs: np.ndarray, table: LabelTable, split: np.ndarray, stage: str = "test",
-    allow_missing: bool = False,
+    allow_missing: bool = False, unknown_ids: str = "error",
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Rows of `stage`: (image_id, patient_id + metadata frame, probs (N, K), evaluation labels (N, K)).
 
@@ -95,7 +101,9 @@ def align_predictions(
     """
     known = pd.Index(table.frame["image_id"].astype(str))
     unknown = ~pd.Index(ids).isin(known)
-    if unknown.any():
+    if unknown.any() and unknown_ids == "ignore":  # a dataset that relabels a subset of the model's images
+        log.info("%d of %d predictions are of images outside the label file: not scored", int(unknown.sum()), len(ids))
+    elif unknown.any():
         raise EvaluationError(
             f"{int(unknown.sum())} of {len(ids)} image ids in the predictions are not in the dataset's label file "
             f"(first: {list(ids[unknown][:5])}); check id_column and data= / data.root=")
@@ -122,7 +130,7 @@ def align_predictions(
 def evaluate(
     predictions: Path, table: LabelTable, split: np.ndarray, run_dir: Path, prefix: str = "prob_",
     id_column: str | None = None, name: str | None = None, allow_missing: bool = False,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, unknown_ids: str = "error",
 ) -> dict[str, Any]:
     """Score `predictions` on the test split and write the run folder; returns metrics.json's content."""
     started = time.perf_counter()
@@ -131,10 +139,10 @@ def evaluate(
     pathologies = list(table.pathologies)
     ids, probs = read_prediction_csv(predictions, id_column, prefix, pathologies)
     save_split(run_dir / "split.csv", table.frame, split)
-    frame, test_probs, test_labels = align_predictions(ids, probs, table, split, "test", allow_missing)
+    frame, test_probs, test_labels = align_predictions(ids, probs, table, split, "test", allow_missing, unknown_ids)
     write_predictions(run_dir / PREDICTIONS_FILE, predictions_frame(frame, test_probs, test_labels, pathologies))
     try:  # validation predictions only when the CSV covers the whole validation split
-        val = align_predictions(ids, probs, table, split, "val", allow_missing=False)
+        val = align_predictions(ids, probs, table, split, "val", allow_missing=False, unknown_ids=unknown_ids)
         write_predictions(run_dir / VAL_PREDICTIONS_FILE, predictions_frame(*val, pathologies))
     except EvaluationError:
         log.info("The predictions do not cover the validation split: no %s", VAL_PREDICTIONS_FILE)
