@@ -28,7 +28,8 @@ def main(cfg: DictConfig) -> None:
     data = instantiate(cfg.data)
     data.prepare()
     size = data.image_size or default_input_size(cfg.backbone)
-    print(f"pixel cache: {build_cache(data.paths, size, data.cache_dir, data.root)}  ({len(data.paths)} images, {size} px)")
+    folder = build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window)
+    print(f"pixel cache: {folder}  ({len(data.paths)} images, {size} px)")
 
 
 if __name__ == "__main__":

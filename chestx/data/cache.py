@@ -4,20 +4,24 @@ Layout of one cache (a folder under `cache_dir`, named after the dataset root, s
 the ordered file list):
 
     pixels.npy   (N, S, S) uint8, NumPy .npy format, opened with `np.load(mmap_mode="r")`
-    index.json   format version, size, interpolation, root, relative paths, (bytes, mtime_ns) per file
+    index.json   format version, size, interpolation, decoding rule, root, relative paths,
+                 (bytes, mtime_ns) per file
 
 Why this format: reading one 224 px image is a page-cache memcpy (~89,000 images/s per core on the
 project's shared 2-core Xeon, `chestx.perf`), against ~900/s for re-decoding 224 px PNG files and
 ~40/s for decoding + resizing the 1024 px originals (README, "Scaling out"). DataLoader workers share the mapping through the page
 cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
 
-Validity: a cache is used only if its folder has a complete `index.json` whose size, interpolation
-and per-file (bytes, mtime_ns) match the source files. Files that changed are re-decoded, nothing
+Validity: a cache is used only if its folder has a complete `index.json` whose size, interpolation,
+decoding rule (`chestx.data.images.DECODE_VERSION` and `data.dicom_window`: DICOM files are
+windowed once, here, so another window is another cache) and per-file (bytes, mtime_ns) match the
+source files. Files that changed are re-decoded, nothing
 else. Builds happen in `<name>.partial/` and become valid through one atomic `os.replace` of the
 folder, so an interrupted build never leaves a folder that looks valid; a `done.npy` bitmap makes
 the next build resume where the last one stopped. A file lock serialises builders (DDP ranks).
-Pixels are `resize_square(load_grayscale(path), size, interpolation)`, the exact calls of the
-uncached path (chestx.data.transforms), so cached and uncached pixels are identical.
+Pixels are `resize_square(load_grayscale(path, dicom_window), size, interpolation)`, the exact calls
+of the uncached path (chestx.data.transforms), so cached and uncached pixels are identical; DICOM
+files, slow to decode, are decoded once (`python -m chestx.prepare`).
 """
 from __future__ import annotations
 
@@ -35,7 +39,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from chestx.data.images import INTERPOLATIONS, ImageReadError, load_grayscale, resize_square
+from chestx.data.images import (
+    DECODE_VERSION, INTERPOLATIONS, ImageReadError, check_dicom_window, load_grayscale, resize_square,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +95,13 @@ class CachedPixels:
 # ------------------------------------------------------------------------------------ keying
 @dataclass
 class CacheSpec:
-    """What a cache holds: which files (in row order), at which size and interpolation."""
+    """What a cache holds: which files (in row order), at which size and interpolation, decoded by which rule."""
 
     paths: list[Path]
     size: int
     interpolation: str
     root: Path | None
+    dicom_window: str = "voi"
 
     def __post_init__(self) -> None:
         root = os.path.abspath(self.root) if self.root is not None else None
@@ -105,9 +112,15 @@ class CacheSpec:
             rel.append(os.path.relpath(p, root) if root is not None and p.startswith(root + os.sep) else p)
         self.relative = rel
 
+    @property
+    def decoding(self) -> dict:
+        """The decoding rule of the pixels: load_grayscale's version and data.dicom_window."""
+        return {"version": DECODE_VERSION, "dicom_window": self.dicom_window}
+
     def folder_name(self) -> str:
         digest = hashlib.sha256(
-            json.dumps([FORMAT_VERSION, self.root_abs, self.size, self.interpolation, self.relative]).encode()
+            json.dumps([FORMAT_VERSION, self.decoding, self.root_abs, self.size, self.interpolation,
+                        self.relative]).encode()
         ).hexdigest()[:16]
         name = (os.path.basename(self.root_abs) if self.root_abs else "") or "images"
         return f"{name}-{self.size}px-{self.interpolation}-{digest}"
@@ -145,7 +158,8 @@ def _changed_rows(index: dict, spec: CacheSpec, stats: list[list[int]]) -> np.nd
     """Rows whose file changed since `index` was written; None when the index is for another spec."""
     same = (
         index.get("version") == FORMAT_VERSION and index.get("size") == spec.size
-        and index.get("interpolation") == spec.interpolation and index.get("paths") == spec.relative
+        and index.get("interpolation") == spec.interpolation and index.get("decoding") == spec.decoding
+        and index.get("paths") == spec.relative
     )
     if not same:
         return None
@@ -173,13 +187,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------ building
-def _decode_chunk(out: np.ndarray, rows: list[int], paths: list[str], size: int, interpolation: str
-                  ) -> tuple[list[int], list[str]]:
+def _decode_chunk(out: np.ndarray, rows: list[int], paths: list[str], size: int, interpolation: str,
+                  dicom_window: str = "voi") -> tuple[list[int], list[str]]:
     """Decode + resize `rows` into the mapped array `out`; returns rows written and error messages."""
     written, errors = [], []
     for row, path in zip(rows, paths):
         try:
-            out[row] = resize_square(load_grayscale(path), size, interpolation)  # (S, S) uint8
+            image = load_grayscale(path, dicom_window=dicom_window)  # (H, W) uint8
+            out[row] = resize_square(image, size, interpolation)  # (S, S) uint8
             written.append(row)
         except ImageReadError as err:
             errors.append(str(err))
@@ -214,7 +229,7 @@ def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> lis
     started, count = time.perf_counter(), 0
 
     def task(rows: list[int]) -> tuple[list[int], list[str]]:
-        return _decode_chunk(out, rows, [paths[r] for r in rows], spec.size, spec.interpolation)
+        return _decode_chunk(out, rows, [paths[r] for r in rows], spec.size, spec.interpolation, spec.dicom_window)
 
     def record(result: tuple[list[int], list[str]]) -> None:
         nonlocal count
@@ -258,13 +273,19 @@ def build_cache(
     root: str | Path | None = None,
     interpolation: str = "area",
     workers: int | None = None,
+    dicom_window: str = "voi",
 ) -> Path:
-    """Build (or validate / resume / refresh) the cache of `paths` at `size`; returns its folder."""
+    """Build (or validate / resume / refresh) the cache of `paths` at `size`; returns its folder.
+
+    `dicom_window` (data.dicom_window) is part of the cache's key: DICOM files are windowed once, here.
+    """
+    check_dicom_window(dicom_window)
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"data.cache interpolation={interpolation!r} is not one of {list(INTERPOLATIONS)}")
     if int(size) < 1:
         raise ValueError(f"data.image_size={size} must be a positive number of pixels for the pixel cache")
-    spec = CacheSpec([Path(p) for p in paths], int(size), interpolation, Path(root).expanduser() if root else None)
+    spec = CacheSpec([Path(p) for p in paths], int(size), interpolation, Path(root).expanduser() if root else None,
+                     dicom_window)
     if not spec.paths:
         raise ValueError("the pixel cache got no image paths: check data.root and the split")
     base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -317,7 +338,7 @@ def build_cache(
 def _index_head(spec: CacheSpec) -> dict:
     return {
         "version": FORMAT_VERSION, "size": spec.size, "interpolation": spec.interpolation,
-        "root": spec.root_abs, "paths": spec.relative,
+        "decoding": spec.decoding, "root": spec.root_abs, "paths": spec.relative,
     }
 
 
@@ -356,6 +377,7 @@ def cached_pixels(
     root: str | Path | None = None,
     interpolation: str = "area",
     workers: int | None = None,
+    dicom_window: str = "voi",
 ) -> CachedPixels:
     """Build or reuse the cache of `paths` and return a `PixelSource` indexed like `paths`."""
-    return CachedPixels(build_cache(paths, image_size, cache_dir, root, interpolation, workers))
+    return CachedPixels(build_cache(paths, image_size, cache_dir, root, interpolation, workers, dicom_window))

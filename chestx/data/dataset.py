@@ -28,13 +28,14 @@ class PixelSource(Protocol):
 
 
 class FileSource:
-    """Decode row `i` from its image file."""
+    """Decode row `i` from its image file (`dicom_window`: data.dicom_window, how DICOM becomes uint8)."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], dicom_window: str = "voi") -> None:
         self.paths = [str(p) for p in paths]
+        self.dicom_window = dicom_window
 
     def __call__(self, i: int) -> np.ndarray:
-        return load_grayscale(self.paths[i])  # (H, W) uint8
+        return load_grayscale(self.paths[i], dicom_window=self.dicom_window)  # (H, W) uint8
 
 
 class XrayDataset(Dataset):

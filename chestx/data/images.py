@@ -1,13 +1,27 @@
-"""Decode chest X-ray files to 8-bit grayscale and resize them.
+"""Decode chest X-ray files (PNG, JPEG, TIFF, DICOM) to 8-bit grayscale (H, W), and resize them.
 
-`load_grayscale` reads the whole file once, checks that it is complete (PNG ends with its IEND
-chunk, JPEG with an EOI marker: decoders may otherwise pad a truncated image silently), then
-decodes with OpenCV (13.5 ms vs Pillow's 16.0 ms per 1024 px NIH PNG on this project's CPU) and
-falls back to Pillow for whatever OpenCV cannot decode. Colour (RGB / RGBA / palette) becomes
-BT.601 luma with alpha dropped. 16-bit input is scaled by its effective bit depth: the bit length
-of its maximum (at least 8) sets the white point 2**bits - 1, so full-range 16-bit data is
-divided by 257, 12-bit data stored in 16 bits is scaled by 255/4095, and no image is
-contrast-stretched to its own maximum.
+`load_grayscale(path, dicom_window)` recognises the format by content and turns every file into
+uint8 by one rule:
+
+- 8-bit images (PNG, JPEG, 8-bit TIFF; L, P, RGB, RGBA): their own values, byte for byte. Colour
+  (RGB / RGBA / palette) becomes BT.601 luma with alpha dropped.
+- Deeper integer images (16-bit PNG / TIFF, e.g. PadChest's 16-bit PNGs; 32-bit mode I): min-max,
+  round((v - min) / (max - min) * 255), a constant image is 0. Such a file carries no window, so
+  this is the `data.dicom_window` rule's "min-max where the file has none", the same under
+  `voi` and `minmax`. (Before DECODE_VERSION 2 they were scaled by their effective bit depth.)
+- DICOM ('DICM' at byte 128, or a raw data set / a .dcm file pydicom reads with force): Modality
+  LUT, then the VOI LUT or first window (`voi`) or the image's own range (`minmax`), MONOCHROME1
+  inverted: see chestx.data.dicom.
+
+Before anything is decoded the file's size and its header's dimensions are checked against
+`CHESTX_MAX_IMAGE_PIXELS` (decompression bombs, chestx.data.image_check), and PNG / JPEG files
+must be complete (PNG ends with its IEND chunk, JPEG with an EOI marker: decoders may otherwise
+pad a truncated image silently). Raster files are decoded with OpenCV (13.5 ms vs Pillow's 16.0 ms
+per 1024 px NIH PNG on this project's CPU), Pillow for whatever OpenCV cannot decode. Every
+failure is an `ImageReadError` naming the file and the reason.
+
+`DECODE_VERSION` changes whenever the pixels of some file change; the resize cache
+(chestx.data.cache) keys on it and on `dicom_window`, so a change re-decodes.
 """
 from __future__ import annotations
 
@@ -19,12 +33,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from chestx.data.image_check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
+    DICOM_WINDOWS, ImageReadError, check_complete, check_dicom_window, check_raster_header, image_error,
+    looks_like_dicom, read_image_bytes,
+)
+
 log = logging.getLogger(__name__)
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PNG_IEND = b"IEND\xaeB`\x82"
-JPEG_MAGIC = b"\xff\xd8\xff"
-JPEG_EOI = b"\xff\xd9"
+DECODE_VERSION = 2  # 2: 16-bit min-max, DICOM; bump whenever load_grayscale's pixels change for some file
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
     "linear": cv2.INTER_LINEAR,
@@ -34,35 +50,31 @@ INTERPOLATIONS = {
 }
 
 
-class ImageReadError(Exception):
-    """An image file cannot be read or decoded; the message names the path and the reason."""
-
-
 def _fail(path: Path, reason: str) -> ImageReadError:
-    return ImageReadError(f"cannot read image {str(path)!r}: {reason}")
+    return image_error(path, reason)
 
 
-def _check_complete(data: bytes, path: Path) -> None:
-    """Detect truncated PNG / JPEG files from their last bytes."""
-    if data.startswith(PNG_MAGIC) and not data.rstrip(b"\x00").endswith(PNG_IEND):
-        raise _fail(path, f"truncated PNG (no IEND chunk at the end of its {len(data)} bytes); "
-                          "re-copy or re-extract it")
-    if data.startswith(JPEG_MAGIC) and JPEG_EOI not in data[-1024:]:
-        raise _fail(path, f"truncated JPEG (no end-of-image marker in its last bytes, {len(data)} bytes); re-copy it")
+def minmax_to_uint8(values: np.ndarray, used: np.ndarray | None = None) -> np.ndarray:
+    """Any numeric image -> uint8: round((v - min) / (max - min) * 255); a constant image is all 0.
+
+    `used` (bool, like `values`): take min and max over these entries only (a lookup table's levels present
+    in the image).
+    """
+    v = values.astype(np.float64, copy=False)
+    present = v if used is None else v[used]
+    lo, hi = float(present.min()), float(present.max())
+    if not hi > lo:
+        return np.zeros(v.shape, dtype=np.uint8)
+    return np.clip(np.rint((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
 def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
-    """Integer image of any depth -> uint8, scaled by its effective bit depth (see module docstring)."""
+    """Integer image of any depth -> uint8: 8-bit unchanged, deeper min-max (see module docstring)."""
     if img.dtype == np.uint8:
         return img
     if not np.issubdtype(img.dtype, np.integer):
         raise _fail(path, f"unsupported pixel type {img.dtype}; expected 8- or 16-bit integers")
-    img = np.clip(img, 0, None)
-    bits = max(8, int(img.max()).bit_length())
-    white = (1 << bits) - 1
-    if bits == 8:
-        return img.astype(np.uint8)
-    return np.rint(img.astype(np.float32) * (255.0 / white)).astype(np.uint8)
+    return minmax_to_uint8(img)  # (H, W) uint8
 
 
 def _gray_cv2(img: np.ndarray) -> np.ndarray:
@@ -89,22 +101,29 @@ def _decode_pillow(data: bytes, path: Path) -> np.ndarray:
             return np.asarray(im.convert("L") if im.mode != "L" else im)
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as err:
+        raise _fail(path, f"Pillow refused it: {err}") from err
     except UnidentifiedImageError as err:
         raise _fail(path, "not a PNG or JPEG image Pillow or OpenCV can decode") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise _fail(path, f"{type(err).__name__}: {err}") from err
 
 
-def load_grayscale(path: str | Path) -> np.ndarray:
-    """Read a PNG or JPEG (8/16-bit; L, RGB, RGBA, P, I;16, I) as a (H, W) uint8 array."""
+def load_grayscale(path: str | Path, dicom_window: str = "voi") -> np.ndarray:
+    """Read a PNG, JPEG, TIFF or DICOM file as a (H, W) uint8 array, by the module's rule.
+
+    `dicom_window` (data.dicom_window): `voi` or `minmax`, how DICOM values become 0..255 (no effect on
+    other formats, which carry no window).
+    """
+    check_dicom_window(dicom_window)
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise _fail(path, f"{type(err).__name__}: {err.strerror or err}") from err
-    if not data:
-        raise _fail(path, "the file is empty (0 bytes)")
-    _check_complete(data, path)
+    data = read_image_bytes(path)  # size checked against the limit before reading
+    if looks_like_dicom(data[:132], path):
+        from chestx.data.dicom import decode_dicom  # pydicom is imported only when a DICOM file is met
+
+        return decode_dicom(data, path, dicom_window)  # (H, W) uint8
+    check_raster_header(data, path)  # refuses decompression bombs before any decoder sees the file
+    check_complete(data, path)
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     img = _decode_pillow(data, path) if img is None else _gray_cv2(img)
     if img.ndim != 2 or img.size == 0:

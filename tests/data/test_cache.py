@@ -1,7 +1,9 @@
 """Pixel cache on real NIH images: identical to the uncached path, reuse / refresh on change,
-interrupted builds, corrupt files, and one shared mapping across DataLoader workers."""
+interrupted builds, corrupt files, one shared mapping across DataLoader workers, and DICOM decoded
+once under a decoding rule that is part of the cache's key."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from chestx.data import cache as cache_mod
 from chestx.data.cache import INDEX, PIXELS, CachedPixels, build_cache, cached_pixels
 from chestx.data.images import ImageReadError, load_grayscale, resize_square
+from chestx.data.labels import DataError
 
 
 def _sample_images(sample_root: Path, tmp_path: Path, n: int) -> list[Path]:
@@ -32,9 +35,9 @@ def _count_decodes(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = cache_mod.load_grayscale
 
-    def counting(path):
+    def counting(path, **options):
         calls.append(str(path))
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(cache_mod, "load_grayscale", counting)
     return calls
@@ -109,11 +112,11 @@ def test_interrupted_build_never_looks_valid_and_resumes(sample_root: Path, tmp_
     real = cache_mod.load_grayscale
     calls: list[str] = []
 
-    def dies_after_20(path):
+    def dies_after_20(path, **options):
         if len(calls) == 20:
             raise KeyboardInterrupt  # the user presses Ctrl-C mid-build
         calls.append(str(path))
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(cache_mod, "load_grayscale", dies_after_20)
     with pytest.raises(KeyboardInterrupt):
@@ -124,7 +127,7 @@ def test_interrupted_build_never_looks_valid_and_resumes(sample_root: Path, tmp_
     assert not final.exists() and cache_mod._read_index(built[0])["complete"] is False
 
     calls.clear()
-    monkeypatch.setattr(cache_mod, "load_grayscale", lambda p: (calls.append(str(p)), real(p))[1])
+    monkeypatch.setattr(cache_mod, "load_grayscale", lambda p, **o: (calls.append(str(p)), real(p, **o))[1])
     folder = build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1)
     assert folder == final and not built[0].exists()
     assert len(calls) == 40 - 16, "the two chunks finished before the interruption are not decoded again"
@@ -199,3 +202,68 @@ def test_prepare_cli_builds_the_cache_train_reuses(repo_root: Path, sample_root:
                                   split="random", cache=True, cache_dir=str(tmp_path / "c")), image_size=64)
     dm.setup()
     assert dm.datasets["train"].pixels.folder == folders[0], "train with data.cache=true reuses prepare's cache"
+
+
+def _dicom_files(sample_root: Path, tmp_path: Path, n: int) -> list[Path]:
+    """`n` DX files (MONOCHROME2, 12 bits stored, window centre / width) with real NIH pixels."""
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    paths = []
+    for i, src in enumerate(sorted((sample_root / "images").glob("*.png"))[:n]):
+        stored = np.asarray(Image.open(src).convert("L")).astype(np.uint16) * 16  # (256, 256) 12-bit
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.Modality, ds.PatientID, ds.ViewPosition = "DX", str(i), "PA"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = stored.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.WindowCenter, ds.WindowWidth = 1500, 1800
+        ds.PixelData = stored.tobytes()
+        ds["PixelData"].VR = "OW"
+        if i % 2:
+            ds.compress(JPEG2000Lossless, stored)
+        ds.save_as(folder / f"{src.stem}.dcm", enforce_file_format=True)
+        paths.append(folder / f"{src.stem}.dcm")
+    assert pydicom.dcmread(paths[1]).file_meta.TransferSyntaxUID == JPEG2000Lossless
+    return paths
+
+
+def test_dicom_decoded_once_and_the_rule_keys_the_cache(sample_root: Path, tmp_path: Path, monkeypatch) -> None:
+    paths = _dicom_files(sample_root, tmp_path, 6)
+    calls = _count_decodes(monkeypatch)
+    voi = build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1)
+    assert len(calls) == 6
+    index = json.loads((voi / INDEX).read_text())
+    assert index["decoding"] == {"version": cache_mod.DECODE_VERSION, "dicom_window": "voi"}
+    np.testing.assert_array_equal(np.load(voi / PIXELS), np.stack(
+        [resize_square(load_grayscale(p, dicom_window="voi"), 64) for p in paths]))
+    spec = cache_mod.CacheSpec(paths, 64, "area", tmp_path, "voi")
+    assert list(cache_mod._changed_rows(index, spec, cache_mod.file_stats(paths))) == []
+    other_rule = {**index, "decoding": {**index["decoding"], "dicom_window": "minmax"}}
+    assert cache_mod._changed_rows(other_rule, spec, cache_mod.file_stats(paths)) is None, "another rule, another cache"
+    calls.clear()
+    assert cached_pixels(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1).folder == voi
+    assert calls == [], "DICOM is decoded once: a valid cache is reused"
+
+    minmax = build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1, dicom_window="minmax")
+    assert minmax != voi and len(calls) == 6, "another data.dicom_window is another cache"
+    expected = np.stack([resize_square(load_grayscale(p, dicom_window="minmax"), 64) for p in paths])
+    np.testing.assert_array_equal(np.load(minmax / PIXELS), expected)
+    assert not np.array_equal(np.load(minmax / PIXELS), np.load(voi / PIXELS))
+    assert voi.exists(), "the other rule's cache stays valid"
+
+    calls.clear()
+    monkeypatch.setattr(cache_mod, "DECODE_VERSION", cache_mod.DECODE_VERSION + 1)  # the decoder changed
+    rebuilt = build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, workers=1)
+    assert rebuilt != voi and len(calls) == 6, "a new decoder version re-decodes"
+
+    with pytest.raises(DataError, match=r"data\.dicom_window='lut'"):
+        build_cache(paths, 64, cache_dir=tmp_path / "c", root=tmp_path, dicom_window="lut")

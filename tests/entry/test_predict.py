@@ -13,7 +13,7 @@ import pytest
 
 from chestx.inference.predictor import load_for_inference
 from chestx.inference.batch import predict
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def folder(clinical_run_dir: Path, sample_root: Path, tmp_path_factory) -> tuple
         shutil.copy(sample_root / "images" / name, root / name)
     (root / "sub").mkdir()
     gray = cv2.imread(str(sample_root / "images" / ids[3]), cv2.IMREAD_GRAYSCALE)
-    cv2.imwrite(str(root / "sub" / ids[3]), gray.astype(np.uint16) * 257)  # 16-bit, same pixels after / 257
+    cv2.imwrite(str(root / "sub" / ids[3]), gray.astype(np.uint16) * 257)  # 16-bit: min-max back to 0..255
     rgb = cv2.imread(str(sample_root / "images" / ids[4]), cv2.IMREAD_COLOR)
     cv2.imwrite(str(root / Path(ids[4]).with_suffix(".JPG").name), rgb, [cv2.IMWRITE_JPEG_QUALITY, 95])
     data = (sample_root / "images" / ids[0]).read_bytes()
@@ -51,10 +51,18 @@ def test_predict_folder_skips_corrupt_files(clinical_run_dir: Path, folder, samp
     run_ids, run_probs, run_labels, names = read_predictions(clinical_run_dir / "predictions.csv")
     _, probs, labels, _ = read_predictions(tmp_path / "predictions.csv")
     by_id = {i: r for r, i in enumerate(run_ids["image_id"])}
-    for r, image_id in enumerate(frame["image_id"]):
-        if image_id in by_id:  # the 3 PNG copies and the 16-bit PNG
+    for r, (image_id, path) in enumerate(zip(frame["image_id"], frame["path"])):
+        if image_id not in by_id:
+            continue
+        np.testing.assert_array_equal(np.nan_to_num(labels[r], nan=-1), np.nan_to_num(run_labels[by_id[image_id]], nan=-1))
+        if Path(path).parent.name != "sub":  # the 3 PNG copies
             np.testing.assert_allclose(probs[r], run_probs[by_id[image_id]], atol=1e-5)
-            np.testing.assert_array_equal(np.nan_to_num(labels[r], nan=-1), np.nan_to_num(run_labels[by_id[image_id]], nan=-1))
+            continue
+        # the 16-bit PNG is decoded by the one rule for deep images (min-max to 0..255), computed here by hand
+        gray = cv2.imread(str(sample_root / "images" / image_id), cv2.IMREAD_GRAYSCALE).astype(np.float64)
+        stretched = np.rint((gray - gray.min()) * 255.0 / (gray.max() - gray.min())).astype(np.uint8)
+        expected = predictor.probabilities(predictor.preprocess([stretched]))[0]
+        np.testing.assert_allclose(probs[r], expected, atol=1e-5)
 
     thresholds = pd.read_csv(clinical_run_dir / "thresholds.csv")["threshold"].fillna(0.5).to_numpy()
     pred = frame[[f"pred_{n}" for n in names]].to_numpy()
