@@ -4,6 +4,10 @@ Source: Irvin et al. 2019, "CheXpert: A Large Chest Radiograph Dataset with Unce
 (U-Ignore, U-Zeros, U-Ones, U-MultiClass) and Pham et al. 2021 (label smoothing of uncertain
 labels, `lsr_zeros` / `lsr_ones`). Each observation column holds 1.0 (positive), 0.0 (negative),
 -1.0 (uncertain) or blank (not mentioned).
+
+The rules are reusable: `parse_label_cells` reads such columns from text (also 1 / 0 / -1, stripped),
+`apply_label_rules` turns the 1 / 0 / -1 / NaN matrix into labels and `uncertain` under the policies;
+MIMIC-CXR (`chestx.data.mimic`) and a user's CSV (`chestx.data.csv_folder`) use them as they are.
 """
 from __future__ import annotations
 
@@ -30,10 +34,13 @@ DEFAULT_KEY = "default"
 BLANK_KEPT_UNDER_NO_FINDING: tuple[str, ...] = ("Support Devices",)
 
 
-def resolve_uncertainty(uncertainty: str | Mapping[str, str], pathologies: Sequence[str]) -> list[str]:
+def resolve_uncertainty(
+    uncertainty: str | Mapping[str, str], pathologies: Sequence[str], known: Sequence[str] = CHEXPERT_PATHOLOGIES,
+) -> list[str]:
     """One policy per pathology from a policy name or a mapping {pathology: policy, "default": policy}.
 
-    A mapping without "default" uses "ignore" for the pathologies it does not name.
+    A mapping without "default" uses "ignore" for the pathologies it does not name. Its keys must be
+    among `known` (the dataset's label columns; CheXpert's 14 observations by default).
     """
     def check(policy: object, where: str) -> str:
         if policy not in UNCERTAINTY_POLICIES:
@@ -51,7 +58,7 @@ def resolve_uncertainty(uncertainty: str | Mapping[str, str], pathologies: Seque
         )
     default = check(uncertainty.get(DEFAULT_KEY, "ignore"), "uncertainty.default")
     per = {str(k): check(v, f"uncertainty[{k!r}]") for k, v in uncertainty.items() if k != DEFAULT_KEY}
-    unknown = [k for k in per if k not in CHEXPERT_PATHOLOGIES]
+    unknown = [k for k in per if k not in known]
     if unknown:
         raise DataError(
             f"uncertainty names unknown pathologies {unknown}; valid keys: {[DEFAULT_KEY, *pathologies]}"
@@ -68,6 +75,61 @@ def _check_range(rng: Sequence[float], name: str) -> tuple[float, float]:
     if not 0.0 <= lo <= hi <= 1.0:
         raise DataError(f"{name}={tuple(rng)} must be (low, high) with 0 <= low <= high <= 1")
     return lo, hi
+
+
+def check_label_options(
+    blank: str, lsr_zeros: Sequence[float] = (0.0, 0.3), lsr_ones: Sequence[float] = (0.55, 0.85),
+) -> dict[str, tuple[float, float]]:
+    """Validate `blank` and the LSR ranges; returns {"lsr_zeros": (low, high), "lsr_ones": (low, high)}."""
+    if blank not in BLANK_POLICIES:
+        raise DataError(f"blank={blank!r} is not one of {list(BLANK_POLICIES)}")
+    return {"lsr_zeros": _check_range(lsr_zeros, "lsr_zeros"), "lsr_ones": _check_range(lsr_ones, "lsr_ones")}
+
+
+def apply_label_rules(
+    source: np.ndarray,
+    names: Sequence[str],
+    policies: Sequence[str],
+    blank: str,
+    normal: np.ndarray,
+    lsr_ranges: Mapping[str, tuple[float, float]],
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CheXpert's label rules on a source matrix: (labels float32 (N, K), uncertain bool (N, K)).
+
+    `source` (N, K) holds 1 / 0 / -1 (uncertain) / NaN (blank, not mentioned) for the pathologies
+    `names`, `policies` one uncertainty policy per column (`resolve_uncertainty`), `normal` (N,) the
+    labeller's No Finding = 1. Blank cells become 0 (`blank="zeros"`) or stay NaN (`"mask"`), except
+    that under `mask` a normal row's blank cells are 0 (Support Devices excepted). Uncertain cells
+    become NaN (`ignore`, `multiclass`), 0 (`zeros`), 1 (`ones`) or uniform draws from the `lsr_*`
+    range (one numpy generator seeded with `seed`, one draw per row for each LSR column in column
+    order). Shared by CheXpert, MIMIC-CXR and `data=csv`.
+    """
+    source = np.asarray(source, dtype=np.float32)  # (N, K)
+    normal = np.asarray(normal, dtype=bool)  # (N,)
+    uncertain = source == -1.0  # (N, K) bool
+    labels = source.copy()
+    if blank == "zeros":
+        labels[np.isnan(labels)] = 0.0
+    else:  # mask: blank is unknown, except that No Finding = 1 says the other findings are absent
+        absent = [k for k, name in enumerate(names) if name not in BLANK_KEPT_UNDER_NO_FINDING]
+        rows = np.flatnonzero(normal)
+        block = labels[np.ix_(rows, absent)]  # (n_normal, K') view copy
+        block[np.isnan(block)] = 0.0
+        labels[np.ix_(rows, absent)] = block
+    rng = np.random.default_rng(seed)
+    for k, policy in enumerate(policies):
+        unc = uncertain[:, k]
+        if policy in ("ignore", "multiclass"):
+            labels[unc, k] = np.nan
+        elif policy == "zeros":
+            labels[unc, k] = 0.0
+        elif policy == "ones":
+            labels[unc, k] = 1.0
+        else:
+            lo, hi = lsr_ranges[policy]
+            labels[unc, k] = rng.uniform(lo, hi, size=len(labels))[unc]
+    return labels.astype(np.float32), uncertain
 
 
 def _numeric_labels(raw: pd.DataFrame, names: list[str], csv_path: Path) -> np.ndarray:
@@ -87,6 +149,42 @@ def _numeric_labels(raw: pd.DataFrame, names: list[str], csv_path: Path) -> np.n
             f"{names[k]!r}={value!r} in row {r} ({raw['Path'].iloc[r]}); use the CSV as distributed"
         )
     return values
+
+
+# Label cells as text (read with dtype=str, keep_default_na=False) -> value; "" is blank (not mentioned).
+LABEL_TEXT_VALUES: dict[str, float] = {
+    "1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0, "": np.nan,
+}
+
+
+def parse_label_cells(raw: pd.DataFrame, columns: Sequence[str], path: str | Path, key: str = "",
+                      row_names: pd.Series | None = None) -> np.ndarray:
+    """Label columns read as text -> float32 (N, K) of 1 / 0 / -1 / NaN (blank).
+
+    Accepts 1 / 0 / -1 and 1.0 / 0.0 / -1.0 with surrounding spaces, and blank (also NaN in `raw`).
+    Any other value -> DataError naming the file, the column, the row (data row and file line, plus
+    `row_names` when given, e.g. the image path) and the value, with the fix (`key`: the option that
+    chose the columns).
+    """
+    out = np.empty((len(raw), len(columns)), dtype=np.float32)  # (N, K)
+    for k, column in enumerate(columns):
+        cells = raw[column]
+        text = cells.astype("object").where(cells.notna(), "").astype(str).str.strip()  # (N,)
+        known = text.isin(LABEL_TEXT_VALUES.keys()).to_numpy()
+        if not known.all():
+            bad = np.flatnonzero(~known)
+            r = int(bad[0])
+            name = "" if row_names is None else f", {row_names.iloc[r]}"
+            where = f"row {r} (line {r + 2} of the file{name})"
+            others = sorted(set(text.iloc[bad].tolist()))[:5]
+            hint = f"; or leave {column!r} out of {key}" if key else ""
+            raise DataError(
+                f"{str(path)!r}: column {column!r}, {where}: value {str(cells.iloc[r])!r} is not a label; labels are "
+                f"1 / 0 / -1 (uncertain) / blank (also 1.0 / 0.0 / -1.0). {len(bad)} cells of this column are like "
+                f"that (values {others}); fix the file{hint}"
+            )
+        out[:, k] = text.map(LABEL_TEXT_VALUES).to_numpy(dtype=np.float32)
+    return out
 
 
 def read_chexpert(
@@ -114,9 +212,7 @@ def read_chexpert(
     csv_path = Path(csv_path).expanduser()
     names = select_pathologies(pathologies, CHEXPERT_PATHOLOGIES, "CheXpert")
     policies = resolve_uncertainty(uncertainty, names)
-    if blank not in BLANK_POLICIES:
-        raise DataError(f"blank={blank!r} is not one of {list(BLANK_POLICIES)}")
-    ranges = {"lsr_zeros": _check_range(lsr_zeros, "lsr_zeros"), "lsr_ones": _check_range(lsr_ones, "lsr_ones")}
+    ranges = check_label_options(blank, lsr_zeros, lsr_ones)
 
     raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *dict.fromkeys([NO_FINDING, *names])], "CheXpert")
     if frontal_only:
@@ -139,28 +235,7 @@ def read_chexpert(
 
     source = _numeric_labels(raw, names, csv_path)  # (N, K) 1 / 0 / -1 / NaN
     normal = _numeric_labels(raw, [NO_FINDING], csv_path)[:, 0] == 1.0  # (N,) the labeller's No Finding
-    uncertain = source == -1.0  # (N, K) bool
-    labels = source.copy()
-    if blank == "zeros":
-        labels[np.isnan(labels)] = 0.0
-    else:  # mask: blank is unknown, except that No Finding = 1 says the other findings are absent
-        absent = [k for k, name in enumerate(names) if name not in BLANK_KEPT_UNDER_NO_FINDING]
-        rows = np.flatnonzero(normal)
-        block = labels[np.ix_(rows, absent)]  # (n_normal, K') view copy
-        block[np.isnan(block)] = 0.0
-        labels[np.ix_(rows, absent)] = block
-    rng = np.random.default_rng(seed)
-    for k, policy in enumerate(policies):
-        unc = uncertain[:, k]
-        if policy in ("ignore", "multiclass"):
-            labels[unc, k] = np.nan
-        elif policy == "zeros":
-            labels[unc, k] = 0.0
-        elif policy == "ones":
-            labels[unc, k] = 1.0
-        else:
-            lo, hi = ranges[policy]
-            labels[unc, k] = rng.uniform(lo, hi, size=len(labels))[unc]
+    labels, uncertain = apply_label_rules(source, names, policies, blank, normal, ranges, seed)  # (N, K) each
 
     frontal = raw["Frontal/Lateral"].astype(str)
     frame = pd.DataFrame({
@@ -177,4 +252,4 @@ def read_chexpert(
         "Read %d CheXpert images of %d patients from %s; uncertainty %s, blank=%s, %d uncertain cells",
         len(frame), frame["patient_id"].nunique(), csv_path, dict(zip(names, policies)), blank, int(uncertain.sum()),
     )
-    return LabelTable(frame=frame, labels=labels.astype(np.float32), uncertain=uncertain, pathologies=names)
+    return LabelTable(frame=frame, labels=labels, uncertain=uncertain, pathologies=names)

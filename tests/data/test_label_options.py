@@ -81,8 +81,10 @@ def test_multiclass_flags_only_for_selected_multiclass_pathologies(chexpert_dir:
 
 # ------------------------------------------------------------------------ bug 5: CheXNet labels
 def test_chexnet_split_labels_from_lists_or_csv(nih_dir: Path) -> None:
-    lists, split = _nih(nih_dir, split="chexnet").labels_only()
+    lists, split = _nih(nih_dir, split="chexnet", chexnet_labels="lists").labels_only()
     csv, split_csv = _nih(nih_dir, split="chexnet", chexnet_labels="csv").labels_only()
+    default, _ = _nih(nih_dir, split="chexnet").labels_only()
+    np.testing.assert_array_equal(default.labels, csv.labels)  # the default is the label file in use, as every split
     np.testing.assert_array_equal(split, split_csv)
     k = NIH_PATHOLOGIES.index("Pneumonia")
     assert int(lists.labels[split == "test", k].sum()) == 242
