@@ -1,10 +1,13 @@
 """Hydra glue shared by the entry points (the only non-entry module that imports Hydra): config path,
-resolvers, the run folder, writing config.yaml, instantiating callback / logger groups."""
+resolvers, the run folder, writing config.yaml, instantiating callback / logger groups and optional groups."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from chestx.core.run_folder import CONFIG_FILE, dataset_name
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -26,10 +29,30 @@ def hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The Hydra run folder, or `paths.output_dir` when an entry point's function is called without Hydra (tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return hydra_run_dir() if HydraConfig.initialized() else Path(cfg.paths.output_dir)
+
+
+def data_config_name(cfg: DictConfig) -> str:
+    """The name of the dataset a command reads: its `data=` choice (`nih_sample`, `chexpert`, ...) under Hydra,
+    else the data class's name (`chestx.core.run_folder.dataset_name`). It names external/<dataset>/ folders and the
+    report's cross-dataset rows and columns (`test_data=[<name>]` keys name theirs)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("data")
+        if choice:
+            return str(choice)
+    return dataset_name(str(cfg.data.get("_target_", "")))
+
+
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     """The resolved config as config.yaml in the run folder (what chestx.report reads back)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (Path(run_dir) / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -37,3 +60,11 @@ def instantiate_all(group: DictConfig | None) -> list:
     from hydra.utils import instantiate
 
     return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def instantiate_optional(node: DictConfig | None) -> Any:
+    """An optional group (`clinical`, `subgroups`): its object, or None when switched off (`clinical=none` leaves
+    a node without `_target_`, `~clinical` none at all)."""
+    from hydra.utils import instantiate
+
+    return instantiate(node) if node and node.get("_target_") else None

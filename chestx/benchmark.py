@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR
 from chestx.comparison import ReportError, build_report
-from chestx.runs.machine import machine
-from chestx.train import run
+from chestx.core.hardware import machine
+from chestx.train import run_job
 
 log = logging.getLogger("chestx.benchmark")
 
@@ -67,7 +67,7 @@ class SweepReport(Callback):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="benchmark")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

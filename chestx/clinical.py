@@ -15,7 +15,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_optional
+from chestx.core.run_folder import CONFIG_FILE
 from chestx.runs.clinical import run_clinical
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def _test_image_paths(run: Path) -> dict[str, Path] | None:
     """image_id -> file of the run's test images, through its saved data config (None when not found)."""
     try:
-        data = instantiate(OmegaConf.load(run / "config.yaml").data)
+        data = instantiate(OmegaConf.load(run / CONFIG_FILE).data)
         data.labels_only(find_images=True)
         return data.image_paths("test")
     except Exception as err:  # heatmaps are optional: say why they are skipped
@@ -40,8 +41,9 @@ def main(cfg: DictConfig) -> None:
                            temperature_scaling=cfg.temperature_scaling, n_bins=cfg.n_bins, cams=cfg.cams,
                            max_cams_per_image=cfg.max_cams_per_image, target_layer=cfg.target_layer,
                            device=cfg.device, image_paths=paths)
-    if cfg.get("subgroups") and cfg.subgroups.get("_target_"):
-        instantiate(cfg.subgroups)(run, out_dir=hydra_run_dir())
+    subgroups = instantiate_optional(cfg.get("subgroups"))
+    if subgroups is not None:
+        subgroups(run, out_dir=hydra_run_dir())
     print(summary)
 
 

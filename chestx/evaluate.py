@@ -27,26 +27,41 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from chestx._hydra import CONFIG_DIR, hydra_run_dir, write_config
-from chestx.runs.files import failure_recorded
+from chestx._hydra import CONFIG_DIR, data_config_name, hydra_run_dir, instantiate_optional, write_config
+from chestx.core.run_folder import METRICS_FILE, external_dir, failure_recorded, write_metrics
 from chestx.runs.scoring import evaluate
 
 
 def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
     """ckpt= on cfg.data's test split, into run_dir/external/<dataset>/; metrics.json in run_dir."""
-    from chestx.inference.external import checkpoint_device, external_dir, score_external
+    from chestx.inference.external import checkpoint_device, score_external
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.external import thresholds_for, write_external
-    from chestx.runs.files import METRICS_FILE, write_metrics
 
     predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device())
     data = instantiate(cfg.data)
-    scores = score_external(predictor, data, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
-    out = external_dir(run_dir, data)
+    scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
+                            num_workers=int(cfg.data.num_workers or 0))
+    out = external_dir(run_dir, data_config_name(cfg))
     metrics = write_external(out, scores, thresholds_for(predictor, scores.pathologies), subgroups)
     write_metrics(run_dir / METRICS_FILE, {"status": "ok", "error": None, "ckpt": str(cfg.ckpt),
                                           "model": predictor.model_name, "data": type(data).__name__, **metrics})
     return float(metrics[f"external_{out.name}/auroc_mean"])
+
+
+def score_predictions(cfg: DictConfig, run_dir: Path, name: str, subgroups: Any) -> float:
+    """predictions= scored on cfg.data's test split, as a run folder of its own."""
+    data = instantiate(cfg.data)
+    table, split = data.labels_only()
+    metrics = evaluate(
+        Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
+        id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
+        unknown_ids=getattr(data, "unknown_prediction_ids", "error"),  # nih_expert: a subset of NIH's images
+        extra={"data": type(data).__name__, "dataset": data_config_name(cfg), "seed": cfg.seed},
+    )
+    if subgroups is not None:
+        subgroups(run_dir)
+    return float(metrics["test/auroc_mean"])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
@@ -59,20 +74,10 @@ def main(cfg: DictConfig) -> float:
     name = cfg.get("name") or Path(str(cfg.predictions or cfg.ckpt)).stem
     with failure_recorded(run_dir, model=name, seed=cfg.get("seed")):
         write_config(run_dir, cfg)
-        subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
+        subgroups = instantiate_optional(cfg.get("subgroups"))
         if cfg.get("ckpt") is not None:
             return score_checkpoint(cfg, run_dir, subgroups)
-        data = instantiate(cfg.data)
-        table, split = data.labels_only()
-        metrics = evaluate(
-            Path(cfg.predictions).expanduser(), table, split, run_dir, prefix=str(cfg.prefix or ""),
-            id_column=cfg.id_column, name=name, allow_missing=bool(cfg.allow_missing),
-            unknown_ids=getattr(data, "unknown_prediction_ids", "error"),  # nih_expert: a subset of NIH's images
-            extra={"data": str(cfg.data._target_).rsplit(".", 1)[-1], "seed": cfg.seed},
-        )
-        if subgroups is not None:
-            subgroups(run_dir)
-    return float(metrics["test/auroc_mean"])
+        return score_predictions(cfg, run_dir, name, subgroups)
 
 
 if __name__ == "__main__":

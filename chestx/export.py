@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     out = hydra_run_dir() / (Path(cfg.ckpt).stem + ".onnx")
     export_onnx(predictor, out, opset=cfg.opset, dynamo=cfg.dynamo)
     files = collect_images(cfg.check_inputs)[: cfg.check_images]
-    _, images, failed = load_images(files)
+    _, images, failed = load_images(files, dicom_window=predictor.dicom_window)
     report = check_onnx(out, predictor, images, batch_sizes=list(cfg.check_batch_sizes))
     print(f"Wrote {out}")
     print(f"onnxruntime vs PyTorch on {len(images)} real images, batch sizes {report['batch_sizes']}: "

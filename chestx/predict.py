@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = hydra_run_dir()
     result = predict(predictor, inputs, out_dir, cam=cfg.cam, cam_pathologies=cam_pathologies, labels=cfg.labels,
                      bbox=cfg.bbox, batch_size=cfg.batch_size, target_layer=cfg.target_layer,
-                     recursive=cfg.recursive)
+                     recursive=cfg.recursive, dicom_window=cfg.dicom_window or predictor.dicom_window)
     print(format_result(predictor, result, out_dir, show=cfg.show, bbox=cfg.bbox))
 
 

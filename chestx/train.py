@@ -4,24 +4,29 @@
     python -m chestx.train model=resnet50 data=nih data.root=/data/ChestX-ray14
     python -m chestx.train -m model=densenet121,resnet50 seed=0,1,2
 
-`train(cfg)` builds every object from the composed config (each through its `_target_`), fits,
-re-scores the best checkpoint on validation and test, and writes `predictions*.csv`, `auroc.csv`
-and `metrics.json` (see `chestx.runs.files`). `main()` returns the optimised metric so Hydra
-sweepers (Optuna) can use it.
+`train(cfg)`: `start` (hardware defaults, config.yaml, options checked, every object built from its `_target_`),
+`fit`, `score_best` (validation and test with the best checkpoint), then the AFTER_TEST steps in order
+(predictions and AUROC files, the clinical read-out, subgroups, other datasets' test splits), then metrics.json
+(file names: `chestx.core.run_folder`). `main()` returns the optimised metric so Hydra sweepers (Optuna) can use it.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_all, write_config
-from chestx.runs.files import METRICS_FILE, failure_recorded, with_metadata, write_metrics, write_run_predictions
+from chestx._hydra import (
+    CONFIG_DIR, data_config_name, instantiate_all, instantiate_optional, run_dir_of, write_config,
+)
+from chestx.core.run_folder import (
+    METRICS_FILE, SPLIT_FILE, external_dir, failure_recorded, with_metadata, write_metrics, write_run_predictions,
+)
 
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
@@ -34,8 +39,26 @@ if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--h
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
-    """Data (split saved), datamodule, module and trainer, each from its config group."""
+@dataclass
+class Run:
+    """One training run as its steps share it."""
+
+    cfg: DictConfig
+    run_dir: Path
+    data: ChestXData
+    datamodule: ChestXDataModule
+    module: ChestXModule
+    trainer: L.Trainer
+    subgroups: Any = None  # SubgroupAnalysis, or None with subgroups=none
+    other_data: dict[str, ChestXData] = field(default_factory=dict)  # test_data=[...]
+    best: str | None = None  # the best checkpoint
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
+    """Data (split saved into `run_dir`, default the run folder), datamodule, module and trainer, each from its
+    config group."""
     from chestx.data.datamodule import ChestXDataModule
     from chestx.models.backbones import check_pretrained_available, default_input_size
     from chestx.models.losses import OutputLayout, build_loss
@@ -45,7 +68,7 @@ def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, 
     # and that cannot be had here (pretrained=true offline, a missing weights file) stop the run at once
     check_pretrained_available(cfg.model.name, cfg.model.get("pretrained", False), cfg.model.get("weights"))
     data: ChestXData = instantiate(cfg.data)
-    data.save_split(run_dir_of(cfg) / "split.csv")
+    data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
     image_size = data.image_size or default_input_size(cfg.model.name)
     datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
     datamodule.setup("fit")
@@ -67,8 +90,8 @@ def build(cfg: DictConfig) -> tuple[ChestXData, ChestXDataModule, ChestXModule, 
 
 def apply_device_defaults(cfg: DictConfig) -> dict[str, Any]:
     """Fill the settings left null (precision, channels_last, loader workers, pinned memory) from the hardware,
-    in `cfg` itself, so config.yaml records what ran (chestx.runs.device_defaults); returns what was filled."""
-    from chestx.runs.device_defaults import DEFAULT_KEYS, fill_defaults, resolve_device_defaults
+    in `cfg` itself, so config.yaml records what ran (chestx.core.hardware); returns what was filled."""
+    from chestx.core.hardware import DEFAULT_KEYS, fill_defaults, resolve_device_defaults
 
     current = {key: OmegaConf.select(cfg, key, default="<absent>") for key in DEFAULT_KEYS}
     trainer = cfg.get("trainer") or {}
@@ -86,57 +109,8 @@ def checkpoint_info(cfg: DictConfig, datamodule: ChestXDataModule, layout: Outpu
         "pathologies": list(datamodule.data.pathologies), "multiclass": layout.multiclass,
         "image_size": datamodule.image_size, "in_chans": datamodule.in_chans,
         "normalization": datamodule.normalization, "mean": datamodule.mean, "std": datamodule.std,
-        "seed": cfg.seed, "data": type(datamodule.data).__name__,
+        "seed": cfg.seed, "data": type(datamodule.data).__name__, "dicom_window": datamodule.data.dicom_window,
     }
-
-
-def fit(cfg: DictConfig, trainer: L.Trainer, module: ChestXModule, datamodule: ChestXDataModule) -> str | None:
-    """Fit (resuming from `ckpt_path`, e.g. `last`) and return the best checkpoint; with fit=false, `ckpt_path`."""
-    if not cfg.get("fit", True):
-        if not cfg.get("ckpt_path"):
-            raise ValueError("fit=false scores an existing model: also pass ckpt_path=<path to a .ckpt>")
-        log.info("fit=false: scoring %s on validation and test without training", cfg.ckpt_path)
-        return str(cfg.ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    if best is None:
-        log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
-    return best
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, write the run folder; returns metrics.json's content."""
-    import lightning.pytorch as L
-
-    started = time.perf_counter()
-    run_dir = run_dir_of(cfg)
-    apply_device_defaults(cfg)
-    write_config(run_dir, cfg)
-    # built now so that bad subgroup options stop the run before training (subgroups=none leaves no _target_)
-    subgroups = instantiate(cfg.subgroups) if cfg.get("subgroups") and cfg.subgroups.get("_target_") else None
-    other_data = other_test_data(cfg)  # test_data=[...]: checked now, scored after the usual test
-    L.seed_everything(cfg.seed, workers=True)
-    data, datamodule, module, trainer = build(cfg)
-    best = fit(cfg, trainer, module, datamodule)
-    metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-    if cfg.get("test", True):
-        for stage in ("val", "test"):
-            getattr(trainer, "validate" if stage == "val" else "test")(module, datamodule=datamodule, ckpt_path=best,
-                                                                       verbose=False)
-            metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
-        if trainer.is_global_zero:
-            frame = data.labels_only()[0].frame  # sex / age / view travel in predictions*.csv (subgroups)
-            write_run_predictions(run_dir, {s: with_metadata(data.split_frame(s), frame) for s in ("val", "test")},
-                                  module.outputs, data.pathologies)
-            if cfg.get("clinical") and cfg.clinical.get("_target_"):  # clinical=none leaves no _target_
-                instantiate(cfg.clinical)(run_dir, image_paths=data.image_paths("test"))
-            if subgroups is not None:  # after the clinical step: it reuses its thresholds.csv
-                subgroups(run_dir)
-            metrics.update(test_other_datasets(cfg, other_data, best, run_dir, subgroups))
-    metrics.update(run_summary(cfg, trainer, module, datamodule, best, started))
-    if trainer.is_global_zero:
-        write_metrics(run_dir / METRICS_FILE, metrics)
-    return metrics
 
 
 def other_test_data(cfg: DictConfig) -> dict[str, ChestXData]:
@@ -155,57 +129,129 @@ def other_test_data(cfg: DictConfig) -> dict[str, ChestXData]:
     return out
 
 
-def test_other_datasets(cfg: DictConfig, other: dict[str, ChestXData], best: str | None, run_dir: Path,
-                        subgroups: Any) -> dict[str, Any]:
-    """Score the best checkpoint on each extra dataset's test split into external/<name>/ (cross-dataset)."""
-    if not other:
-        return {}
+def start(cfg: DictConfig) -> Run:
+    """Everything before fitting: hardware defaults, config.yaml, the optional steps' options (checked now, so a bad
+    option stops the run before training), the seed, and every object."""
+    import lightning.pytorch as L
+
+    started = time.perf_counter()
+    run_dir = run_dir_of(cfg)
+    apply_device_defaults(cfg)
+    write_config(run_dir, cfg)
+    subgroups = instantiate_optional(cfg.get("subgroups"))
+    other_data = other_test_data(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    data, datamodule, module, trainer = build(cfg, run_dir)
+    return Run(cfg, run_dir, data, datamodule, module, trainer, subgroups, other_data, started=started)
+
+
+def fit(run: Run) -> str | None:
+    """Fit (resuming from `ckpt_path`, e.g. `last`) and return the best checkpoint; with fit=false, `ckpt_path`."""
+    cfg = run.cfg
+    if not cfg.get("fit", True):
+        if not cfg.get("ckpt_path"):
+            raise ValueError("fit=false scores an existing model: also pass ckpt_path=<path to a .ckpt>")
+        log.info("fit=false: scoring %s on validation and test without training", cfg.ckpt_path)
+        return str(cfg.ckpt_path)
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = getattr(run.trainer.checkpoint_callback, "best_model_path", "") or None
     if best is None:
-        log.warning("test_data: no checkpoint was saved, so %s could not be scored", sorted(other))
-        return {}
+        log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
+    return best
+
+
+def score_best(run: Run) -> None:
+    """Validation and test with the best checkpoint; their `val/...` and `test/...` metrics."""
+    for stage, loop in (("val", run.trainer.validate), ("test", run.trainer.test)):
+        loop(run.module, datamodule=run.datamodule, ckpt_path=run.best, verbose=False)
+        run.metrics.update({k: v for k, v in run.trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
+
+
+# ------------------------------------------------------------------ after the test, in this order
+def write_predictions_step(run: Run) -> None:
+    """predictions_val.csv, predictions.csv (with sex / age / view for subgroups) and auroc.csv."""
+    frame = run.data.labels_only()[0].frame
+    ids = {stage: with_metadata(run.data.split_frame(stage), frame) for stage in ("val", "test")}
+    write_run_predictions(run.run_dir, ids, run.module.outputs, run.data.pathologies)
+
+
+def clinical_step(run: Run) -> None:
+    """Thresholds frozen on validation, operating points, calibration, heatmaps (clinical=none: skipped)."""
+    clinical = instantiate_optional(run.cfg.get("clinical"))
+    if clinical is not None:
+        clinical(run.run_dir, image_paths=run.data.image_paths("test"))
+
+
+def subgroups_step(run: Run) -> None:
+    """subgroups.csv at the clinical step's thresholds (subgroups=none: skipped)."""
+    if run.subgroups is not None:
+        run.subgroups(run.run_dir)
+
+
+def other_datasets_step(run: Run) -> None:
+    """The best checkpoint on each `test_data` dataset's test split, into external/<name>/ (cross-dataset)."""
+    if not run.other_data:
+        return
+    if run.best is None:
+        log.warning("test_data: no checkpoint was saved, so %s could not be scored", sorted(run.other_data))
+        return
     from chestx.inference.external import checkpoint_device, score_external
     from chestx.inference.predictor import load_for_inference
-    from chestx.runs.external import EXTERNAL_DIR, thresholds_for, write_external
+    from chestx.runs.external import thresholds_for, write_external
 
-    predictor = load_for_inference(best, device=checkpoint_device())
-    metrics: dict[str, Any] = {}
-    for name, data in other.items():
-        scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
-                                num_workers=int(cfg.data.num_workers or 0))
-        metrics.update(write_external(run_dir / EXTERNAL_DIR / name, scores,
-                                      thresholds_for(predictor, scores.pathologies), subgroups))
-    return metrics
+    predictor = load_for_inference(run.best, device=checkpoint_device())
+    for name, data in run.other_data.items():
+        scores = score_external(predictor, data, batch_size=int(run.cfg.data.eval_batch_size),
+                                num_workers=int(run.cfg.data.num_workers or 0))
+        run.metrics.update(write_external(external_dir(run.run_dir, name), scores,
+                                          thresholds_for(predictor, scores.pathologies), run.subgroups))
 
 
-def run_summary(cfg: DictConfig, trainer: L.Trainer, module: ChestXModule, datamodule: ChestXDataModule,
-                best: str | None, started: float) -> dict[str, Any]:
-    """metrics.json's description of the run: model, sizes, cost, epochs, machine."""
+AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("predictions", write_predictions_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
+    ("other datasets", other_datasets_step),
+)
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """metrics.json's description of the run: model, dataset, sizes, cost, epochs, machine."""
+    from chestx.core.hardware import machine
     from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
     from chestx.models.module import checkpoint_epoch
-    from chestx.runs.machine import machine
 
+    cfg, trainer, module, datamodule = run.cfg, run.trainer, run.module, run.datamodule
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
     return {
-        "status": "ok", "error": None, "model": cfg.model.name, "data": type(datamodule.data).__name__,
-        "seed": cfg.seed, "image_size": datamodule.image_size, "params": count_parameters(module.net),
-        "macs": count_macs(module.net, datamodule.in_chans, datamodule.image_size),
-        "epochs": trainer.current_epoch, "best_epoch": checkpoint_epoch(best) if best else None,
-        "best_checkpoint": best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
-        "wall_time_s": time.perf_counter() - started,
+        "status": "ok", "error": None, "model": cfg.model.name, "data": type(run.data).__name__,
+        "dataset": data_config_name(cfg), "seed": cfg.seed, "image_size": datamodule.image_size,
+        "params": count_parameters(module.net), "macs": count_macs(module.net, datamodule.in_chans, datamodule.image_size),
+        "epochs": trainer.current_epoch, "best_epoch": checkpoint_epoch(run.best) if run.best else None,
+        "best_checkpoint": run.best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
+        "wall_time_s": time.perf_counter() - run.started,
         **{f"n_{name}": len(ds) for name, ds in datamodule.datasets.items()},
         **(cost.summary(module) if cost else {}),
         "machine": machine(),  # results depend on the CPU kernels that ran (README: what is reproducible)
     }
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
-    """The Hydra run folder, or `paths.output_dir` when `train(cfg)` is called without Hydra (tests)."""
-    from hydra.core.hydra_config import HydraConfig
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint, run the AFTER_TEST steps, write metrics.json; returns its content."""
+    run = start(cfg)
+    run.best = fit(run)
+    run.metrics = {k: v for k, v in run.trainer.callback_metrics.items() if k.startswith("train/")}
+    if cfg.get("test", True):
+        score_best(run)
+        if run.trainer.is_global_zero:
+            for name, step in AFTER_TEST:
+                log.debug("After the test: %s", name)
+                step(run)
+    run.metrics.update(run_summary(run))
+    if run.trainer.is_global_zero:
+        write_metrics(run.run_dir / METRICS_FILE, run.metrics)
+    return run.metrics
 
-    return hydra_run_dir() if HydraConfig.initialized() else Path(cfg.paths.output_dir)
 
-
-def run(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
     """One training job as an entry point runs it: a failure is recorded in metrics.json and error.txt,
     then re-raised; returns the optimised metric (for Hydra sweepers such as Optuna)."""
     with failure_recorded(run_dir_of(cfg), model=cfg.model.get("name"), seed=cfg.get("seed")):
@@ -216,7 +262,7 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from chestx.comparison.sections import (
 )
 from chestx.comparison.subgroups import subgroup_section
 from chestx.comparison.tables import ALPHA, Section
-from chestx.runs.discover import ReportError, Run, _select, fixed_settings, label_runs, load_runs
+from chestx.core.run_folder import select
+from chestx.runs.discover import ReportError, Run, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ def _settings(run: Run) -> dict[str, Any]:
     for key, name in SETTING_KEYS:
         if "trainer" not in run.config and not key.startswith(("data._target_", "data.split", "data.ratios")):
             continue  # chestx.evaluate runs: no training settings
-        if key == "data.ratios" and _select(run.config, "data.split") != "random":
+        if key == "data.ratios" and select(run.config, "data.split") != "random":
             continue
-        value = _select(run.config, key)
+        value = select(run.config, key)
         if value is not None:
             out[name] = str(value).rsplit(".", 1)[-1] if key.endswith("_target_") else value
     return out

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from chestx.comparison.tables import Cell, Section, Table
-from chestx.data.sources import ChestXData
+from chestx.core.run_folder import (
+    AUROC_FILE, EXTERNAL_DIR, MAPPING_FILE, METRICS_FILE, PREDICTIONS_FILE, dataset_name, read_metrics,
+    read_predictions, read_run_config, run_dir_of_checkpoint, select,
+)
 from chestx.metrics.auroc import masked_auroc
-from chestx.runs.discover import Run, _select
-from chestx.runs.external import EXTERNAL_DIR, MAPPING_FILE
-from chestx.runs.files import AUROC_FILE, METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
+from chestx.runs.discover import Run
 
 log = logging.getLogger(__name__)
 
@@ -60,45 +60,30 @@ class Scored:
 
     run: Run
     label: str
-    trained_on: str                     # dataset class name, e.g. "NIHData"
+    trained_on: str                     # dataset name, e.g. "nih_sample" (chestx.core.run_folder.dataset_name)
     pairs: list[Pair] = field(default_factory=list)
 
 
-def dataset_key(name: str) -> str:
-    """`NIHData` -> `nih`, as `chestx.inference.external.dataset_folder_name` names external/ folders."""
-    return name.removesuffix("Data").lower()
-
-
-def _class_name(value: object) -> str | None:
-    return None if value in (None, "") else str(value).rsplit(".", 1)[-1]
-
-
 def training_data(folder: Path) -> str | None:
-    """The dataset class a run folder's model was trained (or scored) on: metrics.json `data`, else config.yaml."""
+    """The dataset a run folder's model was trained (or scored) on, by name: metrics.json `dataset` (the data config
+    name, e.g. `nih_sample`), else the name of its data class (metrics.json `data` or config.yaml `data._target_`)."""
     path = Path(folder)
+    metrics: dict = {}
     if (path / METRICS_FILE).is_file():
         try:
-            name = _class_name(read_metrics(path / METRICS_FILE).get("data"))
+            metrics = read_metrics(path / METRICS_FILE)
         except ValueError:
-            name = None
-        if name:
-            return name
-    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
-        if candidate.is_file():
-            try:
-                return _class_name(_select(yaml.safe_load(candidate.read_text()) or {}, "data._target_"))
-            except yaml.YAMLError:
-                return None
-    return None
+            metrics = {}
+    if metrics.get("dataset"):
+        return str(metrics["dataset"])
+    source = metrics.get("data") or select(read_run_config(path), "data._target_")
+    return dataset_name(str(source)) if source else None
 
 
 def checkpoint_run(run: Run) -> Path | None:
     """For a `chestx.evaluate ckpt=...` folder, the run folder that trained the checkpoint; None otherwise."""
-    ckpt = run.metrics.get("ckpt") or _select(run.config, "ckpt")
-    if not ckpt:
-        return None
-    path = Path(str(ckpt)).expanduser()
-    return (path.parent.parent if path.parent.name == "checkpoints" else path.parent).resolve()
+    ckpt = run.metrics.get("ckpt") or select(run.config, "ckpt")
+    return run_dir_of_checkpoint(str(ckpt)).resolve() if ckpt else None
 
 
 def read_auroc(folder: Path) -> pd.Series | None:
@@ -192,7 +177,7 @@ def per_run_frame(scored: list[Scored]) -> pd.DataFrame:
         for p in s.pairs:
             common = {"shared_with": p.external, "findings": ";".join(p.findings), "n_findings": len(p.findings)}
             if s.run.status == "ok":  # has a test split of its own (not a chestx.evaluate ckpt=... folder alone)
-                rows.append(base | {"test_data": dataset_key(s.trained_on), "internal": True, **common,
+                rows.append(base | {"test_data": s.trained_on, "internal": True, **common,
                                     "auroc_mean": p.internal_auroc, "delta": np.nan})
             rows.append(base | {"test_data": p.external, "internal": False, **common, "auroc_mean": p.external_auroc,
                                 "delta": p.external_auroc - p.internal_auroc})
@@ -227,19 +212,10 @@ def _value(row: pd.Series) -> str:
     return text + (f" ± {row['auroc_sd']:.3f}" if row["n_replicates"] > 1 and not math.isnan(row["auroc_sd"]) else "")
 
 
-def _dataset_names(summary: pd.DataFrame) -> dict[str, str]:
-    """test_data key -> its display name: the dataset class (`chexpert` -> `CheXpertData`), else the folder name."""
-    names = {dataset_key(c.__name__): c.__name__ for c in ChestXData.__subclasses__()}
-    names |= {dataset_key(t): t for t in summary["trained_on"] if t != UNKNOWN}
-    return {k: names.get(k, k) for k in summary["test_data"]}
-
-
-def _headers(summary: pd.DataFrame) -> dict[str, str]:
-    """test_data key -> column header, training datasets first."""
-    names = _dataset_names(summary)
-    keys = list(dict.fromkeys([*summary.loc[summary["internal"], "test_data"],
+def _headers(summary: pd.DataFrame) -> list[str]:
+    """The test datasets (column headers), training datasets first."""
+    return list(dict.fromkeys([*summary.loc[summary["internal"], "test_data"],
                                *summary.loc[~summary["internal"], "test_data"]]))
-    return {k: names.get(k, k) for k in keys}
 
 
 def matrix_table(summary: pd.DataFrame) -> Table:
@@ -268,10 +244,10 @@ def matrix_table(summary: pd.DataFrame) -> Table:
             delta = "" if math.isnan(r["delta_mean"]) else f" (Δ {r['delta_mean']:+.3f})"
             row.append(Cell(_value(r) + delta, bold=key in best.index and r["auroc_mean"] == best[key]))
         rows.append(row)
-    return Table(["configuration", "trained on", *headers.values()], rows)
+    return Table(["configuration", "trained on", *headers], rows)
 
 
-def _mappings(scored: list[Scored], names: dict[str, str]) -> list[str]:
+def _mappings(scored: list[Scored]) -> list[str]:
     """One line per (training dataset, external dataset): the shared findings in both datasets' names."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     averaged: dict[tuple[str, str], set[str]] = {}
@@ -283,21 +259,21 @@ def _mappings(scored: list[Scored], names: dict[str, str]) -> list[str]:
     for (trained, external), mapping in found.items():
         pairs = ", ".join(m if m == d else f"{m} = {d}" for m, d in mapping.items())
         never = [m for m in mapping if m not in averaged[(trained, external)]]
-        lines.append(f"Shared findings, {trained} model → {names.get(external, external)} (external/{external}): "
+        lines.append(f"Shared findings, {trained} model → {external} (external/{external}): "
                      f"{pairs} ({len(mapping)})."
                      + (f" Without an AUROC on a test split (one class), so left out of both cells: "
                         f"{', '.join(never)}." if never else ""))
     return lines
 
 
-def _notes(scored: list[Scored], without: list[Run], several: bool, names: dict[str, str]) -> list[str]:
+def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]:
     lines = [
         "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
         "dataset it was tested on, its own test split marked (internal). A cell is the mean test AUROC over the "
         "findings both datasets label (chestx.data.labels.SHARED_FINDINGS) that have an AUROC on both test "
         "splits; the internal cell is restricted to the same findings, so internal and external numbers average "
         "the same findings, and (Δ) is external − internal. Bold: the best external number of a column.",
-        *_mappings(scored, names)]
+        *_mappings(scored)]
     if several:
         lines.append("A run scored on several external datasets sharing different findings has one internal value "
                      "per external dataset (`<name> findings`: on the findings shared with it), never a mixture.")
@@ -322,7 +298,7 @@ def cross_dataset_section(runs: list[Run], out: Path) -> Section:
     table = matrix_table(summary)
     internal = summary[summary["internal"]]
     several = bool((internal.groupby(["label", "trained_on"])["findings"].nunique() > 1).any())
-    notes = _notes(scored, without, several, _dataset_names(summary))
+    notes = _notes(scored, without, several)
     log.info("Cross-dataset matrix: %d rows x %d test datasets -> %s", len(table.rows), len(table.columns) - 2,
              files[MATRIX_FILE])
     return Section(HEADING, notes, table, MATRIX_FILE, files=files, latex_label="tab:cross_dataset")

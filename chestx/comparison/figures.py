@@ -9,17 +9,12 @@ import math
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from chestx.comparison.compare import MEAN, Comparison  # noqa: E402
+from chestx.comparison.compare import MEAN, Comparison
+from chestx.core.figures import plt, save_figure  # plt: pyplot on the Agg backend
 
 log = logging.getLogger(__name__)
-
-DPI = 110
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +67,7 @@ def roc_grid(comparison: Comparison, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle("Test ROC curves per pathology (legend: run, AUROC)")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def heatmap(comparison: Comparison, path: Path) -> Path:
@@ -99,9 +92,7 @@ def heatmap(comparison: Comparison, path: Path) -> Path:
     fig.colorbar(image, ax=ax, label="test AUROC", fraction=0.03)
     ax.set_title("Test AUROC: runs x pathologies")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 COSTS = (("params", "parameters (M)", 1e-6), ("macs", "GMACs per image", 1e-9),
@@ -137,9 +128,7 @@ def cost_scatter(comparison: Comparison, path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle("Mean AUROC (95% CI) vs cost")
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def all_figures(comparison: Comparison, folder: Path) -> dict[str, Path]:

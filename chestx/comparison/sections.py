@@ -16,7 +16,7 @@ from chestx.comparison.tables import (
     ALPHA, NO_ROW, Cell, Section, Table, fmt, fmt_p, frame_cells, integer_text, is_missing, significant,
 )
 from chestx.runs.discover import Run
-from chestx.runs.files import OPERATING_POINTS_FILE
+from chestx.core.run_folder import OPERATING_POINTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,13 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from chestx.comparison.tables import NO_ROW, Cell, Section, Table  # noqa: E402
-from chestx.runs.discover import Run  # noqa: E402
-from chestx.runs.subgroups import SUBGROUPS_FILE, read_subgroups  # noqa: E402
+from chestx.comparison.tables import NO_ROW, Cell, Section, Table
+from chestx.core.figures import plt, save_figure  # plt: pyplot on the Agg backend
+from chestx.runs.discover import Run
+from chestx.runs.subgroups import SUBGROUPS_FILE, read_subgroups
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +28,6 @@ FIGURE = "subgroup_gaps.png"
 PER_RUN_FILE = "subgroups_per_run.csv"
 GAPS_FILE = "subgroup_gaps.csv"
 GAPS = (("auroc_gap", "ΔAUROC", "RdBu"), ("fnr_gap", "ΔFNR", "RdBu_r"))  # (column, header, worse = red)
-DPI = 110
 
 
 def load_subgroups(runs: list[Run]) -> tuple[pd.DataFrame, list[Run]]:
@@ -132,9 +128,7 @@ def gap_figure(frame: pd.DataFrame, path: Path) -> Path:
             ax.set_title(f"{label}: {header}", fontsize=9)
         fig.colorbar(image, ax=list(axes[r]), fraction=0.02, label=f"{header} (group − whole split)")
     fig.suptitle("Subgroup gaps per pathology (red: worse than the whole test split; grey: no number, see the note in subgroups.csv)")
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def subgroup_section(runs: list[Run], out: Path) -> Section:

@@ -1,14 +1,22 @@
-"""What a run or a measurement ran on: CPU model, cores, instruction set torch dispatches to, GPU, versions.
+"""The hardware: what a run or a measurement ran on, and the fast defaults it implies.
 
-Figures depend on the machine (CPU kernels differ between instruction sets, so even one seed's
-predictions differ between an Intel and an AMD CPU): every benchmark, report and perf table states it.
+`machine()`: CPU model, cores, instruction set torch dispatches to, GPU, versions. Figures depend on the machine
+(CPU kernels differ between instruction sets, so even one seed's predictions differ between an Intel and an AMD
+CPU): every benchmark, report and perf table states it.
+
+`resolve_device_defaults()`: what a run uses for the settings left `null` in its config. On a CUDA GPU: mixed
+precision (bf16 where the GPU has it, else fp16), channels_last, one loader worker per core available to each GPU
+process (one core left for the process itself), pinned memory. On a CPU: fp32, contiguous tensors, half the cores
+for loader workers (at most 4, the other half computes), no pinned memory. Every value set in the config wins;
+`chestx.train` logs what was chosen and why, and writes the resolved values into the run's config.yaml.
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
-from typing import Any
-
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY",
            "OMP_NUM_THREADS")
@@ -26,11 +34,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cores_available() -> int:
+    """CPU cores this process may run on (the affinity mask: what SLURM or taskset granted)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def machine() -> dict[str, Any]:
     """CPU, usable cores, torch's CPU capability (e.g. AVX512 / AVX2), GPU, OS and library versions."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores_available()
     info: dict[str, Any] = {
         "host": platform.node(), "cpu": cpu_model(), "cores": cores,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -65,3 +78,87 @@ def native_bf16(device: str = "cpu") -> bool:
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+# ------------------------------------------------------------------ fast defaults from the hardware
+log = logging.getLogger(__name__)
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """The machine-dependent settings of one run, and the reason for them."""
+
+    precision: str  # trainer.precision
+    channels_last: bool  # module.channels_last
+    num_workers: int  # data.num_workers (DataLoader workers per training process)
+    pin_memory: bool  # data.pin_memory
+    reason: str
+
+
+def _processes_per_node(devices: int | str | Sequence[int] | None, gpu_count: int) -> int:
+    """Training processes on this node: one per device in use."""
+    if isinstance(devices, (list, tuple)):
+        return max(1, len(devices))
+    if devices in (None, "auto", -1, "-1"):
+        return max(1, gpu_count)
+    try:
+        return max(1, int(devices))  # "2" from a command line, or 2
+    except (TypeError, ValueError):  # "0,1": a device list as a string
+        return max(1, len(str(devices).strip(",").split(",")))
+
+
+def resolve_device_defaults(
+    accelerator: str = "auto",
+    devices: int | str | Sequence[int] | None = 1,
+    cuda_available: bool | None = None,
+    bf16_supported: bool | None = None,
+    gpu_count: int | None = None,
+    cores: int | None = None,
+) -> DeviceDefaults:
+    """Defaults for `accelerator`/`devices` on this machine; the keyword arguments fake the device query (tests)."""
+    import torch
+
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    cores = cores_available() if cores is None else cores
+    accelerator = str(accelerator).lower()
+    gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and cuda_available)
+    if not gpu:
+        workers = max(1, min(4, cores // 2))
+        return DeviceDefaults("32-true", False, workers, False,
+                              f"{accelerator} accelerator on the CPU ({cores} cores): fp32, {workers} loader workers")
+    if bf16_supported is None:
+        bf16_supported = bool(cuda_available and torch.cuda.is_bf16_supported())
+    gpu_count = (torch.cuda.device_count() if cuda_available else 1) if gpu_count is None else gpu_count
+    processes = _processes_per_node(devices, gpu_count)
+    workers = max(1, cores // processes - 1)
+    precision = "bf16-mixed" if bf16_supported else "16-mixed"
+    return DeviceDefaults(
+        precision, True, workers, True,
+        f"CUDA GPU ({'bf16' if bf16_supported else 'no bf16: fp16'}), {processes} process(es) on {cores} cores: "
+        f"{precision}, channels_last, {workers} loader workers per process, pinned memory",
+    )
+
+
+# where each default goes in the train config
+DEFAULT_KEYS: dict[str, str] = {
+    "trainer.precision": "precision",
+    "module.channels_last": "channels_last",
+    "data.num_workers": "num_workers",
+    "data.pin_memory": "pin_memory",
+}
+
+
+def fill_defaults(current: dict[str, Any], defaults: DeviceDefaults) -> dict[str, Any]:
+    """The values for the keys of DEFAULT_KEYS that are None in `current` ({"trainer.precision": None, ...}).
+
+    Keys absent from `current` or set there (by the user or a config) are left alone; what is filled
+    in is logged with the reason.
+    """
+    filled = {key: getattr(defaults, field) for key, field in DEFAULT_KEYS.items()
+              if key in current and current[key] is None}
+    if filled:
+        log.info("Defaults from the hardware (%s): %s", defaults.reason,
+                 ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return filled

@@ -1,10 +1,21 @@
-"""The files every run writes to its folder, and reading them back.
+"""A run folder's vocabulary: every file name chestx writes into a run folder, the rules that locate things in one,
+and the formats of its predictions / AUROC / metrics files (writers and readers). The one home of these names:
+`chestx.train`, `evaluate`, `predict`, `clinical` write them, `chestx.report` reads them back.
 
-`predictions.csv` (one row per image: image_id, patient_id, the label file's metadata sex, age, view
-(and frontal_lateral for CheXpert) when known, then prob_<P> and label_<P> for every pathology, the label
-empty when unknown), `auroc.csv` (pathology, auroc, n_pos, n_neg, and a
-`mean` row) and `metrics.json`. `chestx.train`, `chestx.evaluate` and `chestx.report` all use these
-functions, so the column names live here only.
+    <run>/config.yaml               the resolved config            (CONFIG_FILE; Hydra's record in .hydra/)
+    <run>/split.csv                 image_id, patient_id, split    (SPLIT_FILE, chestx.data.splits.save_split)
+    <run>/checkpoints/best.ckpt     Lightning checkpoints          (CHECKPOINT_DIR, BEST_CHECKPOINT, LAST_CHECKPOINT)
+    <run>/predictions.csv           test predictions               (PREDICTIONS_FILE; VAL_PREDICTIONS_FILE for validation)
+    <run>/auroc.csv, metrics.json   AUROC per pathology, the run's summary; error.txt when it failed
+    <run>/thresholds.csv, operating_points.csv, calibration.csv, reliability.csv (+ .png), confusion_matrices.png,
+          heatmaps/                 the clinical step (chestx.runs.clinical)
+    <run>/subgroups.csv             subgroup performance (chestx.runs.subgroups)
+    <run>/external/<dataset>/       the model on another dataset's test split (chestx.runs.external), with mapping.csv
+    <predict>/unreadable.csv, localization.csv, pointing_game.csv   chestx.predict
+
+`predictions.csv`: one row per image: image_id, patient_id, the label file's metadata (META_COLUMNS) when known,
+then prob_<P> and label_<P> for every pathology, the label empty when unknown. `auroc.csv`: pathology, auroc,
+n_pos, n_neg and a `mean` row.
 """
 from __future__ import annotations
 
@@ -20,22 +31,104 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from chestx.metrics.auroc import masked_auroc
 
 log = logging.getLogger(__name__)
 
-PROB_PREFIX = "prob_"
-LABEL_PREFIX = "label_"
+CONFIG_FILE = "config.yaml"
+HYDRA_DIR = ".hydra"
+OVERRIDES_FILE = "overrides.yaml"  # in HYDRA_DIR
+SPLIT_FILE = "split.csv"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
 PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
 AUROC_FILE = "auroc.csv"
 METRICS_FILE = "metrics.json"
-OPERATING_POINTS_FILE = "operating_points.csv"  # written by the clinical step (chestx.runs.clinical)
+ERROR_FILE = "error.txt"
+THRESHOLDS_FILE = "thresholds.csv"
+OPERATING_POINTS_FILE = "operating_points.csv"
+CALIBRATION_FILE = "calibration.csv"
+RELIABILITY_FILE = "reliability.csv"
+CONFUSION_FIGURE = "confusion_matrices.png"
+RELIABILITY_FIGURE = "reliability.png"
+HEATMAP_DIR = "heatmaps"
+HEATMAP_INDEX = "heatmaps.csv"  # in HEATMAP_DIR
+SUBGROUPS_FILE = "subgroups.csv"
+EXTERNAL_DIR = "external"
+MAPPING_FILE = "mapping.csv"  # in EXTERNAL_DIR/<dataset>
+UNREADABLE_FILE = "unreadable.csv"
+LOCALIZATION_FILE = "localization.csv"
+POINTING_GAME_FILE = "pointing_game.csv"
+CLINICAL_FILES = (THRESHOLDS_FILE, OPERATING_POINTS_FILE, CALIBRATION_FILE)
+
+PROB_PREFIX = "prob_"
+LABEL_PREFIX = "label_"
 # label-file metadata carried by predictions files (subgroup attributes, `chestx.metrics.subgroups`)
 META_COLUMNS = ("sex", "age", "view", "frontal_lateral")
 
 
+# ------------------------------------------------------------------ locating things in a run folder
+def run_dir_of_checkpoint(ckpt: str | Path) -> Path:
+    """The run folder of a checkpoint: `<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
+    path = Path(ckpt).expanduser()
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """`<run>/checkpoints/best.ckpt`, else the newest .ckpt other than last.ckpt, else last.ckpt, else None."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if (folder / BEST_CHECKPOINT).is_file():
+        return folder / BEST_CHECKPOINT
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CHECKPOINT), key=lambda p: p.stat().st_mtime)
+    if others:
+        if len(others) > 1:
+            log.warning("%d checkpoints in %s and none is %s: using the newest, %s", len(others), folder,
+                        BEST_CHECKPOINT, others[-1].name)
+        return others[-1]
+    return folder / LAST_CHECKPOINT if (folder / LAST_CHECKPOINT).is_file() else None
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """A run folder's resolved config as plain data: config.yaml, else Hydra's .hydra/config.yaml; {} when neither
+    exists or is readable (a warning says which)."""
+    folder = Path(folder)
+    for candidate in (folder / CONFIG_FILE, folder / HYDRA_DIR / CONFIG_FILE):
+        if candidate.is_file():
+            try:
+                return yaml.safe_load(candidate.read_text()) or {}
+            except yaml.YAMLError as error:
+                log.warning("%s: unreadable (%s)", candidate, error)
+                return {}
+    return {}
+
+
+def select(config: dict[str, Any], key: str) -> Any:
+    """`select(cfg, "data.split")`: a dotted key of a plain config dict, None when absent."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def dataset_name(data_class: str) -> str:
+    """The name of a dataset in run folders and reports when its config name is unknown: the class name of its
+    `chestx.data` source without `Data`, lower-cased (`NIHData` -> `nih`, `CheXpertData` -> `chexpert`).
+    A dataset's config name (`data=nih_sample`, `test_data=[chexpert]`) wins wherever it is known."""
+    return str(data_class).rsplit(".", 1)[-1].removesuffix("Data").lower()
+
+
+def external_dir(run_dir: str | Path, dataset: str) -> Path:
+    """Where a run's model scored on another dataset's test split goes: `<run>/external/<dataset config name>`."""
+    return Path(run_dir) / EXTERNAL_DIR / dataset
+
+
+# ------------------------------------------------------------------ file formats
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -136,9 +229,6 @@ def format_auroc_table(table: pd.DataFrame) -> str:
         auc = "   n/a" if math.isnan(row.auroc) else f"{row.auroc:7.3f}"
         lines.append(f"{row.pathology:<20} {auc:>7} {int(row.n_pos):>6} {int(row.n_neg):>6}")
     return "\n".join(lines)
-
-
-ERROR_FILE = "error.txt"
 
 
 @contextlib.contextmanager

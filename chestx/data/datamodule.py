@@ -113,16 +113,17 @@ class ChestXDataModule(L.LightningDataModule):
 
             if self._pixel_cache is None:
                 self._pixel_cache = cached_pixels(paths, self.image_size, cache_dir=self.data.cache_dir,
-                                                  root=self.data.root)
+                                                  root=self.data.root, dicom_window=self.data.dicom_window)
             return self._pixel_cache.subset(rows)
-        return FileSource([paths[i] for i in rows])
+        return FileSource([paths[i] for i in rows], dicom_window=self.data.dicom_window)
 
     def _normalisation_stats(self, train_rows: np.ndarray) -> None:
         if self.normalization != "dataset" or self.mean is not None:
             return
         rng = np.random.default_rng(self.data.seed)
         picked = rng.choice(train_rows, size=min(self.data.norm_sample, len(train_rows)), replace=False)
-        images = (resize_square(load_grayscale(self.data.paths[i]), self.image_size) for i in picked)
+        images = (resize_square(load_grayscale(self.data.paths[i], dicom_window=self.data.dicom_window),
+                                self.image_size) for i in picked)
         mean, std = compute_mean_std(images)
         self.mean, self.std = (mean,) * self.in_chans, (std,) * self.in_chans
         log.info("Dataset normalisation from %d training images: mean=%.4f std=%.4f", len(picked), mean, std)
@@ -165,12 +166,11 @@ class ChestXDataModule(L.LightningDataModule):
 
     # -------------------------------------------------------------- loaders
     def _loader_options(self) -> dict:
-        if self.num_workers is None or self.pin_memory is None:  # built without chestx.train's hardware defaults
-            from chestx.runs.device_defaults import resolve_device_defaults
-
-            defaults = resolve_device_defaults("cpu")
-            self.num_workers = defaults.num_workers if self.num_workers is None else self.num_workers
-            self.pin_memory = defaults.pin_memory if self.pin_memory is None else self.pin_memory
+        if self.num_workers is None or self.pin_memory is None:
+            raise ValueError(
+                f"data.num_workers={self.num_workers} / data.pin_memory={self.pin_memory}: the datamodule takes resolved "
+                "numbers; set them, or let chestx.train fill them from the hardware "
+                "(chestx.core.hardware.resolve_device_defaults)")
         workers = int(self.num_workers)
         return {"num_workers": workers, "pin_memory": bool(self.pin_memory), "persistent_workers": workers > 0,
                 "worker_init_fn": worker_init if workers > 0 else None, "drop_last": False}

@@ -9,6 +9,7 @@ No Lightning here: `chestx.data.datamodule` builds loaders.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.chexpert import read_chexpert, resolve_uncertainty
+from chestx.data.image_check import UnreadableImagesError, check_dicom_window, find_unreadable
 from chestx.data.labels import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError, LabelTable,
 )
@@ -59,8 +61,10 @@ class ChestXData:
         norm_sample: int = 512,
         folds: int | None = None,
         fold: int | None = None,
+        dicom_window: str = "voi",
     ) -> None:
         _check_folds(folds, fold)
+        check_dicom_window(dicom_window)
         if missing_images not in MISSING_POLICIES:
             raise DataError(f"data.missing_images={missing_images!r} is not one of {MISSING_POLICIES}")
         if not 0.0 < no_finding_fraction <= 1.0:
@@ -82,6 +86,7 @@ class ChestXData:
         self.norm_sample = norm_sample
         self.folds = folds  # None, or K: patient-level K-fold over the train+val pool, `fold` validates
         self.fold = fold
+        self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.dicom)
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
@@ -154,7 +159,8 @@ class ChestXData:
         return replace(table, frame=table.frame.assign(fold=fold_of_row)), split
 
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
-        """Image file of every row; missing ones stop the run or are dropped (data.missing_images)."""
+        """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
+        DICOM pixel data and decoder; chestx.data.image_check) stop the run or are dropped (data.missing_images)."""
         paths, missing = self.resolve_paths(table)
         if missing:
             shown = ", ".join(missing[:5])
@@ -168,7 +174,23 @@ class ChestXData:
                         len(missing), len(paths), shown)
             keep = np.array([p is not None for p in paths])
             table, split, paths = table.subset(keep), split[keep], [p for p in paths if p is not None]
-        return table, split, [Path(p) for p in paths]
+        paths = [Path(p) for p in paths]
+        started = time.perf_counter()
+        unreadable = find_unreadable(paths)  # header checks only: no pixel is decoded here
+        log.info("Checked the headers of %d image files in %.1f s", len(paths), time.perf_counter() - started)
+        if unreadable:
+            shown = "\n  ".join(reason for _, reason in unreadable[:5]) + ("\n  ..." if len(unreadable) > 5 else "")
+            if self.missing_images == "error":
+                raise UnreadableImagesError(
+                    f"{len(unreadable)} of {len(paths)} image files cannot be read; fix or remove them, or set "
+                    f"data.missing_images=drop to train on the readable ones:\n  {shown}"
+                )
+            log.warning("Dropping %d of %d rows whose image cannot be read (data.missing_images=drop):\n  %s",
+                        len(unreadable), len(paths), shown)
+            keep = np.ones(len(paths), dtype=bool)
+            keep[[i for i, _ in unreadable]] = False
+            table, split, paths = table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
+        return table, split, paths
 
     def prepare(self) -> None:
         """Labels, split and image files of every row (missing images as data.missing_images says)."""
@@ -258,7 +280,7 @@ class NIHData(ChestXData):
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         include_no_finding: bool = False,
         views: Sequence[str] | None = None,
-        chexnet_labels: str = "lists",
+        chexnet_labels: str = "csv",
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chestx.core.run_folder import SPLIT_FILE
 from chestx.data.labels import LabelTable, find_pathology
 from chestx.data.splits import SPLITS, save_split
 
@@ -136,7 +137,7 @@ def explore(table: LabelTable, split: np.ndarray, out_dir: str | Path, query_nam
     result["cooccurrence"] = pd.concat(co, ignore_index=True)[["split", "pathology", *table.pathologies]]
     for key in ("overview", "label_counts", "demographics", "patient_overlap", "cooccurrence"):
         result[key].to_csv(out_dir / f"{key}.csv", index=False, float_format="%.4g")
-    save_split(out_dir / "split.csv", table.frame, split)  # the same file a training run saves
+    save_split(out_dir / SPLIT_FILE, table.frame, split)  # the same file a training run saves
     if query_name:
         summary, table_q = query(table, split, query_name)
         result["query"], result["query_table"] = summary, table_q
@@ -173,9 +174,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 def plot_cooccurrence(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     """Square (K, K) count matrix with counts printed in the cells."""
-    import matplotlib.pyplot as plt
-
-    from chestx.runs.figures import save_figure
+    from chestx.core.figures import plt, save_figure
 
     k = len(matrix)
     fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 2))
@@ -191,9 +190,7 @@ def plot_cooccurrence(matrix: pd.DataFrame, path: Path, title: str) -> Path:
 
 def plot_demographics(demographics: pd.DataFrame, path: Path) -> Path:
     """Bar charts of age bins, sex and view per split from the long demographics table."""
-    import matplotlib.pyplot as plt
-
-    from chestx.runs.figures import save_figure
+    from chestx.core.figures import plt, save_figure
 
     variables = [v for v in ("age", "sex", "view") if v in set(demographics["variable"])]
     fig, axes = plt.subplots(1, max(1, len(variables)), figsize=(5 * max(1, len(variables)), 3.2), squeeze=False)

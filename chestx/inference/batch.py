@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from chestx.inference.predictor import (
-    Predictor, collect_images, heatmap_classes, load_for_inference, load_images, write_heatmaps,
+from chestx.core.run_folder import (
+    HEATMAP_DIR, LOCALIZATION_FILE, POINTING_GAME_FILE, PREDICTIONS_FILE, UNREADABLE_FILE, predictions_frame,
+    read_predictions, write_predictions,
 )
-from chestx.runs.files import predictions_frame, write_predictions
+from chestx.inference.predictor import (
+    IMAGE_SUFFIXES, Predictor, collect_images, heatmap_classes, load_images, write_heatmaps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,6 @@ def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str,
     """
     from chestx.data.chexpert import read_chexpert
     from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING
-    from chestx.runs.files import read_predictions
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -68,6 +71,66 @@ def _lookup(truth: dict[str, tuple[str, np.ndarray]], path: Path) -> tuple[str, 
     return None
 
 
+@dataclass
+class Predictions:
+    """What the batches of one `predict` call gathered, in input order."""
+
+    paths: list[Path] = field(default_factory=list)  # readable inputs
+    probs: list[np.ndarray] = field(default_factory=list)  # per batch (B, K)
+    truth: list[np.ndarray] = field(default_factory=list)  # per image (K,) 1/0/NaN
+    patients: list[str] = field(default_factory=list)  # per image, "" without a label row
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable inputs and why
+    heatmaps: list[pd.DataFrame] = field(default_factory=list)
+    boxes: list[dict[str, Any]] = field(default_factory=list)  # pointing-game rows
+
+
+def predict_batches(predictor: Predictor, files: list[Path], batch_size: int, truth: dict, boxes: pd.DataFrame | None,
+                    heatmap_dir: Path | None, cam_pathologies: Sequence[str] | None,
+                    target_layer: str | None, dicom_window: str = "voi") -> Predictions:
+    """Decode, preprocess and score `files` batch by batch; unreadable files are listed, never fatal."""
+    out = Predictions()
+    k = len(predictor.pathologies)
+    for start in range(0, len(files), batch_size):
+        paths, images, bad = load_images(files[start:start + batch_size], dicom_window=dicom_window)
+        out.failed.extend(bad)
+        if not paths:
+            continue
+        try:
+            x = predictor.preprocess(images)  # (B, C, S, S)
+        except ValueError as err:  # e.g. a decoded image the transform rejects
+            out.failed.extend((p, f"{type(err).__name__}: {err}") for p in paths)
+            continue
+        probs = predictor.probabilities(x)  # (B, K)
+        names = [p.name for p in paths]
+        for p in paths:
+            hit = _lookup(truth, p) if truth else None
+            out.patients.append(hit[0] if hit else "")
+            out.truth.append(hit[1] if hit else np.full(k, np.nan))
+        out.paths.extend(paths)
+        out.probs.append(probs)
+        if heatmap_dir is not None:
+            classes = heatmap_classes(predictor, probs, cam_pathologies)
+            out.heatmaps.append(write_heatmaps(predictor, names, images, x, probs, heatmap_dir, classes, target_layer))
+        if boxes is not None:
+            from chestx.explain.pointing_game import pointing_game_rows
+
+            out.boxes.extend(pointing_game_rows(predictor, names, images, x, probs, boxes, heatmap_dir=heatmap_dir,
+                                                target_layer=target_layer))
+    return out
+
+
+def prediction_frame(predictor: Predictor, gathered: Predictions) -> pd.DataFrame:
+    """predictions.csv of `chestx.predict`: image_id, patient_id, path, prob_<P>, label_<P>, pred_<P>."""
+    probs = np.concatenate(gathered.probs)  # (N, K)
+    ids = pd.DataFrame({"image_id": [p.name for p in gathered.paths], "patient_id": gathered.patients})
+    frame = predictions_frame(ids, probs, np.stack(gathered.truth).astype(np.float32), predictor.pathologies)
+    frame.insert(2, "path", [str(p) for p in gathered.paths])
+    positive = predictor.positives(probs)
+    for j, name in enumerate(predictor.pathologies):
+        frame[PRED_PREFIX + name] = positive[:, j].astype(int)
+    return frame
+
+
 def predict(
     predictor: Predictor,
     inputs: str | Sequence[str],
@@ -79,86 +142,58 @@ def predict(
     batch_size: int = 16,
     target_layer: str | None = None,
     recursive: bool = True,
+    dicom_window: str = "voi",
 ) -> dict[str, Any]:
     """Run the predictor on every readable file; write the output files; return the tables."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = collect_images(inputs, recursive=recursive)
     if not files:
-        raise FileNotFoundError(f"inputs={inputs!r} holds no PNG/JPEG files")
+        raise FileNotFoundError(f"inputs={inputs!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     truth = read_ground_truth(labels, predictor.pathologies) if labels else {}
     boxes = None
     if bbox:
         from chestx.explain.pointing_game import read_bbox_list
 
         boxes = read_bbox_list(bbox)
-    k = len(predictor.pathologies)
-    ok_paths: list[Path] = []
-    probs_parts: list[np.ndarray] = []
-    gt_rows: list[np.ndarray] = []
-    patients: list[str] = []
-    failed: list[tuple[Path, str]] = []
-    heat_tables: list[pd.DataFrame] = []
-    box_rows: list[dict[str, Any]] = []
-    for start in range(0, len(files), batch_size):
-        paths, images, bad = load_images(files[start:start + batch_size])
-        failed.extend(bad)
-        if not paths:
-            continue
-        try:
-            x = predictor.preprocess(images)  # (B, C, S, S)
-        except ValueError as err:  # e.g. a decoded image the transform rejects
-            failed.extend((p, f"{type(err).__name__}: {err}") for p in paths)
-            continue
-        probs = predictor.probabilities(x)  # (B, K)
-        names = [p.name for p in paths]
-        for p in paths:
-            hit = _lookup(truth, p) if truth else None
-            patients.append(hit[0] if hit else "")
-            gt_rows.append(hit[1] if hit else np.full(k, np.nan))
-        ok_paths.extend(paths)
-        probs_parts.append(probs)
-        if cam:
-            classes = heatmap_classes(predictor, probs, cam_pathologies)
-            heat_tables.append(write_heatmaps(predictor, names, images, x, probs, out_dir / "heatmaps", classes,
-                                              target_layer))
-        if boxes is not None:
-            from chestx.explain.pointing_game import pointing_game_rows
+    gathered = predict_batches(predictor, files, batch_size, truth, boxes, out_dir / HEATMAP_DIR if cam else None,
+                               cam_pathologies, target_layer, dicom_window)
+    return write_prediction_files(predictor, gathered, out_dir, len(files), labels if truth else None, bbox, cam)
 
-            box_rows.extend(pointing_game_rows(predictor, names, images, x, probs, boxes,
-                                               heatmap_dir=out_dir / "heatmaps" if cam else None,
-                                               target_layer=target_layer))
-    result: dict[str, Any] = {"failed": pd.DataFrame([(str(p), r) for p, r in failed], columns=["path", "reason"])}
-    if failed:
-        result["failed"].to_csv(out_dir / "unreadable.csv", index=False)
-        log.warning("%d of %d files could not be read and were skipped (listed in %s)", len(failed), len(files),
-                    out_dir / "unreadable.csv")
-    if not ok_paths:
-        raise RuntimeError(f"none of the {len(files)} input files could be read; see {out_dir / 'unreadable.csv'}")
-    if truth and not any(patients):
-        log.warning("none of the %d images has a row in labels=%s: ground truth is empty", len(ok_paths), labels)
-    probs = np.concatenate(probs_parts)  # (N, K)
-    ids = pd.DataFrame({"image_id": [p.name for p in ok_paths], "patient_id": patients})
-    frame = predictions_frame(ids, probs, np.stack(gt_rows).astype(np.float32), predictor.pathologies)
-    frame.insert(2, "path", [str(p) for p in ok_paths])
-    positive = predictor.positives(probs)
-    for j, name in enumerate(predictor.pathologies):
-        frame[PRED_PREFIX + name] = positive[:, j].astype(int)
-    write_predictions(out_dir / "predictions.csv", frame)
-    result.update(predictions=frame, probs=probs, positive=positive, labels=np.stack(gt_rows), has_labels=bool(truth))
+
+def write_prediction_files(predictor: Predictor, gathered: Predictions, out_dir: Path, n_files: int,
+                           labels: str | None, bbox: str | None, cam: bool = False) -> dict[str, Any]:
+    """predictions.csv, unreadable.csv (when files were skipped), localization.csv and pointing_game.csv (with
+    boxes); returns the tables (`format_result` prints them)."""
+    failed = pd.DataFrame([(str(p), r) for p, r in gathered.failed], columns=["path", "reason"])
+    if len(failed):
+        failed.to_csv(out_dir / UNREADABLE_FILE, index=False)
+        log.warning("%d of %d files could not be read and were skipped (listed in %s)", len(failed), n_files,
+                    out_dir / UNREADABLE_FILE)
+    if not gathered.paths:
+        raise RuntimeError(f"none of the {n_files} input files could be read; see {out_dir / UNREADABLE_FILE}")
+    if labels and not any(gathered.patients):
+        log.warning("none of the %d images has a row in labels=%s: ground truth is empty", len(gathered.paths), labels)
+    frame = prediction_frame(predictor, gathered)
+    write_predictions(out_dir / PREDICTIONS_FILE, frame)
+    probs = np.concatenate(gathered.probs)
+    result: dict[str, Any] = {"failed": failed, "predictions": frame, "probs": probs,
+                              "positive": predictor.positives(probs), "labels": np.stack(gathered.truth),
+                              "has_labels": bool(labels)}
     if cam:
-        result["heatmaps"] = pd.concat(heat_tables, ignore_index=True) if heat_tables else pd.DataFrame()
-    if boxes is not None:
+        result["heatmaps"] = pd.concat(gathered.heatmaps, ignore_index=True) if gathered.heatmaps else pd.DataFrame()
+    if bbox is not None:
         from chestx.explain.pointing_game import summarize_pointing_game
 
-        rows = pd.DataFrame(box_rows)
-        rows.to_csv(out_dir / "localization.csv", index=False, float_format="%.6g")
+        rows = pd.DataFrame(gathered.boxes)
+        rows.to_csv(out_dir / LOCALIZATION_FILE, index=False, float_format="%.6g")
         summary = summarize_pointing_game(rows)
-        summary.to_csv(out_dir / "pointing_game.csv", index=False, float_format="%.6g")
+        summary.to_csv(out_dir / POINTING_GAME_FILE, index=False, float_format="%.6g")
         result.update(localization=rows, pointing_game=summary)
         if rows.empty:
-            log.warning("None of the %d input images has a box in %s", len(ok_paths), bbox)
-    log.info("Predicted %d images (%d unreadable); wrote %s", len(ok_paths), len(failed), out_dir / "predictions.csv")
+            log.warning("None of the %d input images has a box in %s", len(gathered.paths), bbox)
+    log.info("Predicted %d images (%d unreadable); wrote %s", len(gathered.paths), len(failed),
+             out_dir / PREDICTIONS_FILE)
     return result
 
 
@@ -188,6 +223,6 @@ def format_result(predictor: Predictor, result: dict[str, Any], out_dir: Path, s
             lines.append(f"Pointing game: none of the inputs has a box in {bbox}")
         else:
             lines += ["Pointing game (heatmap peak inside the NIH box):", result["pointing_game"].to_string(index=False)]
-    lines.append(f"Wrote {out_dir / 'predictions.csv'} ({len(result['predictions'])} images, "
+    lines.append(f"Wrote {out_dir / PREDICTIONS_FILE} ({len(result['predictions'])} images, "
                  f"{len(result['failed'])} unreadable)")
     return "\n".join(lines)

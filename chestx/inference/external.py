@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from chestx.core.run_folder import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
 from chestx.data.dataset import FileSource, XrayDataset
 from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
 from chestx.data.sources import ChestXData
 from chestx.inference.predictor import Predictor
-from chestx.runs.files import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     targets = evaluation_targets(table.labels[rows], table.uncertain[rows])[:, data_idx]  # (N, K_shared)
     frame = table.frame.iloc[rows]
     ids = frame[["image_id", "patient_id", *[c for c in META_COLUMNS if c in frame.columns]]].reset_index(drop=True)
-    dataset = XrayDataset(FileSource([data.paths[i] for i in rows]), targets, targets, np.zeros_like(targets, bool),
+    dataset = XrayDataset(FileSource([data.paths[i] for i in rows], data.dicom_window), targets, targets, np.zeros_like(targets, bool),
                           predictor.transform)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     probs = np.concatenate([predictor.probabilities(batch["image"]) for batch in loader])[:, model_idx]
@@ -68,15 +67,7 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     return ExternalScores(type(data).__name__, ids, probs, targets, names, data_names)
 
 
-def dataset_folder_name(data: ChestXData) -> str:
-    """external/<name>/: `nih`, `chexpert` (the data config's name without 'Data')."""
-    return type(data).__name__.removesuffix("Data").lower()
-
-
 def checkpoint_device() -> str:
     """Where a scoring pass runs: the GPU when there is one."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-def external_dir(run_dir: Path, data: ChestXData) -> Path:
-    return Path(run_dir) / "external" / dataset_folder_name(data)

@@ -21,17 +21,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from chestx.models.backbones import create_backbone
+from chestx.core.run_folder import THRESHOLDS_FILE, run_dir_of_checkpoint
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.labels import find_pathology
 from chestx.data.transforms import build_transform
+from chestx.models.backbones import create_backbone
 from chestx.models.losses import OutputLayout, probabilities
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS_FILE = "thresholds.csv"
 DEFAULT_THRESHOLD = 0.5
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 
 class CheckpointError(ValueError):
@@ -55,6 +55,7 @@ class Predictor:
     ckpt_path: Path
     model_name: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dicom_window: str = "voi"  # how DICOM inputs become uint8, as in training (data.dicom_window)
 
     def __post_init__(self) -> None:
         self.transform: Callable[[np.ndarray], torch.Tensor] = build_transform(
@@ -93,27 +94,6 @@ class Predictor:
 
         return compute_cams(self.net, x.to(self.device), [list(c) for c in classes],
                             target_layer_name=target_layer or self.model_name, multiclass=self.multiclass)
-
-
-def run_dir_of_checkpoint(ckpt_path: str | Path) -> Path:
-    """<run>/checkpoints/x.ckpt -> <run>; a checkpoint elsewhere -> its own folder."""
-    ckpt_path = Path(ckpt_path)
-    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-
-
-def best_checkpoint(run_dir: str | Path) -> Path | None:
-    """`<run>/checkpoints/best.ckpt`, else the only .ckpt other than last.ckpt, else last.ckpt, else None."""
-    folder = Path(run_dir) / "checkpoints"
-    if (folder / "best.ckpt").is_file():
-        return folder / "best.ckpt"
-    others = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt")
-    if len(others) == 1:
-        return others[0]
-    if len(others) > 1:
-        log.warning("%d checkpoints in %s and none is best.ckpt: using the newest, %s", len(others), folder,
-                    max(others, key=lambda p: p.stat().st_mtime).name)
-        return max(others, key=lambda p: p.stat().st_mtime)
-    return folder / "last.ckpt" if (folder / "last.ckpt").is_file() else None
 
 
 def read_thresholds(path: str | Path, pathologies: Sequence[str]) -> np.ndarray:
@@ -170,7 +150,7 @@ def load_for_inference(
         in_chans=int(info["in_chans"]), normalization=str(info["normalization"]),
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
         thresholds=values, threshold_source=source, ckpt_path=ckpt_path,
-        model_name=str(model["name"]), device=dev,
+        model_name=str(model["name"]), device=dev, dicom_window=str(info.get("dicom_window") or "voi"),
     )
     log.info("Loaded %s: %s, %d pathologies, %d px, thresholds from %s", ckpt_path, predictor.model_name,
              len(pathologies), predictor.image_size, source)
@@ -178,7 +158,7 @@ def load_for_inference(
 
 
 def collect_images(inputs: str | Path | Iterable[str | Path], recursive: bool = True) -> list[Path]:
-    """Files and folders -> sorted image files (.png/.jpg/.jpeg, any case). A missing path is an error."""
+    """Files and folders -> sorted image files (.png/.jpg/.jpeg/.dcm/.dicom, any case). A missing path is an error."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     files: list[Path] = []
     for item in items:
@@ -187,7 +167,7 @@ def collect_images(inputs: str | Path | Iterable[str | Path], recursive: bool = 
             pattern = path.rglob("*") if recursive else path.glob("*")
             found = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                log.warning("no PNG/JPEG files in folder %s", path)
+                log.warning("no PNG/JPEG/DICOM files in folder %s", path)
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -196,14 +176,18 @@ def collect_images(inputs: str | Path | Iterable[str | Path], recursive: bool = 
     return files
 
 
-def load_images(paths: Sequence[Path]) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
-    """Read every file; unreadable ones are returned as (path, reason) and skipped, never raised."""
+def load_images(paths: Sequence[Path], dicom_window: str = "voi"
+                ) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
+    """Read every file; unreadable ones are returned as (path, reason) and skipped, never raised.
+
+    `dicom_window`: how DICOM values become 0..255 (data.dicom_window of training; chestx.data.dicom).
+    """
     ok: list[Path] = []
     images: list[np.ndarray] = []
     failed: list[tuple[Path, str]] = []
     for path in paths:
         try:
-            images.append(load_grayscale(path))  # (H, W) uint8
+            images.append(load_grayscale(path, dicom_window=dicom_window))  # (H, W) uint8
             ok.append(path)
         except ImageReadError as err:
             log.warning("skipping %s", err)

@@ -25,19 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestx.runs.figures import plot_confusion_matrices, plot_reliability
+from chestx.core.run_folder import (
+    CALIBRATION_FILE, CONFUSION_FIGURE, HEATMAP_DIR, HEATMAP_INDEX, OPERATING_POINTS_FILE, PREDICTIONS_FILE,
+    RELIABILITY_FIGURE, RELIABILITY_FILE, THRESHOLDS_FILE, VAL_PREDICTIONS_FILE, best_checkpoint, read_predictions,
+)
 from chestx.metrics.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
 from chestx.metrics.thresholds import THRESHOLD_METHODS, operating_points, select_thresholds
-from chestx.inference.predictor import THRESHOLDS_FILE
-from chestx.runs.files import OPERATING_POINTS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
+from chestx.runs.figures import plot_confusion_matrices, plot_reliability
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.csv"
-RELIABILITY_FILE = "reliability.csv"
-CONFUSION_FIGURE = "confusion_matrices.png"
-RELIABILITY_FIGURE = "reliability.png"
-HEATMAP_DIR = "heatmaps"
 LOGIT_EPS = 1e-7
 
 
@@ -165,7 +162,7 @@ def _test_heatmaps(
     """Heatmaps of the first `n_images` test images with a positive prediction; returns the number drawn."""
     import torch
 
-    from chestx.inference.predictor import best_checkpoint, load_for_inference, load_images, write_heatmaps
+    from chestx.inference.predictor import load_for_inference, load_images, write_heatmaps
 
     ckpt = best_checkpoint(run_dir)
     if ckpt is None:
@@ -186,7 +183,8 @@ def _test_heatmaps(
         log.warning("Grad-CAM: %d of %d test images have no known file (first: %s)", len(missing), len(wanted),
                     missing[0])
     name_of = {Path(p): str(i).replace("/", "_") for i, p in by_id.items()}  # CheXpert ids are paths
-    ok, images, _ = load_images([Path(by_id[i]) for i in ids["image_id"].iloc[chosen] if i in by_id])
+    ok, images, _ = load_images([Path(by_id[i]) for i in ids["image_id"].iloc[chosen] if i in by_id],
+                                dicom_window=predictor.dicom_window)
     if not ok:
         log.warning("Grad-CAM: none of the chosen test images could be read")
         return 0
@@ -198,7 +196,7 @@ def _test_heatmaps(
         positive = np.flatnonzero(row >= predictor.thresholds)
         classes.append(list(positive[np.argsort(-(row - predictor.thresholds)[positive])][:per_image]))
     drawn = write_heatmaps(predictor, names, images, x, fresh, out / HEATMAP_DIR, classes, target_layer)
-    drawn.to_csv(out / HEATMAP_DIR / "heatmaps.csv", index=False, float_format="%.6g")
+    drawn.to_csv(out / HEATMAP_DIR / HEATMAP_INDEX, index=False, float_format="%.6g")
     return len(drawn)
 
 

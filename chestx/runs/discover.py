@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from chestx.runs.files import METRICS_FILE, PREDICTIONS_FILE, read_metrics, read_predictions
+from chestx.core.run_folder import (
+    EXTERNAL_DIR, HYDRA_DIR, METRICS_FILE, OVERRIDES_FILE, PREDICTIONS_FILE, read_metrics, read_predictions,
+    read_run_config, select,
+)
 
 log = logging.getLogger(__name__)
 
-CLINICAL_FILES = ("thresholds.csv", "operating_points.csv", "calibration.csv")
 # Overrides that never describe *what* was compared: where things are, how fast loaders are,
 # and chestx.evaluate's input options. Replicates are aggregated, not columns.
 IGNORED_KEY_PREFIXES = ("hydra.", "paths.")
@@ -60,23 +62,23 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str(self.metrics.get("model") or _select(self.config, "model.name") or self.overrides.get("model")
+        return str(self.metrics.get("model") or select(self.config, "model.name") or self.overrides.get("model")
                    or self.path.name)
 
     @property
     def seed(self) -> Any:
         seed = self.metrics.get("seed")
-        return seed if seed is not None else self.overrides.get("seed", _select(self.config, "seed"))
+        return seed if seed is not None else self.overrides.get("seed", select(self.config, "seed"))
 
     @property
     def fold(self) -> int | None:
         """The k-fold fold that validated this run (data.fold), None without k-fold."""
-        return _int_or_none(self.overrides.get("data.fold", _select(self.config, "data.fold")))
+        return _int_or_none(self.overrides.get("data.fold", select(self.config, "data.fold")))
 
     @property
     def folds(self) -> int | None:
         """K of a k-fold run (data.folds), None without k-fold."""
-        return _int_or_none(self.overrides.get("data.folds", _select(self.config, "data.folds")))
+        return _int_or_none(self.overrides.get("data.folds", select(self.config, "data.folds")))
 
     @property
     def replicate(self) -> str:
@@ -88,15 +90,6 @@ class Run:
         return path if path.is_file() else None
 
 
-def _select(config: dict[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _int_or_none(value: Any) -> int | None:
     try:
         return None if value is None or str(value) in ("", "null", "None") else int(value)
@@ -105,7 +98,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / METRICS_FILE).is_file() or (path / PREDICTIONS_FILE).is_file()
+    return (path / HYDRA_DIR).is_dir() or (path / METRICS_FILE).is_file() or (path / PREDICTIONS_FILE).is_file()
 
 
 def find_run_dirs(folders: list[Path]) -> list[Path]:
@@ -118,8 +111,8 @@ def find_run_dirs(folders: list[Path]) -> list[Path]:
         if _is_run_dir(folder):
             found.append(folder)
             continue
-        below = sorted({p.parent.parent if p.parent.name == ".hydra" else p.parent
-                        for pattern in (".hydra/overrides.yaml", METRICS_FILE, PREDICTIONS_FILE)
+        below = sorted({p.parent.parent if p.parent.name == HYDRA_DIR else p.parent
+                        for pattern in (f"{HYDRA_DIR}/{OVERRIDES_FILE}", METRICS_FILE, PREDICTIONS_FILE)
                         for p in folder.rglob(pattern)}, key=_natural_key)
         below = [p for p in below if not any(q != p and q in p.parents for q in below)]  # outermost run folders
         if not below:
@@ -148,16 +141,8 @@ def _parse_overrides(path: Path) -> dict[str, str]:
 def load_run(path: Path) -> Run:
     """Read one run folder; never raises for a broken run (it becomes failed / incomplete)."""
     path = Path(path)
-    overrides = _parse_overrides(path / ".hydra" / "overrides.yaml")
-    config: dict[str, Any] = {}
-    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
-        if candidate.is_file():
-            try:
-                config = yaml.safe_load(candidate.read_text()) or {}
-            except yaml.YAMLError as error:
-                log.warning("%s: unreadable (%s); settings from overrides only", candidate, error)
-            break
-    run = Run(path=path, status="incomplete", overrides=overrides, config=config)
+    overrides = _parse_overrides(path / HYDRA_DIR / OVERRIDES_FILE)
+    run = Run(path=path, status="incomplete", overrides=overrides, config=read_run_config(path))
     metrics_path = path / METRICS_FILE
     if metrics_path.is_file():
         try:
@@ -170,7 +155,7 @@ def load_run(path: Path) -> Run:
         run.reason = run.metrics.get("error") or "failed (no error message in metrics.json)"
         return run
     if not (path / PREDICTIONS_FILE).is_file():
-        if run.metrics.get("ckpt") and (path / "external").is_dir():
+        if run.metrics.get("ckpt") and (path / EXTERNAL_DIR).is_dir():
             run.reason = ("a checkpoint scored on another dataset only (chestx.evaluate ckpt=...): in the "
                           "cross-dataset section, not in the AUROC table")
         else:
@@ -207,7 +192,7 @@ def _value_of(run: Run, key: str) -> str | None:
         return run.overrides[key]
     if key == "model":
         return run.model
-    value = _select(run.config, key)
+    value = select(run.config, key)
     if isinstance(value, dict):
         value = value.get("name")
     return None if value is None else str(value)

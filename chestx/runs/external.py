@@ -20,13 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from chestx.runs.files import AUROC_FILE, PREDICTIONS_FILE, predictions_frame, write_auroc, write_predictions
-from chestx.runs.subgroups import THRESHOLDS_FILE
+from chestx.core.run_folder import (
+    AUROC_FILE, MAPPING_FILE, PREDICTIONS_FILE, THRESHOLDS_FILE, predictions_frame, write_auroc, write_predictions,
+)
 
 log = logging.getLogger(__name__)
-
-EXTERNAL_DIR = "external"
-MAPPING_FILE = "mapping.csv"
 
 
 def write_external(out_dir: Path, scores: Any, thresholds: np.ndarray | None = None,

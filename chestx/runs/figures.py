@@ -10,12 +10,10 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from chestx.core.figures import plt, save_figure  # plt: pyplot on the Agg backend
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +21,6 @@ log = logging.getLogger(__name__)
 def _grid(n: int, cols: int = 5) -> tuple[int, int]:
     cols = max(1, min(cols, n))
     return int(math.ceil(n / cols)), cols
-
-
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Write `fig` as a PNG (folders created) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_confusion_matrices(points: pd.DataFrame, path: Path) -> Path:

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import LabelTable, evaluation_targets
-from chestx.data.splits import save_split
-from chestx.runs.files import (
-    AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, format_auroc_table,
+from chestx.core.run_folder import (
+    AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, SPLIT_FILE, VAL_PREDICTIONS_FILE, format_auroc_table,
     predictions_frame, write_auroc, write_metrics, write_predictions,
 )
+from chestx.data.labels import LabelTable, evaluation_targets
+from chestx.data.splits import save_split
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def evaluate(
     run_dir.mkdir(parents=True, exist_ok=True)
     pathologies = list(table.pathologies)
     ids, probs = read_prediction_csv(predictions, id_column, prefix, pathologies)
-    save_split(run_dir / "split.csv", table.frame, split)
+    save_split(run_dir / SPLIT_FILE, table.frame, split)
     frame, test_probs, test_labels = align_predictions(ids, probs, table, split, "test", allow_missing, unknown_ids)
     write_predictions(run_dir / PREDICTIONS_FILE, predictions_frame(frame, test_probs, test_labels, pathologies))
     try:  # validation predictions only when the CSV covers the whole validation split

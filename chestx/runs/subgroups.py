@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chestx.core.run_folder import (
+    PREDICTIONS_FILE, SUBGROUPS_FILE, THRESHOLDS_FILE, VAL_PREDICTIONS_FILE, read_predictions,
+)
 from chestx.metrics.subgroups import DEFAULT_AGE_EDGES, check_subgroup_options, subgroup_table
 from chestx.metrics.thresholds import select_thresholds
-from chestx.runs.files import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_predictions
 
 log = logging.getLogger(__name__)
-
-SUBGROUPS_FILE = "subgroups.csv"
-THRESHOLDS_FILE = "thresholds.csv"  # written by the clinical step (chestx.runs.clinical)
 
 
 def write_subgroups(path: str | Path, table: pd.DataFrame) -> Path:

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chestx.core.run_folder import SPLIT_FILE
+
 log = logging.getLogger(__name__)
 
 # files per NIH archive folder images_001 ... images_012, in file-name order (NIH's own split)
@@ -87,7 +89,7 @@ def _setup(root: str, out: str) -> dict[str, float]:
     started = time.perf_counter()
     data = NIHData(root=root, split="official", seed=0)
     data.prepare()
-    data.save_split(Path(out) / "split.csv")
+    data.save_split(Path(out) / SPLIT_FILE)
     seconds = time.perf_counter() - started
     assert data.split is not None
     counts = {name: int((data.split == name).sum()) for name in ("train", "val", "test")}
@@ -145,7 +147,7 @@ def measure_scale(nih_dir: Path, sample_images: Path, work: Path, size: int, cac
     setup = measure_setup(root, work)
     log.info("set-up: %.1f s, peak %.0f MB", setup["seconds"], setup["peak_memory_mb"])
 
-    names = pd.read_csv(work / "split.csv", dtype=str)["image_id"].tolist()  # split.csv rows: the label file order
+    names = pd.read_csv(work / SPLIT_FILE, dtype=str)["image_id"].tolist()  # split.csv rows: the label file order
     found, _ = find_nih_images(root, names)
     paths = [found[n] for n in names][: cache_images or None]
     started = time.perf_counter()

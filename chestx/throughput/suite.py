@@ -16,7 +16,7 @@ import torch
 
 from chestx.data.cache import cached_pixels
 from chestx.models.backbones import BACKBONES
-from chestx.runs.machine import machine, native_bf16
+from chestx.core.hardware import machine, native_bf16
 from chestx.throughput.loader import bench_loader
 from chestx.throughput.scale import format_scale, measure_scale
 from chestx.throughput.training import Option, bench_training

@@ -19,11 +19,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from chestx.report import main as report_main
-from chestx.runs.files import read_metrics
+from chestx.core.run_folder import read_metrics
 from chestx.comparison import ReportError, build_report
 from chestx.comparison.compare import MEAN
-from chestx.runs.files import read_predictions
-from chestx.runs.machine import machine
+from chestx.core.run_folder import read_predictions
+from chestx.core.hardware import machine
 
 SWEEP = [
     "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",

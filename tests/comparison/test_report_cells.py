@@ -215,8 +215,7 @@ def expected_subgroups(out: Path) -> list[list[str]]:
 def expected_cross_dataset(out: Path) -> list[list[str]]:
     m = pd.read_csv(out / "cross_dataset.csv")
     headers = list(dict.fromkeys([*m.loc[m["internal"], "test_data"], *m.loc[~m["internal"], "test_data"]]))
-    names = {"nih": "NIHData", "chexpert": "CheXpertData"}
-    rows = [["configuration", "trained on", *[names.get(h, h) for h in headers]]]
+    rows = [["configuration", "trained on", *headers]]
     for (label, trained), block in m.groupby(["label", "trained_on"], sort=False):
         row = [label, trained]
         for h in headers:

@@ -38,7 +38,7 @@ def _copy_run(source: Path, dest: Path, overrides: list[str], seed: int) -> Path
 
 def _redraw_internal(run: Path, seed: int) -> None:
     """predictions.csv and auroc.csv of the run with re-drawn probabilities (another replicate's numbers)."""
-    from chestx.runs.files import predictions_frame, read_predictions, write_auroc, write_predictions
+    from chestx.core.run_folder import predictions_frame, read_predictions, write_auroc, write_predictions
 
     ids, probs, labels, names = read_predictions(run / "predictions.csv")
     probs = _redraw(probs, seed)
@@ -118,11 +118,11 @@ def test_matrix_equals_an_independent_computation(sweep: Path) -> None:
     runs = sweep / "sweep"
     rows = _matrix((sweep / "report" / "auroc_table.md").read_text())
     header, body = rows[0], {(r[0], r[1]): r for r in rows[2:]}
-    assert header == ["configuration", "trained on", "NIHData", "CheXpertData", "nih_sample"]
-    assert set(body) == {("resnet18 lr=0.001", "NIHData"), ("resnet18 lr=0.01", "NIHData")}
+    assert header == ["configuration", "trained on", "nih", "chexpert", "nih_sample"]  # dataset names
+    assert set(body) == {("resnet18 lr=0.001", "nih"), ("resnet18 lr=0.01", "nih")}
     seeds = {name: [_cell(runs / s, runs / s / "external" / name) for s in ("0", "1")]
              for name in ("chexpert", "nih_sample")}
-    first = body[("resnet18 lr=0.001", "NIHData")]
+    first = body[("resnet18 lr=0.001", "nih")]
     assert len(seeds["chexpert"][0][2]) >= 4  # most of the 7 shared findings have both classes on both splits
     internal = {name: _fmt([c[0] for c in cells]) for name, cells in seeds.items()}
     assert first[2] == (f"{internal['chexpert']} (internal, chexpert findings) / "
@@ -134,7 +134,7 @@ def test_matrix_equals_an_independent_computation(sweep: Path) -> None:
     assert not first[4].startswith("**")  # the only number of its column: nothing to compare it with
     # the checkpoint of sweep/2 scored by chestx.evaluate lands in sweep/2's row, beside sweep/2's own test split
     own, ext, findings = _cell(runs / "2", sweep / "evaluate" / "external" / "chexpert")
-    second = body[("resnet18 lr=0.01", "NIHData")]
+    second = body[("resnet18 lr=0.01", "nih")]
     assert second[2:] == [f"{own:.3f} (internal)", second[3], "—"]
     assert second[3].strip("*") == f"{ext:.3f} (Δ {ext - own:+.3f})"
     best = max(np.mean([c[1] for c in seeds["chexpert"]]), ext)  # bold: best external number of the column
@@ -155,7 +155,7 @@ def test_section_text_files_and_html(sweep: Path) -> None:
     md = (out / "auroc_table.md").read_text()
     text = md.split(f"## {HEADING}")[1].split("\n| ")[0]
     assert "restricted to the same findings" in text and "one internal value per external dataset" in text
-    assert "Effusion = Pleural Effusion" in text and "NIHData model → CheXpertData (external/chexpert)" in text
+    assert "Effusion = Pleural Effusion" in text and "nih model → chexpert (external/chexpert)" in text
     assert "`resnet18 lr=0.1` (seed 0)" in text  # the run without external/
     assert "cross-dataset section" in md.split("## Runs left out")[1]  # the chestx.evaluate folder, and why
     page = (out / "report.html").read_text()
@@ -180,6 +180,6 @@ def test_checkpoint_folder_alone_gets_a_row_of_its_own(sweep: Path, tmp_path: Pa
     assert result.n_ok == 0 and result.comparison is None
     rows = _matrix((tmp_path / "report" / "auroc_table.md").read_text())
     external = _auroc(sweep / "evaluate" / "external" / "chexpert")
-    assert rows[0] == ["configuration", "trained on", "CheXpertData"]
-    assert rows[2] == ["resnet18", "NIHData", f"{external.mean():.3f}"]  # NaN-skipping, as the cell
+    assert rows[0] == ["configuration", "trained on", "chexpert"]
+    assert rows[2] == ["resnet18", "nih", f"{external.mean():.3f}"]  # NaN-skipping, as the cell
     assert "tab:cross_dataset" in (tmp_path / "report" / "auroc_table.tex").read_text()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from chestx.runs.clinical import run_clinical
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 
 
 def _ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:

@@ -50,7 +50,7 @@ def test_train_with_test_data_writes_external_folder(compose, tiny_overrides, ch
     """`chestx.train ... test_data=[chexpert]`: the best checkpoint scored on CheXpert after the NIH test."""
     from sklearn.metrics import roc_auc_score
 
-    from chestx.runs.files import read_predictions
+    from chestx.core.run_folder import read_predictions
     from chestx.train import train
 
     cfg = compose([*tiny_overrides, "model=resnet18", "test_data=[chexpert]",

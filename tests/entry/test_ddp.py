@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 from chestx.train import train
 SPLIT = ["data.ratios=[0.6,0.15,0.25]", "data.eval_batch_size=8", "clinical=none"]
 WORLD = 2

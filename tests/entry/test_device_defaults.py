@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chestx.runs.device_defaults import resolve_device_defaults
+from chestx.core.hardware import resolve_device_defaults
 from chestx.train import apply_device_defaults
 
 
@@ -42,11 +42,11 @@ def fake_cuda(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr("chestx.runs.device_defaults.cores_available", lambda: 16)
+    monkeypatch.setattr("chestx.core.hardware.cores_available", lambda: 16)
 
 
 def test_train_config_on_a_gpu_machine(compose, tmp_path: Path, fake_cuda, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="chestx.runs.device_defaults")
+    caplog.set_level(logging.INFO, logger="chestx.core.hardware")
     cfg = compose(["data=nih", "data.root=/data"], tmp_path)
     filled = apply_device_defaults(cfg)
     assert filled == {"trainer.precision": "bf16-mixed", "module.channels_last": True, "data.num_workers": 15,

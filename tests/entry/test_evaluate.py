@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from chestx.data.sources import NIHData
 from chestx.runs.scoring import EvaluationError, evaluate
 from chestx.comparison import build_report
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 
 
 def _scores(labels: np.ndarray, strength: float, seed: int) -> np.ndarray:

@@ -72,7 +72,7 @@ def test_train_part_lightning_vs_bare(fullres_fixtures: Path, tmp_path: Path, mo
 
 def test_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:
     """A CPU without AVX512-BF16 / AMX-BF16 emulates bf16 (0.4 images/s): the default leaves it out."""
-    import chestx.runs.machine as machine_info
+    import chestx.core.hardware as machine_info
 
     monkeypatch.setattr(machine_info, "cpu_flags", lambda: {"avx2", "fma"})
     assert resolve_settings(device="cpu").options == ["32", "32+cl"]

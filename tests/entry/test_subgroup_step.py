@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 from chestx.runs.subgroups import read_subgroups
 
 

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from chestx.data.labels import DataError
 from chestx.models.module import NaNLossError
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 from chestx.train import train
 
 BACKBONES = ["densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2"]

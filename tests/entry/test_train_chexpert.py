@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 from chestx.train import train
 
 POLICIES = ["ignore", "zeros", "ones", "multiclass", "lsr_zeros", "lsr_ones"]

@@ -18,7 +18,7 @@ import torch
 from chestx.data.images import load_grayscale
 from chestx.data.transforms import build_input_normalizer, build_transform
 from chestx.inference.predictor import load_for_inference
-from chestx.runs.files import read_predictions
+from chestx.core.run_folder import read_predictions
 from chestx.train import apply_device_defaults, train
 
 pytestmark = [pytest.mark.gpu,

@@ -1,0 +1,2 @@
+"""What every layer shares, importing no other chestx package but `metrics`: the run folder's vocabulary and file
+formats (`run_folder`), the machine and its fast defaults (`hardware`), and figure saving (`figures`)."""

@@ -1,0 +1,31 @@
+"""The layer rule of docs/design.md, enforced with import-linter (contracts in pyproject.toml, [tool.importlinter]):
+packages import downwards only, and no package below the entry points imports Hydra or OmegaConf."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
+                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+
+
+def test_every_contract_is_kept(repo_root: Path) -> None:
+    done = _lint(repo_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Contracts: 2 kept, 0 broken." in done.stdout
+
+
+def test_an_upward_import_breaks_the_layer_contract(repo_root: Path, tmp_path: Path) -> None:
+    """The contract is not vacuous: chestx.data importing chestx.runs (the arrow issue 16 removed) is reported."""
+    shutil.copytree(repo_root / "chestx", tmp_path / "chestx", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo_root / "pyproject.toml", tmp_path / "pyproject.toml")
+    stats = tmp_path / "chestx" / "data" / "stats.py"
+    stats.write_text(stats.read_text() + "\n\ndef _upward():\n    from chestx.runs.figures import plot_reliability\n")
+    done = _lint(tmp_path)
+    assert done.returncode != 0 and "packages import downwards only BROKEN" in done.stdout, done.stdout[-3000:]
+    assert "chestx.data.stats -> chestx.runs.figures" in done.stdout
