@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--h
     import lightning.pytorch as L
 
     from chestx.data.datamodule import ChestXDataModule
-    from chestx.data.sources import ChestXData
+    from chestx.data.datasets.base import ChestXData
     from chestx.models.losses import OutputLayout
     from chestx.models.module import ChestXModule
 

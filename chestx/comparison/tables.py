@@ -9,7 +9,6 @@ that cell (e.g. a run that does not predict that pathology; the section's notes 
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -1,4 +1,4 @@
-"""Data layer: label files (NIH, CheXpert) -> LabelTable, patient splits, image decoding, transforms.
+"""Data layer: label files -> LabelTable (labels, datasets/), patient splits, images (images, dicom), cache, loaders.
 
 `transforms` (torch + albumentations, slow to import) is loaded on first use of its names.
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chestx.data.chexpert import UNCERTAINTY_POLICIES, read_chexpert
+from chestx.data.datasets.chexpert import UNCERTAINTY_POLICIES, read_chexpert
 from chestx.data.images import ImageReadError, load_grayscale, resize_square
 from chestx.data.labels import (
     CHEXPERT_COMPETITION_TASKS,
@@ -16,7 +16,7 @@ from chestx.data.labels import (
     DataError,
     LabelTable,
 )
-from chestx.data.nih import find_nih_images, read_nih
+from chestx.data.datasets.nih import find_nih_images, read_nih
 from chestx.data.splits import (
     SPLITS,
     SplitError,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
@@ -23,7 +22,7 @@ from chestx.data.dataset import FileSource, PixelSource, XrayDataset
 from chestx.data.images import load_grayscale, resize_square
 from chestx.data.labels import evaluation_targets
 from chestx.data.sampling import EpochSampler, ResumableDataLoader
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import SPLITS
 from chestx.data.transforms import InputNormalizer, build_input_normalizer, build_transform, compute_mean_std
 

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from chestx.data.image_check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
-    DICOM_WINDOWS, ImageReadError, check_complete, check_dicom_window, check_raster_header, image_error,
+    ImageReadError, check_complete, check_dicom_window, check_raster_header, image_error,
     looks_like_dicom, read_image_bytes,
 )
 

@@ -15,7 +15,7 @@ float32 x 3 channels; `InputNormalizer` runs after the host->device transfer, in
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import albumentations as A
 import cv2

@@ -31,7 +31,7 @@ def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str,
     Accepts NIH's `Data_Entry_2017*.csv` (or the sample's), CheXpert's `train.csv`/`valid.csv`
     (uncertain -> unknown) and a chestx `predictions.csv` (image_id, label_<P>).
     """
-    from chestx.data.chexpert import read_chexpert
+    from chestx.data.datasets.chexpert import read_chexpert
     from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING
 
     path = Path(path).expanduser()
@@ -39,7 +39,7 @@ def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str,
         raise FileNotFoundError(f"labels={str(path)!r} does not exist; pass a NIH or CheXpert label CSV")
     columns = set(pd.read_csv(path, nrows=0).columns)
     if "Finding Labels" in columns:
-        from chestx.data.nih import read_nih
+        from chestx.data.datasets.nih import read_nih
 
         names = [p for p in pathologies if p in NIH_PATHOLOGIES]
         table = read_nih(path, names, include_no_finding=NO_FINDING in pathologies)

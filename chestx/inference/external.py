@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from chestx.core.run_folder import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
 from chestx.data.dataset import FileSource, XrayDataset
 from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chestx.inference.predictor import Predictor, collect_images, load_for_inference, load_images
+from chestx.inference.predictor import Predictor
 from chestx.models.losses import probabilities
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,7 @@ def build_nih_tree(nih_dir: Path, sample_images: Path, out: Path) -> tuple[Path,
 
 def _setup(root: str, out: str) -> dict[str, float]:
     """In a fresh process: what `chestx.train` does before its first batch, timed; its peak memory."""
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
 
     started = time.perf_counter()
     data = NIHData(root=root, split="official", seed=0)
@@ -139,7 +139,7 @@ def measure_scale(nih_dir: Path, sample_images: Path, work: Path, size: int, cac
     """Every figure of the scale part (see the module docstring); `work` holds the tree (reused) and split.csv."""
     from chestx.data.cache import cached_pixels
     from chestx.data.dataset import XrayDataset
-    from chestx.data.nih import find_nih_images
+    from chestx.data.datasets.nih import find_nih_images
     from chestx.data.transforms import build_transform
 
     root, tree_seconds = build_nih_tree(nih_dir, sample_images, work / "nih_full")

@@ -233,7 +233,7 @@ def _report(monkeypatch, *overrides: str) -> None:
 @pytest.fixture(scope="module")
 def evaluated(sample_root: Path, tmp_path_factory) -> Path:
     """Two chestx.evaluate run folders (scores from the real labels of the embedded NIH sample) under runs/."""
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
     from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("evaluated")

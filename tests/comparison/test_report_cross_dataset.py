@@ -49,7 +49,8 @@ def _redraw_internal(run: Path, seed: int) -> None:
 @pytest.fixture(scope="module")
 def sweep(clinical_run_dir: Path, chexpert_tree: Path, sample_root: Path, tmp_path_factory,
           monkeypatch_module) -> Path:
-    from chestx.data.sources import CheXpertData, NIHData
+    from chestx.data.datasets.chexpert import CheXpertData
+    from chestx.data.datasets.nih import NIHData
     from chestx.evaluate import main as evaluate_main
     from chestx.inference.external import score_external
     from chestx.inference.predictor import load_for_inference

@@ -49,7 +49,7 @@ def page(sample_root: Path, tmp_path_factory) -> Path:
     import numpy as np
     import pandas as pd
 
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
     from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("html")

@@ -17,7 +17,7 @@ from chestx.runs.subgroups import SubgroupAnalysis, read_subgroups
 
 @pytest.fixture(scope="module")
 def report(sample_root: Path, tmp_path_factory) -> Path:
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
     from chestx.runs.scoring import evaluate
 
     root = tmp_path_factory.mktemp("subgroup_report")

@@ -65,7 +65,7 @@ def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, 
 def test_datamodule_cached_items_equal_uncached(sample_root: Path, tmp_path: Path) -> None:
     """The real NIH sample through ChestXDataModule: same tensors with and without data.cache (threaded build)."""
     from chestx.data.datamodule import ChestXDataModule
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
 
     options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random",
                    num_workers=0)
@@ -196,7 +196,7 @@ def test_prepare_cli_builds_the_cache_train_reuses(repo_root: Path, sample_root:
     folders = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / INDEX).is_file()
     from chestx.data.datamodule import ChestXDataModule
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
 
     dm = ChestXDataModule(NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"),
                                   split="random", cache=True, cache_dir=str(tmp_path / "c")), image_size=64)

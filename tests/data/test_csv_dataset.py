@@ -131,7 +131,7 @@ SPLIT_KEYS = dict(USER_KEYS, labels=None, split_column="fold", split_values=SPLI
 
 
 def csv_data(root: Path, **options: Any):
-    from chestx.data.csv_folder import CSVData
+    from chestx.data.datasets.csv_folder import CSVData
 
     return CSVData(root=str(root), **options)
 
@@ -275,7 +275,7 @@ CHEX_KEYS = dict(csv="train_with_patients.csv", image_column="Path", patient_col
 @pytest.mark.parametrize("uncertainty, blank", [("ignore", "mask"), ("zeros", "zeros"), ("ones", "mask"),
                                                 ({"default": "multiclass", "Atelectasis": "ones"}, "zeros")])
 def test_real_chexpert_rows_as_user_csv(chexpert_as_user_csv, uncertainty: Any, blank: str) -> None:
-    from chestx.data.chexpert import read_chexpert
+    from chestx.data.datasets.chexpert import read_chexpert
 
     root, text = chexpert_as_user_csv
     labels = ["No Finding", "Support Devices", *CHEX_COMPETITION]

@@ -307,7 +307,7 @@ class DicomFolder:
         import pandas as pd
 
         from chestx.data.labels import LabelTable
-        from chestx.data.sources import ChestXData
+        from chestx.data.datasets.base import ChestXData
 
         class _Folder(ChestXData):
             def load_table(self):

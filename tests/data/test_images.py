@@ -163,7 +163,7 @@ def test_setup_check_stops_or_drops_unreadable_nih_images(sample_root: Path, tmp
     import zlib
 
     from chestx.data.image_check import UnreadableImagesError, find_unreadable
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
 
     root = tmp_path / "nih"
     (root / "images").mkdir(parents=True)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from chestx.data.labels import DataError
-from chestx.data.sources import CheXpertData, NIHData
+from chestx.data.datasets.chexpert import CheXpertData
+from chestx.data.datasets.nih import NIHData
 from chestx.data.splits import SplitError, kfold_split, patient_folds
 
 

@@ -490,7 +490,7 @@ def nih_ref(nih_dir: Path) -> NIHReference:
 
 
 def chexpert_datamodule(chexpert_dir: Path, **options: Any) -> Any:
-    from chestx.data.sources import CheXpertData
+    from chestx.data.datasets.chexpert import CheXpertData
 
     options.setdefault("seed", SEED)
     options.setdefault("val_fraction", VAL_FRACTION)
@@ -498,7 +498,7 @@ def chexpert_datamodule(chexpert_dir: Path, **options: Any) -> Any:
 
 
 def nih_datamodule(nih_dir: Path, **options: Any) -> Any:
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
 
     options.setdefault("seed", SEED)
     return NIHData(root=str(nih_dir), csv=str(nih_dir / NIH_CSV), split_dir=str(nih_dir), **options)
@@ -601,7 +601,7 @@ def test_chexpert_seeded_split_and_undersampling(chexpert_dir: Path, chex_ref: C
     pytest.param({"default": "ignore", "Edema": "lsr_ones"}, id="ignore+Edema_lsr_ones"),
 ])
 def test_chexpert_lsr_is_seeded(chexpert_dir: Path, chex_ref: CheXpertReference, uncertainty: Any) -> None:
-    from chestx.data.chexpert import read_chexpert
+    from chestx.data.datasets.chexpert import read_chexpert
 
     def read(seed: int) -> Any:
         return read_chexpert(chexpert_dir / "train.csv", pathologies=list(CHEX_COMPETITION), uncertainty=uncertainty,
@@ -623,7 +623,7 @@ def test_chexpert_lsr_is_seeded(chexpert_dir: Path, chex_ref: CheXpertReference,
 def test_chexpert_unselected_policy_key_is_ignored_with_a_warning(
     chexpert_dir: Path, chex_ref: CheXpertReference, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from chestx.data.chexpert import read_chexpert
+    from chestx.data.datasets.chexpert import read_chexpert
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
         warnings.simplefilter("always")
@@ -706,7 +706,7 @@ def test_chexpert_default_training_split_has_15246_normals(chexpert_dir: Path, c
 
 def test_chexpert_mask_keeps_no_finding_negatives(chexpert_dir: Path, chex_ref: CheXpertReference) -> None:
     """blank=mask, frontal train.csv rows: a No Finding image's blank Atelectasis is a negative (issue 8: 1,025)."""
-    from chestx.data.chexpert import read_chexpert
+    from chestx.data.datasets.chexpert import read_chexpert
 
     ref = chex_ref.table(uncertainty="ignore", blank="mask", frontal_only=True, tasks="competition")
     n_train = chex_ref.source(True)["n_train"]

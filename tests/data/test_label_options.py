@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.sources import CheXpertData, NIHData
+from chestx.data.datasets.chexpert import CheXpertData
+from chestx.data.datasets.nih import NIHData
 from chestx.data.labels import NIH_PATHOLOGIES, DataError
 
 

@@ -212,7 +212,7 @@ def mimic_tree(tmp_path_factory) -> Path:
 
 
 def mimic_data(root: Path, **options: Any):
-    from chestx.data.mimic import MIMIC_CXRData
+    from chestx.data.datasets.mimic import MIMIC_CXRData
 
     return MIMIC_CXRData(root=str(root), **options)
 

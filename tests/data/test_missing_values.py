@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from chestx.data.labels import DataError
-from chestx.data.nih import read_nih
+from chestx.data.datasets.nih import read_nih
 
 
 @pytest.fixture()

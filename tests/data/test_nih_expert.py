@@ -64,7 +64,7 @@ def test_reference_matches_the_published_figures(ref: Reference, nih_dir: Path) 
 @pytest.mark.parametrize("labels", ["expert", "original"])
 @pytest.mark.parametrize("findings", ["nih", "google"])
 def test_cells_match_the_reference(labels: str, findings: str, ref: Reference, nih_dir: Path) -> None:
-    from chestx.data.nih_expert import NIHExpertData
+    from chestx.data.datasets.nih_expert import NIHExpertData
 
     table, split = NIHExpertData(root=str(nih_dir), labels=labels, findings=findings).labels_only()
     names = ["Pneumothorax", "Nodule", "Mass"] if findings == "nih" else FOUR
@@ -83,7 +83,7 @@ def test_cells_match_the_reference(labels: str, findings: str, ref: Reference, n
 
 
 def test_test_set_positives_under_both_label_sets(nih_dir: Path) -> None:
-    from chestx.data.nih_expert import NIHExpertData
+    from chestx.data.datasets.nih_expert import NIHExpertData
 
     counts = {}
     for labels in ("expert", "original"):
@@ -93,7 +93,7 @@ def test_test_set_positives_under_both_label_sets(nih_dir: Path) -> None:
 
 
 def test_one_file_per_set_and_the_random_split(ref: Reference, nih_dir: Path, tmp_path: Path) -> None:
-    from chestx.data.nih_expert import NIHExpertData
+    from chestx.data.datasets.nih_expert import NIHExpertData
 
     files = {}
     for set_id in ("val", "test"):
@@ -117,7 +117,7 @@ def test_one_file_per_set_and_the_random_split(ref: Reference, nih_dir: Path, tm
 
 def test_bad_inputs_are_named(ref: Reference, nih_dir: Path, tmp_path: Path) -> None:
     from chestx.data.labels import DataError, DataFileNotFoundError
-    from chestx.data.nih_expert import NIHExpertData
+    from chestx.data.datasets.nih_expert import NIHExpertData
 
     def expert_file(frame: pd.DataFrame) -> str:
         path = tmp_path / f"expert{len(list(tmp_path.iterdir()))}.csv"

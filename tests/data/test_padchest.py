@@ -183,7 +183,7 @@ def ref(padchest_dir: Path) -> PadChestReference:
 
 @pytest.fixture(scope="module")
 def table_all(padchest_dir: Path) -> Any:
-    from chestx.data.padchest import read_padchest
+    from chestx.data.datasets.padchest import read_padchest
 
     return read_padchest(padchest_dir / PADCHEST_FILE)
 
@@ -207,7 +207,7 @@ def test_reference_matches_the_published_figures(ref: PadChestReference) -> None
 
 
 def test_table_lists_every_term_of_the_file_once(ref: PadChestReference) -> None:
-    from chestx.data.padchest import FINDING_TERMS, NOT_MAPPED, PADCHEST_FINDINGS, PADCHEST_TERMS
+    from chestx.data.datasets.padchest import FINDING_TERMS, NOT_MAPPED, PADCHEST_FINDINGS, PADCHEST_TERMS
 
     distinct = {t for terms in ref.terms for t in terms}
     mapped = {t for terms in FINDING_TERMS.values() for t in terms}
@@ -243,7 +243,7 @@ def test_table_labels_conform(ref: PadChestReference, table_all: Any) -> None:
 
 @pytest.mark.parametrize("views", [["PA"], ["PA", "AP", "AP_horizontal"], ["L"]], ids=["PA", "frontal", "L"])
 def test_views_select_projection_rows(padchest_dir: Path, ref: PadChestReference, views: list[str]) -> None:
-    from chestx.data.padchest import read_padchest
+    from chestx.data.datasets.padchest import read_padchest
 
     table = read_padchest(padchest_dir / PADCHEST_FILE, ["Effusion", "Nodule"], views=views)
     keep = np.isin(ref.views, [REF_VIEWS[v] for v in views])
@@ -255,7 +255,7 @@ def test_views_select_projection_rows(padchest_dir: Path, ref: PadChestReference
 
 def test_torchxrayvision_matching_reproduces_its_rule_row_for_row(padchest_dir: Path, ref: PadChestReference) -> None:
     """Every labelled row (all views), then torchxrayvision's own selection (PA, missing images out)."""
-    from chestx.data.padchest import read_padchest
+    from chestx.data.datasets.padchest import read_padchest
 
     table = read_padchest(padchest_dir / PADCHEST_FILE, matching="torchxrayvision")
     want = xrv_labels(ref.rows["Labels"])
@@ -283,7 +283,7 @@ def test_torchxrayvision_matching_reproduces_its_rule_row_for_row(padchest_dir: 
 @pytest.mark.parametrize("seed, ratios", [(0, (0.7, 0.1, 0.2)), (5, (0.6, 0.2, 0.2))])
 def test_padchest_data_split_and_rows_conform(padchest_dir: Path, ref: PadChestReference, seed: int,
                                               ratios: tuple[float, ...]) -> None:
-    from chestx.data.padchest import PadChestData
+    from chestx.data.datasets.padchest import PadChestData
 
     data = PadChestData(root=str(padchest_dir), views=["PA", "AP", "AP_horizontal"], ratios=ratios, seed=seed)
     table, split = data.labels_only()
@@ -316,7 +316,7 @@ def _write_records(path: Path, header: list[str], records: list[list[str]]) -> P
 
 def test_bad_inputs_are_named(padchest_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     from chestx.data.labels import DataError, DataFileNotFoundError
-    from chestx.data.padchest import PadChestData, read_padchest
+    from chestx.data.datasets.padchest import PadChestData, read_padchest
 
     header, records = _records(padchest_dir / PADCHEST_FILE, 6)
     labels_at, projection_at = header.index("Labels"), header.index("Projection")
@@ -362,7 +362,7 @@ def test_bad_inputs_are_named(padchest_dir: Path, shared_data: Path, tmp_path: P
 
 
 def test_nan_rows_and_empty_items_are_counted(padchest_dir: Path, tmp_path: Path, caplog) -> None:
-    from chestx.data.padchest import read_padchest
+    from chestx.data.datasets.padchest import read_padchest
 
     header, records = _records(padchest_dir / PADCHEST_FILE, 5)
     labels_at = header.index("Labels")
@@ -414,7 +414,7 @@ def test_images_are_found_in_both_layouts_and_16_bit_decodes(padchest_dir: Path,
     import cv2
 
     from chestx.data.images import load_grayscale
-    from chestx.data.padchest import PadChestData
+    from chestx.data.datasets.padchest import PadChestData
 
     for flat in (False, True):
         root = build_padchest_tree(padchest_dir, tmp_path / ("flat" if flat else "dirs"), n=40, flat=flat)

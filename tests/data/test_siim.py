@@ -62,7 +62,6 @@ def siim_raw(shared_data: Path) -> pd.DataFrame:
 def write_siim_dicom(path: Path, sop_uid: str, patient: str, sex: str, age: str, view: str,
                      pixels: np.ndarray) -> None:
     """A DICOM file with the tags of the SIIM-ACR download (secondary capture, JPEG Baseline)."""
-    import pydicom
     from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -142,7 +141,7 @@ def siim_tree(siim_raw: pd.DataFrame, tmp_path_factory) -> tuple[Path, pd.DataFr
 
 # -------------------------------------------------------------------------------------------- real label file
 def test_labels_of_the_real_file_match_the_reference(siim_raw: pd.DataFrame, shared_data: Path) -> None:
-    from chestx.data.siim import read_siim
+    from chestx.data.datasets.siim import read_siim
 
     encoded = siim_raw[" EncodedPixels"].str.strip()
     ref = siim_raw.assign(pos=encoded != "-1").groupby("ImageId", sort=False)["pos"].agg(["any", "size"])
@@ -157,7 +156,7 @@ def test_labels_of_the_real_file_match_the_reference(siim_raw: pd.DataFrame, sha
 
 
 def test_real_masks_decode_and_reencode_exactly(siim_raw: pd.DataFrame) -> None:
-    from chestx.data.siim import rle_decode
+    from chestx.data.datasets.siim import rle_decode
 
     encoded = siim_raw[" EncodedPixels"].str.strip()
     masks = encoded[encoded != "-1"]
@@ -173,7 +172,7 @@ def test_real_masks_decode_and_reencode_exactly(siim_raw: pd.DataFrame) -> None:
 
 
 def test_masks_union_and_boxes_of_an_image_with_several_rows(siim_raw: pd.DataFrame, shared_data: Path) -> None:
-    from chestx.data.siim import read_siim_boxes, siim_masks
+    from chestx.data.datasets.siim import read_siim_boxes, siim_masks
 
     encoded = siim_raw[" EncodedPixels"].str.strip()
     rows = siim_raw[encoded != "-1"]
@@ -196,7 +195,7 @@ def test_masks_union_and_boxes_of_an_image_with_several_rows(siim_raw: pd.DataFr
 
 @pytest.mark.parametrize("seed", range(5))
 def test_random_masks_round_trip(seed: int) -> None:
-    from chestx.data.siim import rle_decode
+    from chestx.data.datasets.siim import rle_decode
 
     rng = np.random.default_rng(seed)
     mask = rng.random((64, 48)) < (0.02 + 0.2 * seed)
@@ -208,7 +207,7 @@ def test_random_masks_round_trip(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------ DICOM tree
 def test_dicom_tree_gives_paths_and_header_metadata(siim_tree) -> None:
     from chestx.data.images import load_grayscale
-    from chestx.data.siim import SIIMData
+    from chestx.data.datasets.siim import SIIMData
 
     root, written = siim_tree
     data = SIIMData(root=str(root), seed=0)
@@ -232,7 +231,7 @@ def test_dicom_tree_gives_paths_and_header_metadata(siim_tree) -> None:
 
 
 def test_patient_ids_from_dicom_group_images(siim_raw: pd.DataFrame, tmp_path: Path) -> None:
-    from chestx.data.siim import SIIMData
+    from chestx.data.datasets.siim import SIIMData
 
     root, written = build_siim_tree(siim_raw, tmp_path, n_pos=4, n_neg=8, shared_patient=True)
     by_image, _ = SIIMData(root=str(root), ratios=(0.5, 0.25, 0.25)).labels_only()
@@ -246,7 +245,7 @@ def test_patient_ids_from_dicom_group_images(siim_raw: pd.DataFrame, tmp_path: P
 
 def test_missing_images_are_named(siim_tree, tmp_path: Path) -> None:
     from chestx.data.labels import DataError
-    from chestx.data.siim import SIIMData
+    from chestx.data.datasets.siim import SIIMData
 
     root, _ = siim_tree
     partial = tmp_path / "partial"
@@ -267,7 +266,7 @@ def _csv(path: Path, text: str) -> Path:
 
 
 def test_header_with_or_without_the_leading_space(tmp_path: Path) -> None:
-    from chestx.data.siim import read_siim
+    from chestx.data.datasets.siim import read_siim
 
     a = read_siim(_csv(tmp_path / "a.csv", "ImageId, EncodedPixels\n1.2.3,-1\n1.2.4,5 3 10 2\n1.2.4,100 1\n"))
     b = read_siim(_csv(tmp_path / "b.csv", "ImageId,EncodedPixels\n1.2.3,-1\n1.2.4, 5 3 10 2\n1.2.4,100 1\n"))
@@ -284,7 +283,7 @@ def test_header_with_or_without_the_leading_space(tmp_path: Path) -> None:
 ])
 def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> None:
     from chestx.data.labels import DataError
-    from chestx.data.siim import read_siim
+    from chestx.data.datasets.siim import read_siim
 
     with pytest.raises(DataError, match=message):
         read_siim(_csv(tmp_path / "bad.csv", text))
@@ -292,7 +291,7 @@ def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> N
 
 def test_bad_encodings_and_options(tmp_path: Path) -> None:
     from chestx.data.labels import DataError, DataFileNotFoundError
-    from chestx.data.siim import SIIMData, rle_decode
+    from chestx.data.datasets.siim import SIIMData, rle_decode
 
     with pytest.raises(ValueError, match="beyond the 1024 x 1024 image"):
         rle_decode("1000000 10 1000000 10")  # absolute starts read as gaps
@@ -309,7 +308,7 @@ def test_bad_encodings_and_options(tmp_path: Path) -> None:
 
 
 def test_mixed_rows_warn_and_count_as_positive(tmp_path: Path, caplog) -> None:
-    from chestx.data.siim import read_siim
+    from chestx.data.datasets.siim import read_siim
 
     with caplog.at_level(logging.WARNING):
         table = read_siim(_csv(tmp_path / "m.csv", "ImageId, EncodedPixels\n1.2.3,-1\n1.2.3,4 2\n"))

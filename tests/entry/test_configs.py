@@ -177,7 +177,7 @@ def test_default_loggers_write_into_the_run_folder(compose, tmp_path: Path) -> N
 
 def test_data_configs_read_their_dataset_or_name_the_root(compose, tmp_path: Path) -> None:
     from chestx.data.labels import DataError
-    from chestx.data.sources import ChestXData
+    from chestx.data.datasets.base import ChestXData
 
     for option in group("data"):
         data = instantiate(compose([f"data={option}", "data.root=/nonexistent"], tmp_path).data)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from chestx.data.images import load_grayscale
-from chestx.data.sources import CheXpertData
+from chestx.data.datasets.chexpert import CheXpertData
 from chestx.inference.external import score_external
 from chestx.inference.predictor import load_for_inference
 

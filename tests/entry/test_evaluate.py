@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from chestx.data.sources import NIHData
+from chestx.data.datasets.nih import NIHData
 from chestx.runs.scoring import EvaluationError, evaluate
 from chestx.comparison import build_report
 from chestx.core.run_folder import read_predictions

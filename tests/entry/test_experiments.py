@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
 
 from chestx._hydra import instantiate_all
-from chestx.data.labels import DataError
 
 # no download in tests: the ImageNet recipes (IMAGENET_RECIPES) train from scratch in the fast_dev_runs and builds
 SCRATCH = ["model.pretrained=false"]

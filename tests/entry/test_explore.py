@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.sources import CheXpertData, NIHData
+from chestx.data.datasets.chexpert import CheXpertData
+from chestx.data.datasets.nih import NIHData
 from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
 from chestx.data.stats import explore, format_report
 

@@ -61,7 +61,7 @@ def test_bad_option_stops_the_run_before_training(compose, tiny_overrides, tmp_p
 
 def test_evaluate_writes_subgroups(sample_root: Path, tmp_path: Path, monkeypatch, brute_force_youden) -> None:
     """`python -m chestx.evaluate` (in-process) on the sample: thresholds by Youden's J on predictions_val.csv."""
-    from chestx.data.sources import NIHData
+    from chestx.data.datasets.nih import NIHData
     from chestx.evaluate import main
 
     table, _ = NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"),

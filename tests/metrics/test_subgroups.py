@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
-from chestx.data.chexpert import read_chexpert
-from chestx.data.sources import NIHData
+from chestx.data.datasets.chexpert import read_chexpert
+from chestx.data.datasets.nih import NIHData
 from chestx.metrics.bootstrap import draw_patients
 from chestx.metrics.subgroups import SUBGROUP_COLUMNS, subgroup_masks, subgroup_table
 

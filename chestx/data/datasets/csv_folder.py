@@ -3,7 +3,7 @@
 The user names the columns (`data.image_column`, `data.patient_column`, `data.labels`, `data.split_column`,
 `data.sex_column`, `data.age_column`, `data.view_column`, `data.no_finding_column`); label cells follow
 CheXpert's encoding (Irvin et al. 2019: 1 positive, 0 negative, -1 uncertain, blank not mentioned, also
-written 1.0 / 0.0 / -1.0) and every CheXpert option applies with the same rules (`chestx.data.chexpert`:
+written 1.0 / 0.0 / -1.0) and every CheXpert option applies with the same rules (`chestx.data.datasets.chexpert`:
 `parse_label_cells`, `apply_label_rules`: uncertainty policies, `blank`, the No Finding rule under
 `blank=mask`). The split comes from a split column (`data.split_values` names its train / val / test
 values; a patient in two splits stops the run) or, without one, from a seeded patient-level random split
@@ -22,11 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.chexpert import (
+from chestx.data.datasets.chexpert import (
     UNCERTAINTY_POLICIES, apply_label_rules, check_label_options, parse_label_cells, resolve_uncertainty,
 )
 from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, select_pathologies
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import SPLITS, SplitError, random_split
 
 log = logging.getLogger(__name__)

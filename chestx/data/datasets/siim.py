@@ -32,7 +32,7 @@ from chestx.data.dicom_meta import (
     filter_views, first_existing, index_dicom_files, parse_dicom_age, read_dicom_headers,
 )
 from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import random_split
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from chestx.data.dicom_meta import (
     filter_views, first_existing, parse_dicom_age, read_dicom_headers, read_header_csv,
 )
 from chestx.data.labels import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import random_split
 
 log = logging.getLogger(__name__)

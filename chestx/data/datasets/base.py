@@ -1,10 +1,10 @@
-"""Datasets as configured: NIH ChestX-ray14 and CheXpert label files -> labels, split, image files.
+"""`ChestXData`, the base of every dataset: a label file as configured -> labels, patient split, image files.
 
-`ChestXData` does everything that is not dataset specific: patient-level k-fold over the train+val
-pool (`folds`, `fold`), resolve image files (and stop, or drop with a warning, when some are missing),
-undersample normal images in the training split, check that splits are patient-disjoint and save the
-split. `NIHData` / `CheXpertData` say how to read the label file and which rows go to which split.
-No Lightning here: `chestx.data.datamodule` builds loaders.
+It does everything that is not dataset specific: patient-level k-fold over the train+val pool (`folds`, `fold`),
+resolve image files (and stop, or drop with a warning, when some are missing or unreadable), undersample normal
+images in the training split, check that splits are patient-disjoint and save the split. A dataset (one module of
+`chestx.data.datasets` each) says how to read its label file and which rows go to which split (`load_table`) and
+where the images are (`resolve_paths`). No Lightning here: `chestx.data.datamodule` builds loaders.
 """
 from __future__ import annotations
 
@@ -17,21 +17,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.chexpert import read_chexpert, resolve_uncertainty
 from chestx.data.image_check import UnreadableImagesError, check_dicom_window, find_unreadable
-from chestx.data.labels import (
-    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError, LabelTable,
-)
-from chestx.data.nih import find_nih_images, read_list_labels, read_nih, with_list_labels
-from chestx.data.splits import (
-    SPLITS, SplitError, check_patient_disjoint, kfold_split, list_split, official_split, random_split, save_split,
-)
+from chestx.data.labels import DataError, LabelTable
+from chestx.data.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, save_split
 
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
-# data.chexnet_labels: where data.split=chexnet takes its 14 labels from
-CHEXNET_LABEL_SOURCES = ("lists", "csv")
 
 
 class ChestXData:
@@ -260,151 +252,8 @@ def _check_folds(folds: int | None, fold: int | None) -> None:
                         f"data.fold=0, or sweep them all with -m data.fold={','.join(map(str, range(folds)))}")
 
 
-def _first_existing(root: Path, names: Sequence[str], key: str) -> Path:
+def first_existing(root: Path, names: Sequence[str], key: str) -> Path:
     for name in names:
         if (root / name).exists():
             return root / name
     raise DataError(f"none of {list(names)} found under data.root={str(root)!r}; set {key}=<path to the label file>")
-
-
-class NIHData(ChestXData):
-    """NIH ChestX-ray14 as NIH ships it (`Data_Entry_2017*.csv`, `images*/`)."""
-
-    def __init__(
-        self,
-        root: str,
-        csv: str | None = None,
-        split: str = "official",
-        split_dir: str | None = None,
-        val_fraction: float = 0.1,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
-        include_no_finding: bool = False,
-        views: Sequence[str] | None = None,
-        chexnet_labels: str = "csv",
-        **kwargs,
-    ) -> None:
-        super().__init__(root=root, **kwargs)
-        if split not in ("official", "chexnet", "random"):
-            raise DataError(f"data.split={split!r} is not one of ['official', 'chexnet', 'random']")
-        if chexnet_labels not in CHEXNET_LABEL_SOURCES:
-            raise DataError(
-                f"data.chexnet_labels={chexnet_labels!r} is not one of {list(CHEXNET_LABEL_SOURCES)}: 'lists' takes "
-                "the labels written in the CheXNet list files, 'csv' those of the label file"
-            )
-        self.chexnet_labels = chexnet_labels
-        self.csv = csv
-        self.split_name = split
-        self.split_dir = split_dir
-        self.val_fraction = val_fraction
-        self.ratios = tuple(ratios)
-        self.include_no_finding = include_no_finding
-        self.views = list(views) if views else None
-
-    def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        csv = Path(self.csv) if self.csv else _first_existing(
-            self.root, ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"], "data.csv"
-        )
-        table = read_nih(csv, NIH_PATHOLOGIES, include_no_finding=self.include_no_finding, views=self.views)
-        split_dir = Path(self.split_dir) if self.split_dir else self.root
-        if self.split_name == "official":
-            split = official_split(
-                table.frame, split_dir / "train_val_list.txt", split_dir / "test_list.txt",
-                val_fraction=self.val_fraction, seed=self.seed,
-            )
-        elif self.split_name == "chexnet":
-            lists = {name: split_dir / "chexnet_split" / f"{name}_list.txt" for name in SPLITS}
-            if not lists["train"].exists():
-                lists = {name: split_dir / f"{name}_list.txt" for name in SPLITS}
-            split = list_split(table.frame, lists)
-            if self.chexnet_labels == "lists":
-                table = with_list_labels(table, read_list_labels(lists.values()))
-        else:
-            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
-        keep = split != ""
-        if not keep.all():
-            log.info("%d rows are in none of the split lists and are left out", int((~keep).sum()))
-            table, split = table.subset(keep), split[keep]
-        return table, split
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        ids = table.frame["image_id"].tolist()
-        found, missing = find_nih_images(self.root, ids)
-        return [found.get(i) for i in ids], missing
-
-
-class CheXpertData(ChestXData):
-    """CheXpert as Stanford ships it (`CheXpert-v1.0[-small]/train.csv`, `valid.csv`).
-
-    `valid.csv` (radiologist consensus) is the test split; validation is carved out of
-    `train.csv` by patient (`val_fraction`).
-    """
-
-    def __init__(
-        self,
-        root: str,
-        uncertainty: str | dict = "ignore",
-        blank: str = "zeros",
-        frontal_only: bool = True,
-        tasks: str | Sequence[str] = "competition",
-        lsr_zeros: Sequence[float] = (0.0, 0.3),
-        lsr_ones: Sequence[float] = (0.55, 0.85),
-        val_fraction: float = 0.1,
-        **kwargs,
-    ) -> None:
-        super().__init__(root=root, **kwargs)
-        self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
-        self.blank = blank
-        self.frontal_only = frontal_only
-        if isinstance(tasks, str):
-            if tasks not in ("competition", "all"):
-                raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
-            tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
-        self.tasks = list(tasks)
-        self.lsr_zeros = tuple(lsr_zeros)
-        self.lsr_ones = tuple(lsr_ones)
-        self.val_fraction = val_fraction
-
-    @property
-    def uncertainty_policies(self) -> list[str]:
-        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
-        return resolve_uncertainty(self.uncertainty, self.tasks)
-
-    @property
-    def multiclass(self) -> list[bool]:
-        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
-        return [policy == "multiclass" for policy in self.uncertainty_policies]
-
-    def _dataset_dir(self) -> Path:
-        for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):
-            if (self.root / name / "train.csv").exists():
-                return (self.root / name).resolve()
-        raise DataError(
-            f"train.csv not found in data.root={str(self.root)!r} or its CheXpert-v1.0[-small]/ folder; "
-            "point data.root at the folder that holds CheXpert-v1.0-small/"
-        )
-
-    def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        folder = self._dataset_dir()
-        options = dict(
-            pathologies=self.tasks, uncertainty=self.uncertainty, blank=self.blank, frontal_only=self.frontal_only,
-            lsr_zeros=self.lsr_zeros, lsr_ones=self.lsr_ones, seed=self.seed,
-        )
-        train = read_chexpert(folder / "train.csv", **options)
-        test = read_chexpert(folder / "valid.csv", **options)
-        inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
-        table = LabelTable.concat([train, test])
-        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test.frame), "test")])
-        return table, split
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        folder = self._dataset_dir()
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for rel in table.frame["path"]:
-            parts = Path(rel).parts
-            candidates = [folder.parent / rel, folder / Path(*parts[1:])] if len(parts) > 1 else [folder / rel]
-            hit = next((c for c in candidates if c.exists()), None)
-            paths.append(hit)
-            if hit is None:
-                missing.append(rel)
-        return paths, missing

@@ -19,7 +19,7 @@ Description"). Files read from `data.root`:
 Uncompressed copies (`.csv`) are read as well.
 
 Labels are per study and apply to each of its images; CheXpert's rules apply unchanged
-(`chestx.data.chexpert.apply_label_rules`). torchxrayvision's `MIMIC_Dataset` (torchxrayvision/datasets.py)
+(`chestx.data.datasets.chexpert.apply_label_rules`). torchxrayvision's `MIMIC_Dataset` (torchxrayvision/datasets.py)
 joins the same label and metadata files on (subject_id, study_id) and builds the same image path; the
 differences are listed in docs/datasets/mimic_cxr.md.
 """
@@ -33,12 +33,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.chexpert import apply_label_rules, check_label_options, parse_label_cells, resolve_uncertainty
+from chestx.data.datasets.chexpert import apply_label_rules, check_label_options, parse_label_cells, resolve_uncertainty
 from chestx.data.labels import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
     check_columns, select_pathologies,
 )
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import SPLITS, SplitError, random_split
 
 log = logging.getLogger(__name__)

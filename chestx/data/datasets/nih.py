@@ -18,6 +18,8 @@ import pandas as pd
 from chestx.data.labels import (
     NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, required_text, select_pathologies,
 )
+from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.splits import SPLITS, list_split, official_split, random_split
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +212,72 @@ def find_nih_images(root: str | Path, image_ids: Iterable[str]) -> tuple[dict[st
     missing = sorted(wanted - found.keys())
     log.info("Found %d of %d NIH images under %s (%d missing)", len(found), len(wanted), root, len(missing))
     return found, missing
+
+
+# data.chexnet_labels: where data.split=chexnet takes its 14 labels from
+CHEXNET_LABEL_SOURCES = ("lists", "csv")
+
+
+class NIHData(ChestXData):
+    """NIH ChestX-ray14 as NIH ships it (`Data_Entry_2017*.csv`, `images*/`)."""
+
+    def __init__(
+        self,
+        root: str,
+        csv: str | None = None,
+        split: str = "official",
+        split_dir: str | None = None,
+        val_fraction: float = 0.1,
+        ratios: Sequence[float] = (0.7, 0.1, 0.2),
+        include_no_finding: bool = False,
+        views: Sequence[str] | None = None,
+        chexnet_labels: str = "csv",
+        **kwargs,
+    ) -> None:
+        super().__init__(root=root, **kwargs)
+        if split not in ("official", "chexnet", "random"):
+            raise DataError(f"data.split={split!r} is not one of ['official', 'chexnet', 'random']")
+        if chexnet_labels not in CHEXNET_LABEL_SOURCES:
+            raise DataError(
+                f"data.chexnet_labels={chexnet_labels!r} is not one of {list(CHEXNET_LABEL_SOURCES)}: 'lists' takes "
+                "the labels written in the CheXNet list files, 'csv' those of the label file"
+            )
+        self.chexnet_labels = chexnet_labels
+        self.csv = csv
+        self.split_name = split
+        self.split_dir = split_dir
+        self.val_fraction = val_fraction
+        self.ratios = tuple(ratios)
+        self.include_no_finding = include_no_finding
+        self.views = list(views) if views else None
+
+    def load_table(self) -> tuple[LabelTable, np.ndarray]:
+        csv = Path(self.csv) if self.csv else first_existing(
+            self.root, ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"], "data.csv"
+        )
+        table = read_nih(csv, NIH_PATHOLOGIES, include_no_finding=self.include_no_finding, views=self.views)
+        split_dir = Path(self.split_dir) if self.split_dir else self.root
+        if self.split_name == "official":
+            split = official_split(
+                table.frame, split_dir / "train_val_list.txt", split_dir / "test_list.txt",
+                val_fraction=self.val_fraction, seed=self.seed,
+            )
+        elif self.split_name == "chexnet":
+            lists = {name: split_dir / "chexnet_split" / f"{name}_list.txt" for name in SPLITS}
+            if not lists["train"].exists():
+                lists = {name: split_dir / f"{name}_list.txt" for name in SPLITS}
+            split = list_split(table.frame, lists)
+            if self.chexnet_labels == "lists":
+                table = with_list_labels(table, read_list_labels(lists.values()))
+        else:
+            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        keep = split != ""
+        if not keep.all():
+            log.info("%d rows are in none of the split lists and are left out", int((~keep).sum()))
+            table, split = table.subset(keep), split[keep]
+        return table, split
+
+    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
+        ids = table.frame["image_id"].tolist()
+        found, missing = find_nih_images(self.root, ids)
+        return [found.get(i) for i in ids], missing

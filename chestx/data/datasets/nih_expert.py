@@ -37,8 +37,8 @@ import pandas as pd
 
 from chestx.data.dicom_meta import first_existing
 from chestx.data.labels import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
-from chestx.data.nih import find_nih_images, read_nih
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.nih import find_nih_images, read_nih
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import SPLITS, check_patient_disjoint, random_split
 
 log = logging.getLogger(__name__)

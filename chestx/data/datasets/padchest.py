@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
-from chestx.data.sources import ChestXData, _first_existing
+from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.splits import random_split
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ def _table_labels(parsed: list[list[str]], names: list[str], unlabelled: np.ndar
                 raise DataError(
                     f"{str(csv_path)!r}: term {term!r} in 'Labels' (row {row}, ImageID {raw['ImageID'].iloc[row]}: "
                     f"{texts[t][:120]}) is not in chestx's PadChest table. Add it to FINDING_TERMS (with its "
-                    "finding) or NOT_MAPPED in chestx/data/padchest.py, or use data.matching=torchxrayvision"
+                    "finding) or NOT_MAPPED in chestx/data/datasets/padchest.py, or use data.matching=torchxrayvision"
                 )
             for finding in findings:
                 if finding in column:
@@ -375,7 +375,7 @@ class PadChestData(ChestXData):
         self.drop_known_broken = drop_known_broken
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        csv = Path(self.csv) if self.csv else _first_existing(self.root, PADCHEST_CSV_NAMES, "data.csv")
+        csv = Path(self.csv) if self.csv else first_existing(self.root, PADCHEST_CSV_NAMES, "data.csv")
         table = read_padchest(csv, self.requested, matching=self.matching, views=self.views)
         broken = table.frame["image_id"].isin(XRV_BROKEN_IMAGES).to_numpy()
         if broken.any():

@@ -33,7 +33,7 @@ import pandas as pd
 
 from chestx.data.dicom_meta import parse_dicom_age, read_dicom_headers
 from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
-from chestx.data.sources import ChestXData
+from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import random_split
 
 log = logging.getLogger(__name__)

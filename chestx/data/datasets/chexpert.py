@@ -7,7 +7,7 @@ labels, `lsr_zeros` / `lsr_ones`). Each observation column holds 1.0 (positive),
 
 The rules are reusable: `parse_label_cells` reads such columns from text (also 1 / 0 / -1, stripped),
 `apply_label_rules` turns the 1 / 0 / -1 / NaN matrix into labels and `uncertain` under the policies;
-MIMIC-CXR (`chestx.data.mimic`) and a user's CSV (`chestx.data.csv_folder`) use them as they are.
+MIMIC-CXR (`chestx.data.datasets.mimic`) and a user's CSV (`chestx.data.datasets.csv_folder`) use them as they are.
 """
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels import (
-    CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv, select_pathologies,
+    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv,
+    select_pathologies,
 )
+from chestx.data.datasets.base import ChestXData
+from chestx.data.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +256,81 @@ def read_chexpert(
         len(frame), frame["patient_id"].nunique(), csv_path, dict(zip(names, policies)), blank, int(uncertain.sum()),
     )
     return LabelTable(frame=frame, labels=labels, uncertain=uncertain, pathologies=names)
+
+
+class CheXpertData(ChestXData):
+    """CheXpert as Stanford ships it (`CheXpert-v1.0[-small]/train.csv`, `valid.csv`).
+
+    `valid.csv` (radiologist consensus) is the test split; validation is carved out of
+    `train.csv` by patient (`val_fraction`).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        uncertainty: str | dict = "ignore",
+        blank: str = "zeros",
+        frontal_only: bool = True,
+        tasks: str | Sequence[str] = "competition",
+        lsr_zeros: Sequence[float] = (0.0, 0.3),
+        lsr_ones: Sequence[float] = (0.55, 0.85),
+        val_fraction: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(root=root, **kwargs)
+        self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
+        self.blank = blank
+        self.frontal_only = frontal_only
+        if isinstance(tasks, str):
+            if tasks not in ("competition", "all"):
+                raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
+            tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
+        self.tasks = list(tasks)
+        self.lsr_zeros = tuple(lsr_zeros)
+        self.lsr_ones = tuple(lsr_ones)
+        self.val_fraction = val_fraction
+
+    @property
+    def uncertainty_policies(self) -> list[str]:
+        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
+        return resolve_uncertainty(self.uncertainty, self.tasks)
+
+    @property
+    def multiclass(self) -> list[bool]:
+        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
+        return [policy == "multiclass" for policy in self.uncertainty_policies]
+
+    def _dataset_dir(self) -> Path:
+        for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):
+            if (self.root / name / "train.csv").exists():
+                return (self.root / name).resolve()
+        raise DataError(
+            f"train.csv not found in data.root={str(self.root)!r} or its CheXpert-v1.0[-small]/ folder; "
+            "point data.root at the folder that holds CheXpert-v1.0-small/"
+        )
+
+    def load_table(self) -> tuple[LabelTable, np.ndarray]:
+        folder = self._dataset_dir()
+        options = dict(
+            pathologies=self.tasks, uncertainty=self.uncertainty, blank=self.blank, frontal_only=self.frontal_only,
+            lsr_zeros=self.lsr_zeros, lsr_ones=self.lsr_ones, seed=self.seed,
+        )
+        train = read_chexpert(folder / "train.csv", **options)
+        test = read_chexpert(folder / "valid.csv", **options)
+        inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
+        table = LabelTable.concat([train, test])
+        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test.frame), "test")])
+        return table, split
+
+    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
+        folder = self._dataset_dir()
+        paths: list[Path | None] = []
+        missing: list[str] = []
+        for rel in table.frame["path"]:
+            parts = Path(rel).parts
+            candidates = [folder.parent / rel, folder / Path(*parts[1:])] if len(parts) > 1 else [folder / rel]
+            hit = next((c for c in candidates if c.exists()), None)
+            paths.append(hit)
+            if hit is None:
+                missing.append(rel)
+        return paths, missing
