@@ -38,22 +38,45 @@ CHEXPERT_COMPETITION_TASKS: tuple[str, ...] = (
 
 FRAME_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "path", "view", "age", "sex", "no_finding")
 
-# The findings NIH ChestX-ray14 and CheXpert both label, as (NIH name, CheXpert name): what a model
-# trained on one is scored on in the other (cross-dataset evaluation). Same finding, by name, except
-# NIH `Effusion` = CheXpert `Pleural Effusion`. Left out on purpose (README): NIH Infiltration, Mass,
-# Nodule, Emphysema, Fibrosis, Pleural_Thickening, Hernia and CheXpert Lung Opacity, Lung Lesion,
-# Enlarged Cardiomediastinum, Pleural Other, Fracture, Support Devices have no counterpart of the same
-# definition (Lung Lesion is not "Mass or Nodule", Lung Opacity is not "Infiltration"), and the two
-# "No Finding" differ (CheXpert's ignores Support Devices); nothing is mapped by guesswork.
-SHARED_FINDINGS: tuple[tuple[str, str], ...] = (
-    ("Atelectasis", "Atelectasis"),
-    ("Cardiomegaly", "Cardiomegaly"),
-    ("Consolidation", "Consolidation"),
-    ("Edema", "Edema"),
-    ("Effusion", "Pleural Effusion"),
-    ("Pneumonia", "Pneumonia"),
-    ("Pneumothorax", "Pneumothorax"),
+# The one finding vocabulary of every dataset chestx reads: canonical name -> the other names that datasets use for
+# exactly that finding. Two datasets share a finding when their names are the same (case and '_' vs ' ' forgiven) or
+# listed here together; nothing else is matched (cross-dataset scoring, `data=merge`). The table of which dataset
+# labels what is docs/datasets/findings.md (`chestx.data.datasets.vocabulary`).
+FINDINGS: dict[str, tuple[str, ...]] = {
+    "Pleural Effusion": ("Effusion",),  # CheXpert, MIMIC-CXR / NIH, PadChest, VinDr ("Pleural effusion")
+    "Pleural Thickening": ("Pleural_Thickening",),  # NIH's spelling, kept by PadChest and VinDr loaders
+    "Lung Opacity": ("Airspace opacity",),  # Google's NIH relabels (Majkowska 2020) = CheXpert's; torchxrayvision too
+    "Nodule/Mass": ("Nodule or mass",),  # VinDr's and Google's one label for both
+}
+# Same name, different definitions: never shared across datasets (each dataset's own "normal").
+NOT_SHARED: dict[str, str] = {
+    NO_FINDING: "each dataset's normal has its own definition (NIH: none of its 14 labels; CheXpert / MIMIC: the "
+                "labeller's No Finding, which ignores Support Devices; RSNA: the 'Normal' class)",
+}
+# Findings that look alike but are not the same finding, and why they are not matched.
+NOT_MATCHED: tuple[tuple[str, str, str], ...] = (
+    ("Infiltration", "Lung Opacity", "CheXpert's Lung Opacity is any opacity (edema, consolidation, ...), wider "
+     "than NIH / PadChest / VinDr Infiltration"),
+    ("Nodule", "Nodule/Mass", "one label for both cannot score a model with separate Nodule and Mass outputs "
+     "without combining them (nih_expert's findings=nih scores each against the union, stated there)"),
+    ("Mass", "Nodule/Mass", "as Nodule"),
+    ("Nodule/Mass", "Lung Lesion", "CheXpert's Lung Lesion also counts other lesions"),
+    ("Rib Fracture", "Fracture", "VinDr labels fracture sites separately (also Clavicle Fracture)"),
+    ("Tube", "Support Devices", "PadChest's Support Devices already includes tubes and catheters; its Tube is a "
+     "subset, not the same finding"),
+    ("Enlarged Cardiomediastinum", "Cardiomegaly", "CheXpert labels both; the mediastinum is not the heart"),
 )
+def _norm(text: str) -> str:
+    return str(text).strip().lower().replace("_", " ")
+
+
+_CANONICAL = {_norm(alias): name for name, aliases in FINDINGS.items() for alias in (name, *aliases)}
+
+
+def canonical_finding(name: str) -> str:
+    """The vocabulary's name of a dataset's finding: `Effusion` -> `Pleural Effusion`; a name without synonyms is
+    its own canonical name (case and '_' vs ' ' forgiven: `pleural_thickening` -> `Pleural Thickening`)."""
+    return _CANONICAL.get(_norm(name), str(name).strip())
 
 
 class DataError(ValueError):
@@ -132,11 +155,8 @@ def evaluation_targets(labels: np.ndarray, uncertain: np.ndarray) -> np.ndarray:
 def find_pathology(name: str, pathologies: Sequence[str], key: str = "pathology", hint: str = "") -> int:
     """Index of `name` in `pathologies`, forgiving case and '_' vs ' ' (`pleural effusion`,
     `Pleural_Thickening`); ValueError naming the option `key`, the valid names and `hint` otherwise."""
-    def norm(text: str) -> str:
-        return str(text).strip().lower().replace("_", " ")
-
     for k, p in enumerate(pathologies):
-        if norm(p) == norm(name):
+        if _norm(p) == _norm(name):
             return k
     raise ValueError(f"{key}={name!r} is not one of the pathologies {list(pathologies)}{hint}")
 
@@ -144,25 +164,18 @@ def find_pathology(name: str, pathologies: Sequence[str], key: str = "pathology"
 def shared_pathologies(model: Sequence[str], data: Sequence[str]) -> list[tuple[int, int]]:
     """(model output index, data column index) of every finding both define, in the model's order.
 
-    Names equal (forgiving case and '_' vs ' ') or paired in SHARED_FINDINGS (either direction);
-    a model trained on NIH scored on CheXpert gets Effusion <-> Pleural Effusion, and so on.
+    The same canonical finding (`canonical_finding`: equal names, or synonyms in FINDINGS), never a NOT_SHARED
+    one; where the data has two columns of that finding, the one with the model's own name wins. A model trained
+    on NIH scored on CheXpert gets Effusion <-> Pleural Effusion and the 6 findings of the same name.
     """
-    def norm(text: str) -> str:
-        return str(text).strip().lower().replace("_", " ")
-
-    aliases: dict[str, set[str]] = {}
-    for nih, chexpert in SHARED_FINDINGS:
-        aliases.setdefault(norm(nih), set()).add(norm(chexpert))
-        aliases.setdefault(norm(chexpert), set()).add(norm(nih))
-    column = {norm(name): j for j, name in enumerate(data)}
     pairs = []
     for k, name in enumerate(model):
-        if norm(name) in column:  # the same name wins over an alias
-            pairs.append((k, column[norm(name)]))
+        if _norm(name) in {_norm(n) for n in NOT_SHARED}:
             continue
-        same = [column[n] for n in aliases.get(norm(name), set()) if n in column]
+        same = [j for j, other in enumerate(data) if canonical_finding(other) == canonical_finding(name)]
+        exact = [j for j in same if _norm(data[j]) == _norm(name)]
         if same:
-            pairs.append((k, min(same)))
+            pairs.append((k, (exact or same)[0]))
     return pairs
 
 
