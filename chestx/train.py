@@ -189,18 +189,20 @@ def subgroups_step(run: Run) -> None:
 
 
 def other_datasets_step(run: Run) -> None:
-    """The best checkpoint on each `test_data` dataset's test split, into external/<name>/ (cross-dataset)."""
-    if not run.other_data:
+    """The best checkpoint on each `test_data` dataset's test split, into external/<name>/ (cross-dataset); under
+    data=merge also on each source's own test split, on its own findings."""
+    datasets = {**getattr(run.data, "sources", {}), **run.other_data}
+    if not datasets:
         return
     if run.best is None:
-        log.warning("test_data: no checkpoint was saved, so %s could not be scored", sorted(run.other_data))
+        log.warning("test_data: no checkpoint was saved, so %s could not be scored", sorted(datasets))
         return
     from chestx.inference.external import checkpoint_device, score_external
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.external import thresholds_for, write_external
 
     predictor = load_for_inference(run.best, device=checkpoint_device())
-    for name, data in run.other_data.items():
+    for name, data in datasets.items():
         scores = score_external(predictor, data, batch_size=int(run.cfg.data.eval_batch_size),
                                 num_workers=int(run.cfg.data.num_workers or 0))
         run.metrics.update(write_external(external_dir(run.run_dir, name), scores,
@@ -223,7 +225,8 @@ def run_summary(run: Run) -> dict[str, Any]:
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
     return {
         "status": "ok", "error": None, "model": cfg.model.name, "data": type(run.data).__name__,
-        "dataset": data_config_name(cfg), "seed": cfg.seed, "image_size": datamodule.image_size,
+        "dataset": data_config_name(cfg), "sources": sorted(getattr(run.data, "sources", {})) or None,
+        "seed": cfg.seed, "image_size": datamodule.image_size,
         "params": count_parameters(module.net), "macs": count_macs(module.net, datamodule.in_chans, datamodule.image_size),
         "epochs": trainer.current_epoch, "best_epoch": checkpoint_epoch(run.best) if run.best else None,
         "best_checkpoint": run.best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),

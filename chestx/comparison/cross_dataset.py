@@ -10,8 +10,9 @@ A cell is the mean AUROC over the shared findings (the vocabulary `chestx.data.l
 external folder's mapping.csv) that have an AUROC on both test splits; the internal cell is restricted to the
 same findings, so an external number and the internal number it is compared with (Δ = external − internal)
 average the same findings. Pairwise, never a mixture: a run scored on several external datasets that share
-different findings gets one internal value per external dataset. Files: cross_dataset.csv (one row per cell)
-and cross_dataset_per_run.csv (one row per run and cell).
+different findings gets one internal value per external dataset. A `data=merge` run's sources are its own test
+splits: their external/<source>/ folders are its internal cells. Files: cross_dataset.csv (one row per cell) and
+cross_dataset_per_run.csv (one row per run and cell).
 """
 from __future__ import annotations
 
@@ -174,8 +175,13 @@ def per_run_frame(scored: list[Scored]) -> pd.DataFrame:
     for s in scored:
         base = {"label": s.label, "run": str(s.run.path), "seed": s.run.seed, "fold": s.run.fold,
                 "trained_on": s.trained_on}
+        sources = set(s.run.metrics.get("sources") or [])  # data=merge: its sources' own test splits are internal
         for p in s.pairs:
             common = {"shared_with": p.external, "findings": ";".join(p.findings), "n_findings": len(p.findings)}
+            if p.external in sources:
+                rows.append(base | {"test_data": p.external, "internal": True, **common,
+                                    "auroc_mean": p.external_auroc, "delta": np.nan})
+                continue
             if s.run.status == "ok":  # has a test split of its own (not a chestx.evaluate ckpt=... folder alone)
                 rows.append(base | {"test_data": s.trained_on, "internal": True, **common,
                                     "auroc_mean": p.internal_auroc, "delta": np.nan})
@@ -296,7 +302,7 @@ def cross_dataset_section(runs: list[Run], out: Path) -> Section:
     summary.to_csv(files[MATRIX_FILE], index=False, float_format="%.6f")
     per_run.to_csv(files[PER_RUN_FILE], index=False, float_format="%.6f")
     table = matrix_table(summary)
-    internal = summary[summary["internal"]]
+    internal = summary[summary["internal"] & (summary["test_data"] == summary["trained_on"])]
     several = bool((internal.groupby(["label", "trained_on"])["findings"].nunique() > 1).any())
     notes = _notes(scored, without, several)
     log.info("Cross-dataset matrix: %d rows x %d test datasets -> %s", len(table.rows), len(table.columns) - 2,
