@@ -212,8 +212,12 @@ def subgroup_table(
     for attribute, group, mask in groups:
         head = {"attribute": attribute, "group": group, "n_images": int(mask.sum()),
                 "n_patients": int(pd.unique(patients[mask]).size)}
+        # an attribute no image has (MIMIC-CXR without data.patients_csv, a CSV without sex_column): say so
+        absent = f"no image has a {attribute} in the label file, so there are no {attribute} subgroups" \
+            if group == UNKNOWN and mask.all() else ""
         for row in _group_rows(probs[mask], labels[mask], patients[mask], thresholds, names, min_images,
                                min_per_class, n_resamples, seed, ci):
+            row["note"] = "; ".join(n for n in (absent, row["note"]) if n)
             rows.append({**head, **row})
     table = pd.DataFrame(rows)
     whole = table.iloc[: len(names)].set_index("pathology")

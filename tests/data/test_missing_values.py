@@ -99,3 +99,19 @@ def test_pvalue_table_with_and_without_folds() -> None:
     assert [c.text for c in table.rows[0]] == ["Edema", "0.010 (0.005)", "0.010 (0.005)", "0.010 (0.005)"]
     assert [c.mark for c in table.rows[0]] == ["", "*", "*", "*"]
     assert table.columns == ["pathology", "x", "m (seed 0 fold 0)", "m (seed 1)"]
+
+
+def test_subgroups_say_why_an_attribute_is_empty() -> None:
+    """A label file without sex (MIMIC-CXR without data.patients_csv): the rows of that attribute say why."""
+    from chestx.metrics.subgroups import subgroup_table
+
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame({"patient_id": [str(i) for i in range(n)], "sex": [np.nan] * n,
+                          "age": rng.uniform(20, 80, n), "view": ["PA"] * 30 + ["AP"] * 30})
+    labels = (rng.random((n, 1)) < 0.4).astype(float)
+    table = subgroup_table(frame, rng.random((n, 1)), labels, ["Edema"], n_resamples=20)
+    sex = table[table["attribute"] == "sex"]
+    assert sex["group"].tolist() == ["unknown"]
+    assert sex["note"].str.startswith("no image has a sex in the label file").all()
+    assert not table[table["attribute"] == "view"]["note"].str.contains("no image has").any()
