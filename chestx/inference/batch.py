@@ -153,9 +153,9 @@ def predict(
     truth = read_ground_truth(labels, predictor.pathologies) if labels else {}
     boxes = None
     if bbox:
-        from chestx.explain.pointing_game import read_bbox_list
+        from chestx.explain.pointing_game import read_boxes
 
-        boxes = read_bbox_list(bbox)
+        boxes = read_boxes(bbox)
     gathered = predict_batches(predictor, files, batch_size, truth, boxes, out_dir / HEATMAP_DIR if cam else None,
                                cam_pathologies, target_layer, dicom_window)
     return write_prediction_files(predictor, gathered, out_dir, len(files), labels if truth else None, bbox, cam)
