@@ -16,16 +16,26 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_optional
+from chestx.core.checkpoint_io import TRUST_KEY, foreign_targets, trust_setting
 from chestx.core.run_folder import CONFIG_FILE
 from chestx.runs.clinical import run_clinical
 
 log = logging.getLogger(__name__)
 
 
-def _test_image_paths(run: Path) -> dict[str, Path] | None:
-    """image_id -> file of the run's test images, through its saved data config (None when not found)."""
+def _test_image_paths(run: Path, trust: bool = False) -> dict[str, Path] | None:
+    """image_id -> file of the run's test images, through its saved data config (None when not found). A config.yaml
+    is a file someone may hand you: `_target_`s other than chestx's dataset classes are not called unless `trust`."""
     try:
-        data = instantiate(OmegaConf.load(run / CONFIG_FILE).data)
+        node = OmegaConf.load(run / CONFIG_FILE).data
+        foreign = foreign_targets(OmegaConf.to_container(node, resolve=False))
+        if foreign and not trust:
+            log.warning("%s names _target_ %s, not a chestx dataset class, which would be imported and called: no "
+                        "heatmaps (pass %s=true if you trust this run folder)", run / CONFIG_FILE, foreign, TRUST_KEY)
+            return None
+        if foreign:
+            log.warning("%s=true: calling %s from %s", TRUST_KEY, foreign, run / CONFIG_FILE)
+        data = instantiate(node)
         data.labels_only(find_images=True)
         return data.image_paths("test")
     except Exception as err:  # heatmaps are optional: say why they are skipped
@@ -36,11 +46,12 @@ def _test_image_paths(run: Path) -> dict[str, Path] | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="clinical")
 def main(cfg: DictConfig) -> None:
     run = Path(cfg.run).expanduser()
-    paths = _test_image_paths(run) if cfg.cams > 0 else None
+    trust = trust_setting(cfg.get("trust_checkpoint"))
+    paths = _test_image_paths(run, trust) if cfg.cams > 0 else None
     summary = run_clinical(run, out_dir=hydra_run_dir(), method=cfg.method, target_sensitivity=cfg.target_sensitivity,
                            temperature_scaling=cfg.temperature_scaling, n_bins=cfg.n_bins, cams=cfg.cams,
                            max_cams_per_image=cfg.max_cams_per_image, target_layer=cfg.target_layer,
-                           device=cfg.device, image_paths=paths)
+                           device=cfg.device, image_paths=paths, trust_checkpoint=trust)
     subgroups = instantiate_optional(cfg.get("subgroups"))
     if subgroups is not None:
         subgroups(run, out_dir=hydra_run_dir())

@@ -34,11 +34,13 @@ from chestx.runs.scoring import evaluate
 
 def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
     """ckpt= on cfg.data's test split, into run_dir/external/<dataset>/; metrics.json in run_dir."""
+    from chestx.core.checkpoint_io import trust_setting
     from chestx.inference.external import checkpoint_device, score_external
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.external import thresholds_for, write_external
 
-    predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device())
+    predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device(),
+                                   trust=trust_setting(cfg.get("trust_checkpoint")))
     data = instantiate(cfg.data)
     scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
                             num_workers=int(cfg.data.num_workers or 0))

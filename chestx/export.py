@@ -19,13 +19,14 @@ import hydra
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.core.checkpoint_io import trust_setting
 from chestx.inference.onnx import check_onnx, export_onnx
 from chestx.inference.predictor import collect_images, load_for_inference, load_images
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    predictor = load_for_inference(cfg.ckpt, device="cpu")
+    predictor = load_for_inference(cfg.ckpt, device="cpu", trust=trust_setting(cfg.get("trust_checkpoint")))
     out = hydra_run_dir() / (Path(cfg.ckpt).stem + ".onnx")
     export_onnx(predictor, out, opset=cfg.opset, dynamo=cfg.dynamo)
     files = collect_images(cfg.check_inputs)[: cfg.check_images]

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir
+from chestx.core.checkpoint_io import trust_setting
 from chestx.inference.batch import format_result, predict
 from chestx.inference.predictor import load_for_inference
 
@@ -27,7 +28,8 @@ from chestx.inference.predictor import load_for_inference
 def main(cfg: DictConfig) -> None:
     inputs = OmegaConf.to_container(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs)
     cam_pathologies = list(cfg.cam_pathologies) if cfg.cam_pathologies else None
-    predictor = load_for_inference(cfg.ckpt, thresholds=cfg.thresholds, device=cfg.device)
+    predictor = load_for_inference(cfg.ckpt, thresholds=cfg.thresholds, device=cfg.device,
+                                   trust=trust_setting(cfg.get("trust_checkpoint")))
     out_dir = hydra_run_dir()
     result = predict(predictor, inputs, out_dir, cam=cfg.cam, cam_pathologies=cam_pathologies, labels=cfg.labels,
                      bbox=cfg.bbox, batch_size=cfg.batch_size, target_layer=cfg.target_layer,

@@ -1,6 +1,8 @@
 """One code path from a checkpoint to predictions: model, preprocessing, frozen thresholds, heatmaps.
 
-`load_for_inference(ckpt)` rebuilds the backbone from the plain fields saved in the checkpoint
+`load_for_inference(ckpt)` reads the file without running code (`chestx.core.checkpoint_io.load_checkpoint`:
+weights_only, a file that needs more is refused unless `trust=True`, the `trust_checkpoint=true` of the entry points),
+rebuilds the backbone from the plain fields saved in the checkpoint
 (`checkpoint["chestx"]`, see `chestx.models.module.ChestXModule.on_save_checkpoint`), loads its
 weights, builds the evaluation transform with the saved image size / channels / normalisation,
 and reads the decision thresholds from `thresholds.csv` in the checkpoint's run folder
@@ -21,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from chestx.core.checkpoint_io import CheckpointError, load_checkpoint
 from chestx.core.run_folder import THRESHOLDS_FILE, run_dir_of_checkpoint
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.labels import find_pathology
@@ -32,10 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used for inference; the message names the file and the fix."""
 
 
 @dataclass
@@ -111,14 +110,13 @@ def read_thresholds(path: str | Path, pathologies: Sequence[str]) -> np.ndarray:
 
 
 def load_for_inference(
-    ckpt: str | Path, thresholds: str | Path | None = None, device: str = "cpu"
+    ckpt: str | Path, thresholds: str | Path | None = None, device: str = "cpu", trust: bool = False
 ) -> Predictor:
-    """Checkpoint -> Predictor. `thresholds`: a thresholds.csv; default `<run>/thresholds.csv`, else 0.5."""
+    """Checkpoint -> Predictor. `thresholds`: a thresholds.csv; default `<run>/thresholds.csv`, else 0.5.
+    `trust`: load a checkpoint that needs more than tensors and plain values (runs its code; see checkpoint_io)."""
     ckpt_path = Path(ckpt).expanduser()
-    if not ckpt_path.is_file():
-        raise CheckpointError(f"ckpt={str(ckpt_path)!r} does not exist; pass ckpt=<run folder>/checkpoints/best.ckpt")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    info = checkpoint.get("chestx") or {}
+    checkpoint = load_checkpoint(ckpt_path, trust=trust)
+    info = (checkpoint.get("chestx") if isinstance(checkpoint, dict) else None) or {}
     model = info.get("model") or (info.get("config") or {}).get("model")  # older checkpoints: the whole config
     if not model or not info.get("pathologies"):
         raise CheckpointError(

@@ -109,11 +109,13 @@ def run_clinical(
     target_layer: str | None = None,
     device: str = "auto",
     image_paths: Mapping[str, str | Path] | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Write thresholds.csv, operating_points.csv, calibration.csv, reliability.csv, the figures and heatmaps.
 
     Reads the predictions of `run_dir` and writes into `out_dir` (default: `run_dir`). `image_paths`
-    (image_id -> file) locates the test images for the heatmaps; without it none are drawn.
+    (image_id -> file) locates the test images for the heatmaps; without it none are drawn. `trust_checkpoint`: the
+    run's checkpoint may need more than tensors and plain values (chestx.core.checkpoint_io; its code runs).
     """
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"clinical.method={method!r} is not one of {list(THRESHOLD_METHODS)}")
@@ -148,7 +150,7 @@ def run_clinical(
     elif cams > 0:
         try:
             summary["heatmaps"] = _test_heatmaps(run_dir, out, test, image_paths, cams, max_cams_per_image, target_layer,
-                                                 device)
+                                                 device, trust_checkpoint)
         except Exception as err:  # a figure must not fail a finished training run; say why loudly
             log.error("Grad-CAM heatmaps of the run skipped: %s: %s (draw them with `python -m chestx.predict "
                       "ckpt=<run>/checkpoints/best.ckpt inputs=<images> cam=true`)", type(err).__name__, err)
@@ -157,7 +159,7 @@ def run_clinical(
 
 def _test_heatmaps(
     run_dir: Path, out: Path, test: tuple, image_paths: Mapping[str, str | Path], n_images: int, per_image: int,
-    target_layer: str | None, device: str,
+    target_layer: str | None, device: str, trust_checkpoint: bool = False,
 ) -> int:
     """Heatmaps of the first `n_images` test images with a positive prediction; returns the number drawn."""
     import torch
@@ -169,7 +171,7 @@ def _test_heatmaps(
         log.warning("No checkpoint in %s/checkpoints (fast_dev_run?): no Grad-CAM heatmaps", run_dir)
         return 0
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    predictor = load_for_inference(ckpt, thresholds=out / THRESHOLDS_FILE, device=dev)
+    predictor = load_for_inference(ckpt, thresholds=out / THRESHOLDS_FILE, device=dev, trust=trust_checkpoint)
     ids, probs = test[0], test[1]
     margin = probs - predictor.thresholds[None, :]  # (N, K)
     chosen = np.flatnonzero((margin >= 0).any(axis=1))[:n_images]
