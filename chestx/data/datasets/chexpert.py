@@ -258,7 +258,42 @@ def read_chexpert(
     return LabelTable(frame=frame, labels=labels, uncertain=uncertain, pathologies=names)
 
 
-class CheXpertData(ChestXData):
+def chexpert_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """data.tasks of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of names."""
+    if isinstance(tasks, str):
+        if tasks not in ("competition", "all"):
+            raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
+        tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
+    return select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.tasks")
+
+
+class UncertaintyPolicies:
+    """What a dataset with uncertain (-1) cells tells the model: one policy per output and which are 3-way.
+
+    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings), e.g. CheXpert and
+    MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
+    """
+
+    uncertainty: str | dict
+    tasks: list[str]
+
+    @property
+    def uncertainty_keys(self) -> Sequence[str]:
+        """The names data.uncertainty may key."""
+        return CHEXPERT_PATHOLOGIES
+
+    @property
+    def uncertainty_policies(self) -> list[str]:
+        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
+        return resolve_uncertainty(self.uncertainty, self.tasks, known=self.uncertainty_keys)
+
+    @property
+    def multiclass(self) -> list[bool]:
+        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
+        return [policy == "multiclass" for policy in self.uncertainty_policies]
+
+
+class CheXpertData(UncertaintyPolicies, ChestXData):
     """CheXpert as Stanford ships it (`CheXpert-v1.0[-small]/train.csv`, `valid.csv`).
 
     `valid.csv` (radiologist consensus) is the test split; validation is carved out of
@@ -281,24 +316,10 @@ class CheXpertData(ChestXData):
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
         self.frontal_only = frontal_only
-        if isinstance(tasks, str):
-            if tasks not in ("competition", "all"):
-                raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
-            tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
-        self.tasks = list(tasks)
+        self.tasks = chexpert_tasks(tasks)
         self.lsr_zeros = tuple(lsr_zeros)
         self.lsr_ones = tuple(lsr_ones)
         self.val_fraction = val_fraction
-
-    @property
-    def uncertainty_policies(self) -> list[str]:
-        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
-        return resolve_uncertainty(self.uncertainty, self.tasks)
-
-    @property
-    def multiclass(self) -> list[bool]:
-        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
-        return [policy == "multiclass" for policy in self.uncertainty_policies]
 
     def _dataset_dir(self) -> Path:
         for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):

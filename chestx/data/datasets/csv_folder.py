@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.chexpert import (
-    UNCERTAINTY_POLICIES, apply_label_rules, check_label_options, parse_label_cells, resolve_uncertainty,
+    UNCERTAINTY_POLICIES, UncertaintyPolicies, apply_label_rules, check_label_options, parse_label_cells,
+    resolve_uncertainty,
 )
 from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, select_pathologies
 from chestx.data.datasets.base import ChestXData
@@ -217,7 +218,7 @@ def split_from_column(frame: pd.DataFrame, values: Mapping[str, str], csv_path: 
     return split
 
 
-class CSVData(ChestXData):
+class CSVData(UncertaintyPolicies, ChestXData):
     """Any labelled image folder described by one CSV (`data=csv`); the keys are documented in conf/data/csv.yaml."""
 
     def __init__(
@@ -276,15 +277,14 @@ class CSVData(ChestXData):
         return path if path.is_absolute() else self.root / path
 
     @property
-    def uncertainty_policies(self) -> list[str]:
-        """The uncertainty policy of each label column (data.uncertainty resolved)."""
-        names = self.pathologies
-        return resolve_uncertainty(self.uncertainty, names, known=names)
+    def tasks(self) -> list[str]:
+        """The label columns (UncertaintyPolicies: one policy each)."""
+        return self.pathologies
 
     @property
-    def multiclass(self) -> list[bool]:
-        """True for the label columns whose policy is `multiclass` (3-way output for those only)."""
-        return [policy == "multiclass" for policy in self.uncertainty_policies]
+    def uncertainty_keys(self) -> list[str]:
+        """data.uncertainty may key any label column."""
+        return self.pathologies
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         path = self.csv_path

@@ -33,9 +33,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.datasets.chexpert import apply_label_rules, check_label_options, parse_label_cells, resolve_uncertainty
+from chestx.data.datasets.chexpert import (
+    UncertaintyPolicies, apply_label_rules, check_label_options, chexpert_tasks, parse_label_cells, resolve_uncertainty,
+)
 from chestx.data.labels import (
-    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
+    CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
     check_columns, select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
@@ -241,7 +243,7 @@ def read_official_split(frame: pd.DataFrame, split_csv: Path) -> np.ndarray:
     return split
 
 
-class MIMIC_CXRData(ChestXData):  # noqa: N801
+class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
     """MIMIC-CXR-JPG 2.0.0 / 2.1.0 (`data=mimic_cxr`); keys documented in conf/data/mimic_cxr.yaml.
 
     The class name spells the config name on purpose: chestx names a dataset's `external/<name>/` folder
@@ -278,24 +280,10 @@ class MIMIC_CXRData(ChestXData):  # noqa: N801
         self.patients_csv = patients_csv
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
-        if isinstance(tasks, str):
-            if tasks not in ("competition", "all"):
-                raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
-            tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
-        self.tasks = select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.tasks (MIMIC-CXR)")
+        self.tasks = chexpert_tasks(tasks)
         self.lsr_zeros, self.lsr_ones = tuple(lsr_zeros), tuple(lsr_ones)
         check_label_options(blank, lsr_zeros, lsr_ones)
         resolve_uncertainty(self.uncertainty, self.tasks)  # unknown policies stop now, before any file is read
-
-    @property
-    def uncertainty_policies(self) -> list[str]:
-        """The uncertainty policy of each selected pathology (data.uncertainty resolved)."""
-        return resolve_uncertainty(self.uncertainty, self.tasks)
-
-    @property
-    def multiclass(self) -> list[bool]:
-        """True for the selected pathologies whose policy is `multiclass` (3-way output for those only)."""
-        return [policy == "multiclass" for policy in self.uncertainty_policies]
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         labels_csv = find_file(self.root, LABEL_FILE.format(labeler=self.labeler), "data.root")
