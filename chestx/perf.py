@@ -4,6 +4,8 @@
     python -m chestx.perf full=true                        # every backbone, every option, more batches
     python -m chestx.perf backbones=[densenet121] options=[16+cl,bf16+cl,16+cl+compile] batch_size=64
     python -m chestx.perf images=/data/ChestX-ray14/images_001/images parts=[loader] hydra.run.dir=perf/
+    python -m chestx.perf parts=[epoch]                    # one NIH-size epoch through python -m chestx.train
+    python -m chestx.perf parts=[epoch] epoch_runs=2 "epoch_args=['module.compile=true']"  # compile, then warm cache
 
 Settings are the keys of conf/perf.yaml; those left null there depend on the machine (CUDA or
 not), see `resolve_settings`. Defaults: images from ../shared/data/nih/fullres1024 (real 1024 px NIH

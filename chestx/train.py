@@ -72,6 +72,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     image_size = data.image_size or default_input_size(cfg.model.name)
     datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
     datamodule.setup("fit")
+    data_ready = time.time()  # labels, split, image files, pixel cache: metrics.json "phases"
     layout = OutputLayout(data.multiclass, len(data.pathologies))
     log.info("Instantiating backbone %s (%d outputs, in_chans=%d, %d px)", cfg.model.name, layout.num_outputs,
              cfg.model.in_chans, image_size)
@@ -81,6 +82,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         multiclass=layout.multiclass, checkpoint_info=checkpoint_info(cfg, datamodule, layout),
     )
+    module.timestamps["data_ready"] = data_ready
     loggers = instantiate_all(cfg.get("logger"))
     log_resolved_config(loggers, OmegaConf.to_container(cfg, resolve=True))  # params: model.name, optimizer.lr, ...
     trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
@@ -89,14 +91,16 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
 
 
 def apply_device_defaults(cfg: DictConfig) -> dict[str, Any]:
-    """Fill the settings left null (precision, channels_last, loader workers, pinned memory) from the hardware,
-    in `cfg` itself, so config.yaml records what ran (chestx.core.hardware); returns what was filled."""
+    """Fill the settings left null (precision, channels_last, loader workers, pinned memory, cuDNN autotuning,
+    torch.compile) from the hardware, in `cfg` itself, so config.yaml records what ran (chestx.core.hardware);
+    returns what was filled."""
     from chestx.core.hardware import DEFAULT_KEYS, fill_defaults, resolve_device_defaults
 
     current = {key: OmegaConf.select(cfg, key, default="<absent>") for key in DEFAULT_KEYS}
     trainer = cfg.get("trainer") or {}
     filled = fill_defaults({k: v for k, v in current.items() if v != "<absent>"},
-                           resolve_device_defaults(trainer.get("accelerator", "auto"), trainer.get("devices", 1)))
+                           resolve_device_defaults(trainer.get("accelerator", "auto"), trainer.get("devices", 1),
+                                                   deterministic=trainer.get("deterministic", False)))
     for key, value in filled.items():
         OmegaConf.update(cfg, key, value, merge=False)
     return filled
@@ -145,15 +149,27 @@ def start(cfg: DictConfig) -> Run:
     return Run(cfg, run_dir, data, datamodule, module, trainer, subgroups, other_data, started=started)
 
 
+def trusted(cfg: DictConfig) -> bool:
+    """`trust_checkpoint=true`: a checkpoint that needs more than tensors and plain values is loaded (its code runs)."""
+    from chestx.core.checkpoint_io import trust_setting
+
+    return trust_setting(cfg.get("trust_checkpoint", False))
+
+
 def fit(run: Run) -> str | None:
     """Fit (resuming from `ckpt_path`, e.g. `last`) and return the best checkpoint; with fit=false, `ckpt_path`."""
+    from chestx.core.checkpoint_io import lightning_weights_only, refusing_unsafe
+
     cfg = run.cfg
     if not cfg.get("fit", True):
         if not cfg.get("ckpt_path"):
             raise ValueError("fit=false scores an existing model: also pass ckpt_path=<path to a .ckpt>")
         log.info("fit=false: scoring %s on validation and test without training", cfg.ckpt_path)
         return str(cfg.ckpt_path)
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    with refusing_unsafe(lambda: run.trainer.ckpt_path or ckpt_path):  # read with weights_only (checkpoint_io)
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path,
+                        weights_only=lightning_weights_only(ckpt_path, trusted(cfg)))
     best = getattr(run.trainer.checkpoint_callback, "best_model_path", "") or None
     if best is None:
         log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
@@ -162,8 +178,12 @@ def fit(run: Run) -> str | None:
 
 def score_best(run: Run) -> None:
     """Validation and test with the best checkpoint; their `val/...` and `test/...` metrics."""
+    from chestx.core.checkpoint_io import lightning_weights_only, refusing_unsafe
+
     for stage, loop in (("val", run.trainer.validate), ("test", run.trainer.test)):
-        loop(run.module, datamodule=run.datamodule, ckpt_path=run.best, verbose=False)
+        with refusing_unsafe(lambda: run.trainer.ckpt_path or run.best):  # read with weights_only (checkpoint_io)
+            loop(run.module, datamodule=run.datamodule, ckpt_path=run.best, verbose=False,
+                 weights_only=lightning_weights_only(run.best, trusted(run.cfg)))
         run.metrics.update({k: v for k, v in run.trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
 
 
@@ -201,7 +221,7 @@ def other_datasets_step(run: Run) -> None:
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.external import thresholds_for, write_external
 
-    predictor = load_for_inference(run.best, device=checkpoint_device())
+    predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg))
     for name, data in datasets.items():
         scores = score_external(predictor, data, batch_size=int(run.cfg.data.eval_batch_size),
                                 num_workers=int(run.cfg.data.num_workers or 0))
@@ -215,20 +235,42 @@ AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
 )
 
 
+def phases(run: Run) -> dict[str, float | None]:
+    """metrics.json "phases": when the run reached each phase, in seconds since the epoch (`chestx.perf
+    parts=[epoch]` reads them): process start, first log (logging set up, `start` begins), data ready (labels,
+    split, image files, pixel cache), first training batch (loaded and on the device), fit end, end (now)."""
+    from chestx.core.hardware import process_start_time
+
+    now = time.time()
+    return {"process_start": process_start_time(), "first_log": now - (time.perf_counter() - run.started),
+            "data_ready": run.module.timestamps.get("data_ready"),
+            "first_batch": run.module.timestamps.get("first_batch"), "fit_end": run.module.timestamps.get("fit_end"),
+            "end": now}
+
+
 def run_summary(run: Run) -> dict[str, Any]:
-    """metrics.json's description of the run: model, dataset, sizes, cost, epochs, machine."""
+    """metrics.json's description of the run: model, dataset, sizes, cost, compile time, phases, epochs, machine."""
+    import contextlib
+
+    import torch
+
     from chestx.core.hardware import machine
     from chestx.models.callbacks import CostMonitor, count_macs, count_parameters
     from chestx.models.module import checkpoint_epoch
 
     cfg, trainer, module, datamodule = run.cfg, run.trainer, run.module, run.datamodule
     cost = next((c for c in trainer.callbacks if isinstance(c, CostMonitor)), None)
+    eager = torch.compiler.set_stance("force_eager") if module.compile_mode else contextlib.nullcontext()
+    with eager:  # a compiled backbone is counted in eager mode: nothing more is compiled for one image
+        macs = count_macs(module.net, datamodule.in_chans, datamodule.image_size)
     return {
         "status": "ok", "error": None, "model": cfg.model.name, "data": type(run.data).__name__,
         "dataset": data_config_name(cfg), "sources": sorted(getattr(run.data, "sources", {})) or None,
         "seed": cfg.seed, "image_size": datamodule.image_size,
-        "params": count_parameters(module.net), "macs": count_macs(module.net, datamodule.in_chans, datamodule.image_size),
-        "epochs": trainer.current_epoch, "best_epoch": checkpoint_epoch(run.best) if run.best else None,
+        "params": count_parameters(module.net), "macs": macs,
+        "compile": module.compile_mode, "compile_seconds": module.compile_seconds(), "phases": phases(run),
+        "epochs": trainer.current_epoch,
+        "best_epoch": checkpoint_epoch(run.best, trust=trusted(cfg)) if run.best else None,
         "best_checkpoint": run.best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
         "wall_time_s": time.perf_counter() - run.started,
         **{f"n_{name}": len(ds) for name, ds in datamodule.datasets.items()},

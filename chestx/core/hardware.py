@@ -6,8 +6,11 @@ CPU): every benchmark, report and perf table states it.
 
 `resolve_device_defaults()`: what a run uses for the settings left `null` in its config. On a CUDA GPU: mixed
 precision (bf16 where the GPU has it, else fp16), channels_last, one loader worker per core available to each GPU
-process (one core left for the process itself), pinned memory. On a CPU: fp32, contiguous tensors, half the cores
-for loader workers (at most 4, the other half computes), no pinned memory. Every value set in the config wins;
+process (one core left for the process itself), pinned memory, cuDNN autotuning (`trainer.benchmark`: the input
+size is fixed, so the fastest convolution algorithms are chosen once; off under `trainer.deterministic`, which
+PyTorch would otherwise ignore). On a CPU: fp32, contiguous tensors, half the cores for loader workers (at most 4,
+the other half computes), no pinned memory, no cuDNN. `module.compile` (torch.compile) stays off on both until a
+measurement shows it pays back within a run (`COMPILE_DEFAULT`). Every value set in the config wins;
 `chestx.train` logs what was chosen and why, and writes the resolved values into the run's config.yaml.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -37,6 +41,18 @@ def cpu_model() -> str:
 def cores_available() -> int:
     """CPU cores this process may run on (the affinity mask: what SLURM or taskset granted)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def process_start_time() -> float | None:
+    """When this process started, in seconds since the epoch (Linux /proc, 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat") as handle:  # field 22, after the parenthesised command name: start in ticks
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:  # seconds since boot, to 10 ms (/proc/stat's btime is whole seconds)
+            boot = time.time() - float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict[str, Any]:
@@ -95,6 +111,19 @@ class DeviceDefaults:
     num_workers: int  # data.num_workers (DataLoader workers per training process)
     pin_memory: bool  # data.pin_memory
     reason: str
+    benchmark: bool = False  # trainer.benchmark (cuDNN autotuning)
+    compile: bool | str = False  # module.compile (torch.compile: false, true or a mode)
+
+
+# module.compile when left null, by device type: off until a measurement shows it pays back within a run.
+# CPU (measured on a 2-core EPYC, tests/models/test_compiling.py): a cold compile of timm's tiny test_resnet took
+# 50-110 s (4-5 s from a warm cache), evaluation compiling again; DenseNet121's is longer, against the ~140 training
+# steps of `make train`. CUDA (not measured yet): the first H200 run spent more than 130 s in the gpu tests,
+# most of it compiling DenseNet121 (../shared/device/README.md); at the 3,000 images/s target an NIH epoch lasts
+# ~26 s, so a compile of that length pays back only over many epochs or from a warm cache. The measurement that
+# decides: `python -m chestx.perf parts=[epoch] epoch_runs=2 "epoch_args=['module.compile=true']"` against the same
+# without it (the second run reads the compile cache).
+COMPILE_DEFAULT = {"cpu": False, "cuda": False}
 
 
 def _processes_per_node(devices: int | str | Sequence[int] | None, gpu_count: int) -> int:
@@ -116,8 +145,13 @@ def resolve_device_defaults(
     bf16_supported: bool | None = None,
     gpu_count: int | None = None,
     cores: int | None = None,
+    deterministic: bool | str | None = False,
 ) -> DeviceDefaults:
-    """Defaults for `accelerator`/`devices` on this machine; the keyword arguments fake the device query (tests)."""
+    """Defaults for `accelerator`/`devices` on this machine; the keyword arguments fake the device query (tests).
+
+    `deterministic` is `trainer.deterministic`: when true, cuDNN autotuning stays off (PyTorch ignores
+    `cudnn.deterministic` while `cudnn.benchmark` is on).
+    """
     import torch
 
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
@@ -127,17 +161,23 @@ def resolve_device_defaults(
     if not gpu:
         workers = max(1, min(4, cores // 2))
         return DeviceDefaults("32-true", False, workers, False,
-                              f"{accelerator} accelerator on the CPU ({cores} cores): fp32, {workers} loader workers")
+                              f"{accelerator} accelerator on the CPU ({cores} cores): fp32, {workers} loader workers",
+                              benchmark=False, compile=COMPILE_DEFAULT["cpu"])
     if bf16_supported is None:
         bf16_supported = bool(cuda_available and torch.cuda.is_bf16_supported())
     gpu_count = (torch.cuda.device_count() if cuda_available else 1) if gpu_count is None else gpu_count
     processes = _processes_per_node(devices, gpu_count)
     workers = max(1, cores // processes - 1)
     precision = "bf16-mixed" if bf16_supported else "16-mixed"
+    benchmark = deterministic in (None, False)  # "warn" or true: deterministic algorithms asked for
+    compile_ = COMPILE_DEFAULT["cuda"]
     return DeviceDefaults(
         precision, True, workers, True,
         f"CUDA GPU ({'bf16' if bf16_supported else 'no bf16: fp16'}), {processes} process(es) on {cores} cores: "
-        f"{precision}, channels_last, {workers} loader workers per process, pinned memory",
+        f"{precision}, channels_last, {workers} loader workers per process, pinned memory, "
+        + ("cuDNN autotuning" if benchmark else "no cuDNN autotuning (trainer.deterministic)")
+        + f", torch.compile {'on' if compile_ else 'off'}",
+        benchmark=benchmark, compile=compile_,
     )
 
 
@@ -147,6 +187,8 @@ DEFAULT_KEYS: dict[str, str] = {
     "module.channels_last": "channels_last",
     "data.num_workers": "num_workers",
     "data.pin_memory": "pin_memory",
+    "trainer.benchmark": "benchmark",
+    "module.compile": "compile",
 }
 
 

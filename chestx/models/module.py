@@ -7,11 +7,15 @@ whole split. Predictions are gathered with torchmetrics' `CatMetric` (which sync
 processes) together with each image's dataset index, so images padded in by a distributed
 sampler are dropped, not counted twice. Images arrive normalised: `ChestXDataModule` finishes its
 uint8 batches on the device (`on_after_batch_transfer`) before they reach the steps here.
+`compile` (module.compile) compiles the backbone in place (`chestx.models.compiling`); `compile_seconds()` is the
+time torch spent on it, and `timestamps` the wall-clock moments of the run's phases this module sees (first
+training batch, end of fit) for metrics.json.
 """
 from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +26,9 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 
+from chestx.core.checkpoint_io import CheckpointError, load_checkpoint, plain, unsafe_entries
 from chestx.metrics.auroc import masked_auroc
+from chestx.models.compiling import compile_net, compile_mode
 from chestx.models.losses import OutputLayout, probabilities
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ class ChestXModule(L.LightningModule):
         multiclass: bool | list[bool] = False,
         channels_last: bool = False,
         checkpoint_info: dict[str, Any] | None = None,
+        compile: bool | str | None = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "checkpoint_info"])
@@ -74,6 +81,22 @@ class ChestXModule(L.LightningModule):
         self.checkpoint_info: dict[str, Any] = dict(checkpoint_info or {})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.compile_mode = compile_mode(compile)  # None: eager
+        self._compile_clock = compile_net(self.net, compile)
+        self.timestamps: dict[str, float] = {}  # phase -> time.time(): first_batch, fit_end
+
+    def compile_seconds(self) -> float | None:
+        """Seconds torch spent compiling the backbone so far (training and evaluation graphs); None when not compiled."""
+        return self._compile_clock.seconds() if self._compile_clock is not None else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.timestamps.setdefault("first_batch", time.time())  # the first batch is loaded and on the device
+
+    def on_fit_end(self) -> None:
+        self.timestamps["fit_end"] = time.time()
+        if self._compile_clock is not None:
+            log.info("torch.compile (mode %s): %.1f s compiling during fit", self.compile_mode,
+                     self.compile_seconds() or 0.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -151,12 +174,19 @@ class ChestXModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["chestx"] = self.checkpoint_info
+        # plain values only, so that every reader loads the file with weights_only=True (chestx.core.checkpoint_io)
+        checkpoint["chestx"] = plain(self.checkpoint_info, "checkpoint['chestx']")
+        unsafe = unsafe_entries(checkpoint)
+        if unsafe:
+            raise CheckpointError(f"this checkpoint would hold {unsafe[:5]}, which torch.load(weights_only=True) "
+                                  "refuses, so chestx could not read it back: keep those states to tensors and plain "
+                                  "values (numbers, strings, lists, dicts)")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_info = checkpoint.get("chestx", {})
 
 
-def checkpoint_epoch(path: str | Path) -> int | None:
-    """The epoch a Lightning checkpoint was written in (memory-mapped: the weights are not read)."""
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("epoch")
+def checkpoint_epoch(path: str | Path, trust: bool = False) -> int | None:
+    """The epoch a Lightning checkpoint was written in (memory-mapped: the weights are not read; read without
+    running code unless `trust`, see chestx.core.checkpoint_io)."""
+    return load_checkpoint(path, trust=trust, mmap=True).get("epoch")

@@ -1,34 +1,45 @@
-"""Training / inference throughput: the real Lightning loop vs a bare PyTorch loop on the same batches.
+"""Training / inference throughput: the real Lightning loop vs a bare PyTorch loop, both fed as chestx.train is.
 
-Both loops train a fresh copy of the same initial weights with Adam and masked BCE on batches drawn
-with the same seed from the pixel cache through the real training transform. Timing starts at batch
-`warmup` and ends after the last one (CUDA synchronised), so it includes loading between batches in
-both loops alike; the Lightning/bare ratio is the framework's overhead.
+The batches come from a `ChestXDataModule` (`make_datamodule`) over `BenchData`, the measured images repeated into
+as many rows as the measurement needs: the pixel cache, the training augmentation seeded per image, uint8
+(B, 1, S, S) batches from `workers` loader processes, pinned memory on CUDA, exactly the loader of a training run.
+Each batch is moved to the device and finished there by the datamodule's own `on_after_batch_transfer` (0..1,
+ImageNet statistics, grey to 3 channels): Lightning does it itself, the bare loop and the inference loop call it
+after `.to(device)` (`to_model_input`). Both training loops train a fresh copy of the same initial weights with
+Adam and masked BCE; torch.compile goes through `chestx.models.compiling`, as `module.compile` does in training.
+
+Timing starts when batch `warmup - 1` is done (at the start with warmup=0) and ends after the last batch (CUDA
+synchronised), so it covers loading, transfer, normalisation and the step of every timed batch, in both loops
+alike; the Lightning/bare ratio is the framework's overhead.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import functools
+import gc
 import logging
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 import lightning.pytorch as L
-import numpy as np
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
-from chestx.models.callbacks import peak_memory_mb
-from chestx.data.cache import CachedPixels
-from chestx.data.dataset import XrayDataset
+from chestx.core.hardware import resolve_device_defaults
+from chestx.data.datamodule import ChestXDataModule
 from chestx.data.labels import NIH_PATHOLOGIES
-from chestx.data.transforms import build_transform
 from chestx.models.backbones import create_backbone
+from chestx.models.callbacks import peak_memory_mb
+from chestx.models.compiling import compile_net
 from chestx.models.losses import MaskedBCELoss
 from chestx.models.module import ChestXModule
+from chestx.throughput.bench_data import BenchData
 
 log = logging.getLogger(__name__)
 
@@ -79,52 +90,69 @@ def peak_mb(device: torch.device) -> float:
     return peak_memory_mb(device)
 
 
-def make_loader(cache: CachedPixels, size: int, batch_size: int, n_batches: int, workers: int, train: bool,
-                in_chans: int = 3, seed: int = 0) -> DataLoader:
-    """`n_batches` batches drawn with replacement from the cache (labels are zeros: speed does not depend on them)."""
-    k = len(NIH_PATHOLOGIES)
-    n = len(cache)
-    dataset = XrayDataset(cache, np.zeros((n, k), np.float32), np.zeros((n, k), np.float32), np.zeros((n, k), bool),
-                          build_transform(size, train=train, in_chans=in_chans))
-    sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * n_batches,
-                            generator=torch.Generator().manual_seed(seed))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False, drop_last=True)
+def make_datamodule(files: Sequence[Path], size: int, batch_size: int, eval_batch_size: int, n_batches: int,
+                    workers: int, pin_memory: bool, cache_dir: Path | None, in_chans: int = 3,
+                    seed: int = 0) -> ChestXDataModule:
+    """The training run's datamodule over `files` repeated into `n_batches` training and test batches (one
+    validation row), from the pixel cache under `cache_dir`, with chestx.train's default augmentation."""
+    rows = {"train": batch_size * n_batches, "val": 1, "test": eval_batch_size * n_batches}
+    data = BenchData(files, rows, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=workers,
+                     pin_memory=pin_memory, normalize_on_device=True, cache=True,
+                     cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
+    datamodule = ChestXDataModule(data, size, in_chans=in_chans)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def make_loader(datamodule: ChestXDataModule, train: bool) -> DataLoader:
+    """The training loader (`ResumableDataLoader` over an `EpochSampler`), or the test loader, of `datamodule`."""
+    return datamodule.train_dataloader() if train else datamodule.test_dataloader()
+
+
+def to_model_input(datamodule: ChestXDataModule, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What Lightning does to a batch before the step: move it to `device`, then the datamodule's
+    `on_after_batch_transfer` (uint8 (B, 1, S, S) -> float32 (B, C, S, S) model input)."""
+    return datamodule.on_after_batch_transfer(move_data_to_device(batch, device), 0)
 
 
 class _Timer(L.Callback):
+    """From the end of batch `warmup - 1` to the end of the epoch; CUDA synchronised there only, so the timed
+    batches queue their work as they do in training."""
+
     def __init__(self, warmup: int) -> None:
         self.warmup, self.images, self.t0, self.t1 = warmup, 0, 0.0, 0.0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
-        if batch_idx == self.warmup:
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # type: ignore[override]
+        if self.warmup == 0:
             _sync(pl_module.device)
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        if batch_idx >= self.warmup:
+        if batch_idx == self.warmup - 1:
             _sync(pl_module.device)
-            self.t1 = time.perf_counter()
+            self.t0 = time.perf_counter()
+        elif batch_idx >= self.warmup:
             self.images += len(batch["image"])
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # type: ignore[override]
+        _sync(pl_module.device)
+        self.t1 = time.perf_counter()
 
-def _maybe_compile(net: nn.Module, option: Option) -> nn.Module:
-    return torch.compile(net) if option.compile else net
 
-
-def lightning_images_per_s(net: nn.Module, loader: DataLoader, option: Option, warmup: int, accelerator: str) -> float:
-    """The real loop: ChestXModule + lightning.Trainer.fit, no validation, checkpoints or loggers."""
-    module = ChestXModule(_maybe_compile(net, option), list(NIH_PATHOLOGIES), MaskedBCELoss(),
-                          functools.partial(torch.optim.Adam, lr=1e-4), channels_last=option.channels_last)
+def lightning_images_per_s(net: nn.Module, datamodule: ChestXDataModule, option: Option, warmup: int,
+                           accelerator: str) -> float:
+    """The real loop: ChestXModule + lightning.Trainer.fit on the datamodule, no validation, checkpoints or loggers."""
+    module = ChestXModule(net, list(NIH_PATHOLOGIES), MaskedBCELoss(), functools.partial(torch.optim.Adam, lr=1e-4),
+                          channels_last=option.channels_last, compile=option.compile)
     timer = _Timer(warmup)
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, precision=option.precision, max_epochs=1, limit_val_batches=0,
         num_sanity_val_steps=0, enable_checkpointing=False, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer],
+        enable_model_summary=False, callbacks=[timer], benchmark=resolve_device_defaults(accelerator).benchmark,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # no validation on purpose
-        trainer.fit(module, train_dataloaders=loader)
+        trainer.fit(module, datamodule=datamodule)
     return timer.images / max(timer.t1 - timer.t0, 1e-9)
 
 
@@ -135,62 +163,77 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def bare_images_per_s(net: nn.Module, loader: DataLoader, option: Option, warmup: int, device: torch.device) -> float:
-    """The same work in plain PyTorch: forward under autocast, backward, Adam step."""
+def _prepare_net(net: nn.Module, option: Option, device: torch.device, train: bool) -> nn.Module:
     if option.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    net = _maybe_compile(net.to(device).train(), option)
+    net = net.to(device).train(train)
+    compile_net(net, option.compile)
+    return net
+
+
+def bare_images_per_s(net: nn.Module, datamodule: ChestXDataModule, option: Option, warmup: int,
+                      device: torch.device) -> float:
+    """The same work in plain PyTorch: the datamodule's batches to the device and normalised there, forward under
+    autocast, backward, Adam step."""
+    net = _prepare_net(net, option, device, train=True)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     loss_fn = MaskedBCELoss()
     scaler = torch.amp.GradScaler(device.type, enabled=option.precision == "16-mixed")
-    images, t0 = 0, 0.0
-    for step, batch in enumerate(loader):
-        if step == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        x = batch["image"].to(device, non_blocking=True)  # (B, C, H, W)
+    images, t0 = 0, time.perf_counter()
+    for step, batch in enumerate(make_loader(datamodule, train=True)):
+        batch = to_model_input(datamodule, batch, device)
+        x = batch["image"]  # (B, C, H, W) float32
         if option.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, option.precision):
             logits = net(x)  # (B, K)
-            loss = loss_fn(logits, batch["target"].to(device), batch["uncertain"].to(device))
+            loss = loss_fn(logits, batch["target"], batch["uncertain"])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if step >= warmup:
+        if step == warmup - 1:
+            _sync(device)
+            t0 = time.perf_counter()
+        elif step >= warmup:
             images += len(x)
     _sync(device)
     return images / max(time.perf_counter() - t0, 1e-9)
 
 
 @torch.inference_mode()
-def infer_images_per_s(net: nn.Module, loader: DataLoader, option: Option, warmup: int, device: torch.device) -> float:
-    if option.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net = _maybe_compile(net.to(device).eval(), option)
-    images, t0 = 0, 0.0
-    for step, batch in enumerate(loader):
-        if step == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        x = batch["image"].to(device, non_blocking=True)
+def infer_images_per_s(net: nn.Module, datamodule: ChestXDataModule, option: Option, warmup: int,
+                       device: torch.device) -> float:
+    """Forward passes over the datamodule's test loader (evaluation transform, eval batch size), each batch moved to
+    the device and normalised there."""
+    net = _prepare_net(net, option, device, train=False)
+    images, t0 = 0, time.perf_counter()
+    for step, batch in enumerate(make_loader(datamodule, train=False)):
+        x = to_model_input(datamodule, batch, device)["image"]
         if option.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, option.precision):
             net(x)
-        if step >= warmup:
+        if step == warmup - 1:
+            _sync(device)
+            t0 = time.perf_counter()
+        elif step >= warmup:
             images += len(x)
     _sync(device)
     return images / max(time.perf_counter() - t0, 1e-9)
 
 
 def bench_training(
-    cache: CachedPixels, backbones: list[str], options: list[Option], size: int, batch_size: int, batches: int,
-    warmup: int, workers: int, repeats: int, device: torch.device, eval_batch_size: int,
+    files: Sequence[Path], backbones: list[str], options: list[Option], size: int, batch_size: int, batches: int,
+    warmup: int, workers: int, repeats: int, device: torch.device, eval_batch_size: int, cache_dir: Path | None,
 ) -> tuple[list[dict], list[dict]]:
-    """Rows for the train table (Lightning vs bare) and the inference table."""
+    """Rows for the train table (Lightning vs bare) and the inference table; `files` are the measured images."""
     accelerator = "gpu" if device.type == "cuda" else "cpu"
+
+    def datamodule() -> ChestXDataModule:  # a fresh one per measurement: every loop sees epoch 0's batches
+        return make_datamodule(files, size, batch_size, eval_batch_size, warmup + batches, workers,
+                               pin_memory=device.type == "cuda", cache_dir=cache_dir)
+
     train_rows, infer_rows = [], []
     for name in backbones:
         torch.manual_seed(0)
@@ -200,24 +243,23 @@ def bench_training(
             peaks = {"lightning": 0.0, "bare": 0.0}
             for _ in range(repeats):  # interleaved so that load changes hit both loops alike
                 for loop in ("bare", "lightning"):
-                    loader = make_loader(cache, size, batch_size, warmup + batches, workers, train=True)
                     reset_peak(device)
                     net = copy.deepcopy(initial)
-                    rate = (lightning_images_per_s(net, loader, option, warmup, accelerator) if loop == "lightning"
-                            else bare_images_per_s(net, loader, option, warmup, device))
+                    rate = (lightning_images_per_s(net, datamodule(), option, warmup, accelerator) if loop == "lightning"
+                            else bare_images_per_s(net, datamodule(), option, warmup, device))
                     best[loop] = max(best[loop], rate)
                     peaks[loop] = max(peaks[loop], peak_mb(device))
+                    gc.collect()  # the Trainer's reference cycles hold its loader's worker processes
             row = {"backbone": name, "option": option.name, "size": size, "batch_size": batch_size, "batches": batches,
-                   "lightning_images_per_s": best["lightning"], "bare_images_per_s": best["bare"],
+                   "workers": workers, "lightning_images_per_s": best["lightning"], "bare_images_per_s": best["bare"],
                    "lightning_over_bare": best["lightning"] / max(best["bare"], 1e-9),
                    "peak_memory_mb": max(peaks.values())}
             train_rows.append(row)
             log.info("train %s %s: lightning %.1f, bare %.1f images/s (%.3f)", name, option.name,
                      best["lightning"], best["bare"], row["lightning_over_bare"])
-            loader = make_loader(cache, size, eval_batch_size, warmup + batches, workers, train=False)
             reset_peak(device)
-            rate = infer_images_per_s(copy.deepcopy(initial), loader, option, warmup, device)
+            rate = infer_images_per_s(copy.deepcopy(initial), datamodule(), option, warmup, device)
             infer_rows.append({"backbone": name, "option": option.name, "size": size, "batch_size": eval_batch_size,
-                               "images_per_s": rate, "peak_memory_mb": peak_mb(device)})
+                               "workers": workers, "images_per_s": rate, "peak_memory_mb": peak_mb(device)})
             log.info("infer %s %s: %.1f images/s", name, option.name, rate)
     return train_rows, infer_rows
