@@ -62,8 +62,9 @@ class CostMonitor(L.Callback):
 
     Lightning's `ThroughputMonitor` measures training throughput over a rolling window and sends it
     to a logger; the report needs one number per run for training *and* test inference, without a
-    logger, and the run's peak memory, so this small callback stays. It times training and test batches (the first `warmup` batches of each epoch are not counted
-    unless nothing else ran) and tracks this run's peak memory.
+    logger, and the run's peak memory, so this small callback stays. It times each epoch's training batches and the
+    test batches as windows from the first batch to the end of the last, loading included (the first `warmup`
+    batches of each epoch are left out unless nothing else ran), and tracks this run's peak memory.
 
     Peak memory: on CUDA the allocator's peak, reset at the start of the run; on CPU the largest
     resident set size seen at batch ends (not the process's lifetime peak, which in a multirun
@@ -78,7 +79,8 @@ class CostMonitor(L.Callback):
         self.peak_rss_mb = 0.0
         self.fit_started = 0.0
         self.fit_seconds = 0.0
-        self._t0 = 0.0
+        self._open: dict[str, list] = {"train": [0.0, None], "test": [0.0, None]}  # window starts: all, steady
+        self._counted = {"train": [0, 0], "test": [0, 0]}  # images in the open windows: all, steady
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_started = time.perf_counter()
@@ -98,30 +100,53 @@ class CostMonitor(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
-    def _start(self, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
-        self._t0 = time.perf_counter()
+    def _start(self, stage: str, pl_module: L.LightningModule, batch_idx: int) -> None:
+        """Open the stage's timing windows: all batches from batch 0, steady batches from batch `warmup`.
 
-    def _end(self, stage: str, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
-        self._sync(pl_module)
-        seconds, images = time.perf_counter() - self._t0, len(batch["image"])
-        totals = [self.everything[stage]] + ([self.steady[stage]] if batch_idx >= self.warmup else [])
-        for total in totals:
-            total[0] += images
-            total[1] += seconds
+        The windows span whole batches, data loading included, and the device is synchronised only where a window
+        opens or closes: a sync per batch would make the host wait for the GPU each step and starve it of work.
+        """
+        if batch_idx in (0, self.warmup):
+            self._sync(pl_module)
+            now = time.perf_counter()
+            if batch_idx == 0:
+                self._open[stage] = [now, None]
+            if batch_idx == self.warmup:
+                self._open[stage][1] = now
+
+    def _end(self, stage: str, pl_module: L.LightningModule, batch: dict, batch_idx: int, last: bool) -> None:
+        images = len(batch["image"])
+        self._counted[stage][0] += images
+        if batch_idx >= self.warmup:
+            self._counted[stage][1] += images
+        if last:  # the stage's last batch of this epoch: close the windows
+            self._sync(pl_module)
+            now = time.perf_counter()
+            started_all, started_steady = self._open[stage]
+            self.everything[stage][0] += self._counted[stage][0]
+            self.everything[stage][1] += now - started_all
+            if started_steady is not None:
+                self.steady[stage][0] += self._counted[stage][1]
+                self.steady[stage][1] += now - started_steady
+            self._counted[stage] = [0, 0]
         self._sample_memory()
 
+    @staticmethod
+    def _last(batch_idx: int, batches: float | int | list) -> bool:
+        total = batches[0] if isinstance(batches, list) else batches
+        return total != float("inf") and batch_idx == int(total) - 1
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[override]
-        self._start(pl_module)
+        self._start("train", pl_module, batch_idx)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        self._end("train", pl_module, batch, batch_idx)
+        self._end("train", pl_module, batch, batch_idx, self._last(batch_idx, trainer.num_training_batches))
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
-        self._start(pl_module)
+        self._start("test", pl_module, batch_idx)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[override]
-        self._end("test", pl_module, batch, batch_idx)
+        self._end("test", pl_module, batch, batch_idx, self._last(batch_idx, trainer.num_test_batches))
 
     def summary(self, pl_module: L.LightningModule) -> dict[str, Any]:
         def rate(stage: str) -> float | None:

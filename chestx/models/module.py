@@ -34,6 +34,9 @@ from chestx.models.losses import OutputLayout, probabilities
 log = logging.getLogger(__name__)
 
 
+NAN_CHECK_EVERY = 50  # on a GPU, steps between reading back whether the loss went non-finite (one sync each)
+
+
 class NaNLossError(RuntimeError):
     """Raised when the training loss stops being finite."""
 
@@ -84,6 +87,7 @@ class ChestXModule(L.LightningModule):
         self.compile_mode = compile_mode(compile)  # None: eager
         self._compile_clock = compile_net(self.net, compile)
         self.timestamps: dict[str, float] = {}  # phase -> time.time(): first_batch, fit_end
+        self._first_bad_step: torch.Tensor | None = None  # () long on the GPU: first step with a non-finite loss
 
     def compile_seconds(self) -> float | None:
         """Seconds torch spent compiling the backbone so far (training and evaluation graphs); None when not compiled."""
@@ -107,14 +111,41 @@ class ChestXModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
-        if not torch.isfinite(loss):
-            raise NaNLossError(
-                f"training loss became {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}); lower optimizer.lr, check the "
-                "input normalisation, or use trainer.precision=32"
-            )
+        self._watch_loss(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Stop on a non-finite training loss, naming the first step where it happened.
+
+        Reading a GPU value back makes the host wait for the device every step, which starves the GPU of queued
+        work; so on a GPU the first bad step is recorded on the device (no transfer) and read back every
+        NAN_CHECK_EVERY steps and at the end of each epoch. On the CPU every step is checked at once (no cost).
+        """
+        bad = ~torch.isfinite(loss.detach())
+        if loss.device.type != "cuda":
+            if bool(bad):
+                self._raise_nan(self.global_step, float(loss.detach()))
+            return
+        step = torch.tensor(self.global_step, device=loss.device)
+        if self._first_bad_step is None or self._first_bad_step.device != loss.device:
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+        if (self.global_step + 1) % NAN_CHECK_EVERY == 0:
+            self._check_recorded_loss()
+
+    def _check_recorded_loss(self) -> None:
+        if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
+            self._raise_nan(int(self._first_bad_step), float("nan"))
+
+    def _raise_nan(self, step: int, value: float) -> None:
+        raise NaNLossError(
+            f"training loss became {value} at global step {step} (epoch {self.current_epoch}); lower "
+            "optimizer.lr, check the input normalisation, or use trainer.precision=32"
+        )
+
+    def on_train_epoch_end(self) -> None:
+        self._check_recorded_loss()
 
     # ---------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:

@@ -134,3 +134,21 @@ def test_checkpoint_written_on_gpu_scores_the_same_on_cpu(compose, tmp_path: Pat
     images = [load_grayscale(split[name]) for name in ids["image_id"][:32]]
     on_cpu = predictor.probabilities(predictor.preprocess(images))  # (32, 14)
     np.testing.assert_allclose(on_cpu, probs[:32], atol=1e-3)
+
+
+def test_nan_loss_on_the_gpu_is_found_without_a_sync_per_step(compose, tmp_path: Path, monkeypatch) -> None:
+    """The loss is read back every NAN_CHECK_EVERY steps and at the epoch's end, naming the first bad step."""
+    from chestx.models import losses
+    from chestx.models.module import NaNLossError
+
+    forward = losses.MaskedBCELoss.forward
+    calls = {"n": 0}
+
+    def nan_from_step_2(self, logits, target, uncertain):
+        calls["n"] += 1
+        value = forward(self, logits, target, uncertain)
+        return value * torch.tensor(float("nan"), device=value.device) if calls["n"] >= 3 else value
+
+    monkeypatch.setattr(losses.MaskedBCELoss, "forward", nan_from_step_2)
+    with pytest.raises(NaNLossError, match="global step 2"):
+        train(compose([*GPU_RUN, "callbacks=none", "trainer.precision=32-true"], tmp_path))
