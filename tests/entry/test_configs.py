@@ -150,7 +150,10 @@ def test_default_callbacks_keep_the_best_checkpoint_of_the_monitored_metric(comp
 
     cfg = compose(["callbacks=default", "logger=none", "trainer.accelerator=cpu"], tmp_path)
     callbacks = instantiate_all(cfg.callbacks)
-    assert {type(c) for c in callbacks} == {ModelCheckpoint, EarlyStopping, CostMonitor}  # lr monitor needs a logger
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    assert {type(c) for c in callbacks} == {ModelCheckpoint, EarlyStopping, CostMonitor, TQDMProgressBar}  # no lr
+    assert next(c for c in callbacks if isinstance(c, TQDMProgressBar)).refresh_rate > 1  # no device read per step
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     checkpoint = trainer.checkpoint_callback
     assert checkpoint.dirpath == str(tmp_path / "checkpoints") and checkpoint.monitor == "val/auroc_mean"
@@ -180,7 +183,8 @@ def test_data_configs_read_their_dataset_or_name_the_root(compose, tmp_path: Pat
     from chestx.data.datasets.base import ChestXData
 
     for option in group("data"):
-        data = instantiate(compose([f"data={option}", "data.root=/nonexistent"], tmp_path).data)
+        root = ["sources=[nih]", "data.sources.nih.root=/nonexistent"] if option == "merge" else ["data.root=/nonexistent"]
+        data = instantiate(compose([f"data={option}", *root], tmp_path).data)
         assert isinstance(data, ChestXData)
         with pytest.raises(DataError, match="data.root='/nonexistent' does not exist"):
             data.labels_only()
