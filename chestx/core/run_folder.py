@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from chestx.metrics.auroc import masked_auroc
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +179,8 @@ def with_metadata(ids: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_auroc(path: Path, probs: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> pd.DataFrame:
+    from chestx.metrics.auroc import masked_auroc  # lazy: chestx.metrics pulls in scipy and sklearn (seconds)
+
     table = masked_auroc(probs, labels, pathologies)
     _atomic_write_text(path, table.to_csv(index=False, float_format="%.6f"))
     return table
