@@ -123,27 +123,9 @@ def run_clinical(
     out = Path(out_dir) if out_dir is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     val, test = _read_pair(run_dir)
-    pathologies = test[3]
-    thresholds = threshold_table(val[1], val[2], pathologies, method, target_sensitivity)
-    thresholds.to_csv(out / THRESHOLDS_FILE, index=False, float_format="%.9g")
-    points = operating_points(test[1], test[2], thresholds["threshold"].to_numpy(), pathologies)
-    points.to_csv(out / OPERATING_POINTS_FILE, index=False, float_format="%.6g")
-    calibration, bins, temperature = calibration_table(val, test, pathologies, temperature_scaling, n_bins)
-    calibration.to_csv(out / CALIBRATION_FILE, index=False, float_format="%.6g")
-    bins.to_csv(out / RELIABILITY_FILE, index=False, float_format="%.6g")
-    plot_confusion_matrices(points, out / CONFUSION_FIGURE)
-    ece = dict(zip(calibration["pathology"], calibration["ece"]))
-    plot_reliability({p: g for p, g in bins.groupby("pathology", sort=False)}, ece, out / RELIABILITY_FIGURE)
-    log.info("Test operating points at %s thresholds chosen on validation:\n%s", method, format_points(points))
-    summary: dict[str, Any] = {
-        "method": method, "temperature": temperature,
-        "ece_mean": float(calibration["ece"].iloc[-1]),
-        "ece_mean_temperature_scaled": float(calibration["ece_temperature_scaled"].iloc[-1]) if temperature else None,
-        "heatmaps": 0,
-    }
-    log.info("ECE (test, %d bins) mean %.4f%s", n_bins, summary["ece_mean"],
-             f"; after temperature scaling (T={temperature:.3f}) {summary['ece_mean_temperature_scaled']:.4f}"
-             if temperature else "")
+    summary = write_operating_points(out, val, test, method, target_sensitivity)
+    summary.update(write_calibration(out, val, test, temperature_scaling, n_bins))
+    summary["heatmaps"] = 0
     if cams > 0 and image_paths is None:
         log.warning("No image paths given: no Grad-CAM heatmaps (chestx.clinical finds them through the run's "
                     "data config; chestx.predict cam=true draws them for any image)")
@@ -154,6 +136,34 @@ def run_clinical(
         except Exception as err:  # a figure must not fail a finished training run; say why loudly
             log.error("Grad-CAM heatmaps of the run skipped: %s: %s (draw them with `python -m chestx.predict "
                       "ckpt=<run>/checkpoints/best.ckpt inputs=<images> cam=true`)", type(err).__name__, err)
+    return summary
+
+
+def write_operating_points(out: Path, val: tuple, test: tuple, method: str, target_sensitivity: float) -> dict:
+    """thresholds.csv (chosen on validation), operating_points.csv (the test split at them), confusion matrices."""
+    pathologies = test[3]
+    thresholds = threshold_table(val[1], val[2], pathologies, method, target_sensitivity)
+    thresholds.to_csv(out / THRESHOLDS_FILE, index=False, float_format="%.9g")
+    points = operating_points(test[1], test[2], thresholds["threshold"].to_numpy(), pathologies)
+    points.to_csv(out / OPERATING_POINTS_FILE, index=False, float_format="%.6g")
+    plot_confusion_matrices(points, out / CONFUSION_FIGURE)
+    log.info("Test operating points at %s thresholds chosen on validation:\n%s", method, format_points(points))
+    return {"method": method}
+
+
+def write_calibration(out: Path, val: tuple, test: tuple, temperature_scaling: bool, n_bins: int) -> dict:
+    """calibration.csv (ECE before / after temperature scaling fitted on validation), reliability.csv and .png."""
+    calibration, bins, temperature = calibration_table(val, test, test[3], temperature_scaling, n_bins)
+    calibration.to_csv(out / CALIBRATION_FILE, index=False, float_format="%.6g")
+    bins.to_csv(out / RELIABILITY_FILE, index=False, float_format="%.6g")
+    ece = dict(zip(calibration["pathology"], calibration["ece"]))
+    plot_reliability({p: g for p, g in bins.groupby("pathology", sort=False)}, ece, out / RELIABILITY_FIGURE)
+    summary = {"temperature": temperature, "ece_mean": float(calibration["ece"].iloc[-1]),
+               "ece_mean_temperature_scaled": float(calibration["ece_temperature_scaled"].iloc[-1]) if temperature
+               else None}
+    log.info("ECE (test, %d bins) mean %.4f%s", n_bins, summary["ece_mean"],
+             f"; after temperature scaling (T={temperature:.3f}) {summary['ece_mean_temperature_scaled']:.4f}"
+             if temperature else "")
     return summary
 
 
