@@ -1,10 +1,12 @@
 """Shared fixtures: where the real data lives (skips when it is absent), config composition, tiny runs.
 
-Tests get everything here as fixtures; no test module imports this file.
+Tests get everything here as fixtures; no test module imports this file. The collection hook below sets the
+order in which pytest-xdist hands the test files to its workers.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +20,45 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# pytest-xdist (`make test`: -n auto --dist loadfile --no-loadscope-reorder): one test file is one unit of work (its
+# module fixtures are built once); a worker takes the next file when it runs out, in collection order, which the hook
+# below changes so that the heaviest files come first (CPU seconds measured with `make test` on the 2-core VM, all
+# others after them in their usual order): the last files to start are short, and the workers finish together
+# (list scheduling). (--dist loadgroup would also allow units of several files, but it ignores xdist_group marks
+# under pytest >= 9.2: pytest-dev/pytest-xdist#1386.) Session fixtures that train are shared by the workers: the
+# first that needs one builds it under a file lock (`_built_once`).
+HEAVY_FIRST = (
+    "tests/data/datasets/test_label_conformance.py",  # about 90 s
+    "tests/models/test_compiling.py",
+    "tests/comparison/test_report.py",
+    "tests/entry/test_experiments.py",
+    "tests/entry/test_ddp.py",
+    "tests/core/test_checkpoint_safety.py",
+    "tests/entry/test_resume_mid_epoch.py",
+    "tests/data/datasets/test_padchest.py",
+    "tests/entry/test_kfold_sweep.py",
+    "tests/data/datasets/test_nih_expert.py",
+    "tests/comparison/test_report_cells.py",
+    "tests/throughput/test_epoch.py",
+    "tests/entry/test_train.py",
+    "tests/runs/test_clinical.py",
+    "tests/models/test_backbones.py",
+    "tests/throughput/test_perf.py",
+    "tests/inference/test_onnx.py",
+    "tests/entry/test_train_chexpert.py",
+    "tests/entry/test_scaleout_configs.py",
+    "tests/data/datasets/test_merge.py",  # about 10 s; the files not listed take less
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist: the files of HEAVY_FIRST first, in that order (stable sort: each file's tests keep theirs)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {path: k for k, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
 
 _REPO = Path(__file__).resolve().parents[1]
 _SHARED_DATA = _REPO.parent / "shared" / "data"
@@ -105,18 +146,37 @@ def tiny_overrides() -> tuple[str, ...]:
     return _TINY
 
 
+def _built_once(name: str, tmp_path_factory: pytest.TempPathFactory, build: Callable[[Path], None]) -> Path:
+    """The folder `build(folder)` fills, built once per test session: under pytest-xdist in the folder the workers
+    share, by the first worker that asks (the others wait on the lock, then reuse it); `build` writes `done` last."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the basetemp of this xdist run, shared by its workers
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock"), timeout=1800):
+        if not done.is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # a build that failed half-way
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def clinical_run_dir(compose: Callable, tiny_overrides: tuple[str, ...], tmp_path_factory) -> Path:
     """Run folder of one tiny real `chestx.train` run with the clinical step (resnet18, 96 px, 2 batches, up
-    to 2 heatmaps for each of 3 images), shared by the clinical / predict / export tests: trained once per
-    pytest process."""
+    to 2 heatmaps for each of 3 images), shared by the clinical / predict / export / external tests: trained once
+    per test session (once for all xdist workers). Tests copy it before they change anything in it."""
     from chestx.train import train
 
-    out = tmp_path_factory.mktemp("clinical_run")
-    metrics = train(compose([*tiny_overrides, "model=resnet18", "data.image_size=96", "clinical.cams=3",
-                             "clinical.max_cams_per_image=2"], out))
-    assert metrics["status"] == "ok"
-    return out
+    def build(out: Path) -> None:
+        metrics = train(compose([*tiny_overrides, "model=resnet18", "data.image_size=96", "clinical.cams=3",
+                                 "clinical.max_cams_per_image=2"], out))
+        assert metrics["status"] == "ok"
+
+    return _built_once("clinical_run", tmp_path_factory, build)
 
 
 def _build_chexpert_tree(chexpert_dir: Path, dest: Path, n_train: int = 200, size: int = 64) -> Path:
@@ -163,3 +223,35 @@ def brute_force_youden() -> Callable:
         return best_t
 
     return youden
+
+
+@pytest.fixture(scope="session")
+def check_subgroup_rates() -> Callable:
+    """`check(table, run, thresholds)`: every row of a subgroups.csv table recounted from the run's predictions.csv
+    (its sex / age / view columns) at `thresholds` (K,): n_pos, the threshold, TPR; NaN thresholds give NaN rates."""
+    import numpy as np
+    import pandas as pd
+
+    from chestx.core.run_folder import read_predictions
+
+    def check(table: "pd.DataFrame", run: Path, thresholds: "np.ndarray") -> None:
+        ids, probs, labels, names = read_predictions(run / "predictions.csv")
+        band = pd.cut(ids["age"], [0, 20, 40, 60, 80, np.inf], right=False,
+                      labels=["0-20", "20-40", "40-60", "60-80", "80+"]).astype(str)
+        member = {"all": lambda g: np.ones(len(ids), bool), "sex": lambda g: (ids["sex"] == g).to_numpy(),
+                  "age": lambda g: (band == g).to_numpy(), "view": lambda g: (ids["view"] == g).to_numpy()}
+        checked = 0
+        for row in table.itertuples():
+            k = names.index(row.pathology)
+            mask = member[row.attribute](row.group) & (labels[:, k] == 1)
+            assert row.n_pos == mask.sum(), (row.attribute, row.group, row.pathology)
+            if np.isnan(thresholds[k]):  # one class in validation
+                assert np.isnan(row.threshold) and np.isnan(row.tpr)
+                continue
+            assert row.threshold == pytest.approx(thresholds[k], rel=1e-5)
+            if not np.isnan(row.tpr):
+                assert row.tpr == pytest.approx((probs[mask, k] >= thresholds[k]).mean(), abs=1e-6)
+                checked += 1
+        assert checked >= len(names)
+
+    return check

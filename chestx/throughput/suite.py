@@ -237,18 +237,23 @@ def run(settings: BenchSettings) -> dict:
             result["loader"] = bench_loader(paths, settings.size, cache, settings.workers, settings.min_seconds,
                                             Path(tmp))
         if "train" in settings.parts:
-            for name in ("lightning.pytorch", "chestx.data"):  # a Trainer and a datamodule per measurement
+            levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "chestx.data")}
+            for name in levels:  # a Trainer and a datamodule per measurement
                 logging.getLogger(name).setLevel(logging.WARNING)
             if settings.threads:
                 torch.set_num_threads(settings.threads)
             result["machine"]["torch_threads"] = torch.get_num_threads()
             # the cached pixels as size-px PNG files: what BenchData repeats into the rows of a training datamodule
             files = write_resized_pngs(cache, Path(tmp) / f"png{settings.size}")
-            result["train"], result["infer"] = bench_training(
-                files, settings.backbones, [Option.parse(o) for o in settings.options], settings.size,
-                settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
-                device, settings.eval_batch_size, cache_dir,
-            )
+            try:
+                result["train"], result["infer"] = bench_training(
+                    files, settings.backbones, [Option.parse(o) for o in settings.options], settings.size,
+                    settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
+                    device, settings.eval_batch_size, cache_dir,
+                )
+            finally:  # the caller's log levels again (a notebook, or the next test in this process)
+                for name, level in levels.items():
+                    logging.getLogger(name).setLevel(level)
     return _finish(result, started)
 
 

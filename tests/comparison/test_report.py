@@ -27,7 +27,7 @@ from chestx.core.hardware import machine
 
 SWEEP = [
     "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",
-    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "report.resamples=1000",
+    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "report.resamples=200",
 ]
 
 
@@ -119,9 +119,9 @@ def test_auroc_equals_sklearn_per_pathology(sweep) -> None:
 @pytest.mark.slow
 def test_report_numbers_exact_and_bootstrap_reproducible(sweep, tmp_path: Path) -> None:
     out, _ = sweep
-    a = build_report([out], tmp_path / "a", n_resamples=1000, seed=7)
-    b = build_report([out], tmp_path / "b", n_resamples=1000, seed=7)
-    c = build_report([out], tmp_path / "c", n_resamples=1000, seed=8)
+    a = build_report([out], tmp_path / "a", n_resamples=200, seed=7)
+    b = build_report([out], tmp_path / "b", n_resamples=200, seed=7)
+    c = build_report([out], tmp_path / "c", n_resamples=200, seed=8)
     for run in a.comparison.runs:  # in-memory AUROC vs sklearn to 1e-9
         row = a.comparison.per_run.set_index(["label", "pathology"])
         for k, name in enumerate(run.pathologies):
@@ -155,7 +155,7 @@ def _naive_delong(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def test_delong_matches_independent_check_and_reference_option(sweep, tmp_path: Path) -> None:
     out, _ = sweep
     runs = _runs(out)
-    result = build_report([out], tmp_path, reference="resnet18")
+    result = build_report([out], tmp_path, reference="resnet18", n_resamples=50)  # the bootstrap: test above
     pvalues = pd.read_csv(tmp_path / "pvalues.csv")
     assert set(pvalues["reference"]) == {"resnet18"} and set(pvalues["label"]) == {"mobilenetv2"}
     _, pa, labels, names = read_predictions(runs["mobilenetv2"] / "predictions.csv")
@@ -174,14 +174,14 @@ def test_delong_matches_independent_check_and_reference_option(sweep, tmp_path: 
     assert np.all(holm >= pvalues["p_value"].to_numpy() - 1e-12)
     assert "resnet18 (ref)" in (tmp_path / "auroc_table.md").read_text()
     with pytest.raises(ReportError, match="mobilenetv2"):
-        build_report([out], tmp_path / "bad", reference="nosuchnet")
+        build_report([out], tmp_path / "bad", reference="nosuchnet", n_resamples=50)
     assert result.comparison.reference == "resnet18"
 
 
 @pytest.mark.slow
 def test_seeds_are_aggregated_and_run_folders_mix_with_sweeps(sweep, seed1_run, tmp_path: Path) -> None:
     out, _ = sweep
-    result = build_report([out, seed1_run], tmp_path)
+    result = build_report([out, seed1_run], tmp_path, n_resamples=50)
     groups = result.comparison.groups
     assert len(groups["resnet18"]) == 2 and {r.seed for r in groups["resnet18"]} == {0, 1}
     table = pd.read_csv(tmp_path / "auroc_table.csv").set_index("pathology")
@@ -203,13 +203,13 @@ def test_incomplete_and_all_failed(sweep, tmp_path: Path, monkeypatch) -> None:
     shutil.copytree(runs["resnet18"], partial / "0")
     shutil.copytree(runs["mobilenetv2"], partial / "1")
     (partial / "1" / "predictions.csv").unlink()  # killed before testing
-    result = build_report([partial], tmp_path / "r1")
+    result = build_report([partial], tmp_path / "r1", n_resamples=50)
     assert [r.status for r in result.runs] == ["ok", "incomplete"]
     assert "incomplete: no predictions.csv" in (tmp_path / "r1" / "auroc_table.md").read_text()
     failed = tmp_path / "failed"
     shutil.copytree(runs["inceptionv3"], failed / "0")
     with pytest.raises(SystemExit) as exit_status:
-        _report(monkeypatch, f"runs=[{failed}]", f"hydra.run.dir={tmp_path / 'r2'}")
+        _report(monkeypatch, f"runs=[{failed}]", "resamples=50", f"hydra.run.dir={tmp_path / 'r2'}")
     assert exit_status.value.code == 1
     assert "Kernel size" in (tmp_path / "r2" / "auroc_table.md").read_text()
 

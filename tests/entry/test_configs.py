@@ -24,13 +24,25 @@ def group(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_model_config_builds_the_backbone_it_names(model: str, compose, tmp_path: Path) -> None:
+def test_every_model_config_builds_the_backbone_it_names_and_trains(model: str, compose, tmp_path: Path) -> None:
+    """The backbone the option names, at the smallest size it takes (InceptionV3's stem needs >= 75 px): finite
+    logits, and one training step of the masked loss reaches every parameter with a finite gradient (what a
+    training run of each backbone needs beyond the loop that tests/entry/test_train.py runs)."""
     net = instantiate(compose([f"model={model}"], tmp_path).model, num_outputs=14).eval()
     assert net.pretrained_cfg["architecture"] == BACKBONE_SPECS[model].timm_name
     size = {"inceptionv3": 80, "resnet56v2": 32}.get(model, 64)
     with torch.no_grad():
         logits = net(torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
     assert logits.shape == (2, 14) and torch.isfinite(logits).all()
+    net.train()  # batch norm in training mode, as in a training step
+    g = torch.Generator().manual_seed(1)
+    target = (torch.rand(2, 14, generator=g) > 0.5).float()
+    target[0, :3] = float("nan")  # unknown labels: masked
+    loss = build_loss(instantiate(compose(["loss=bce"], tmp_path).loss), OutputLayout(False, 14), target.numpy())
+    loss(net(torch.randn(2, 3, size, size, generator=g)), target, torch.zeros_like(target, dtype=torch.bool)).backward()
+    grads = {name: p.grad for name, p in net.named_parameters() if p.requires_grad}
+    assert all(v is not None and torch.isfinite(v).all() for v in grads.values()), model
+    assert net.get_classifier().weight.grad.abs().sum() > 0
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -78,21 +90,28 @@ def test_every_loss_option_is_its_formula_over_the_known_labels(option: str, com
     assert (logits.grad[~seen] == 0).all() and (logits.grad[seen] != 0).all()
 
 
-# first step from p = 1 on a gradient of 0.5, as each algorithm defines it with the option's settings
-FIRST_STEP = {
-    "adam": 1 - 1e-3,  # Adam moves by lr * sign(gradient) on its first step (lr 1e-3)
-    "adamw": 1 * (1 - 1e-4 * 1e-2) - 1e-4,  # decoupled weight decay 1e-2, then Adam's step (lr 1e-4)
-    "sgd": 1 - 0.01 * (0.5 + 1e-4 * 1),  # L2 weight decay 1e-4 added to the gradient (lr 0.01)
-}
+def _first_step(option: str, cfg) -> float:
+    """p after one step from p = 1 on a gradient of 0.5, written out from each algorithm's update rule with the
+    option's own settings (lr, weight decay)."""
+    lr, decay = float(cfg.lr), float(cfg.get("weight_decay", 0.0))
+    if option == "adam":  # L2 decay in the gradient; the first step is lr * sign(gradient) (bias-corrected m / sqrt(v))
+        return 1 - lr * float(np.sign(0.5 + decay))
+    if option == "adamw":  # decoupled weight decay first, then Adam's first step
+        return 1 * (1 - lr * decay) - lr
+    if option == "sgd":  # L2 decay added to the gradient; the momentum buffer starts at that gradient
+        return 1 - lr * (0.5 + decay * 1)
+    raise AssertionError(f"no update rule written here for optimizer={option}")
 
 
 @pytest.mark.parametrize("option", group("optimizer"))
 def test_every_optimizer_option_steps_as_its_algorithm(option: str, compose, tmp_path: Path) -> None:
+    cfg = compose([f"optimizer={option}"], tmp_path).optimizer
     p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
-    optimizer = instantiate(compose([f"optimizer={option}"], tmp_path).optimizer)(params=[p])
+    optimizer = instantiate(cfg)(params=[p])
+    assert type(optimizer).__name__.lower() == option
     p.grad = torch.full_like(p, 0.5)
     optimizer.step()
-    assert float(p.detach()) == pytest.approx(FIRST_STEP[option], abs=1e-10)
+    assert float(p.detach()) == pytest.approx(_first_step(option, cfg), abs=1e-10)
     for _ in range(200):  # and it minimises: (p - 3)^2 gets smaller
         optimizer.zero_grad()
         loss = ((p - 3) ** 2).sum()

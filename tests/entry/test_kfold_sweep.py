@@ -1,5 +1,6 @@
-"""A real 3-fold sweep through the command line, `python -m chestx.train -m data.folds=3 data.fold=0,1,2`,
-for two backbones on the embedded sample, then `python -m chestx.report` over the sweep folder: the folds
+"""A real 3-fold sweep through the command line, `python -m chestx.train -m data.folds=3 data.fold=0,1,2`
+(chestx.train.main in-process, Hydra's basic launcher runs the six jobs one after another), for two backbones
+on the embedded sample, then `python -m chestx.report` over the sweep folder (a real subprocess): the folds
 are replicates (one column per backbone, mean ± sd over n = 3 folds) and DeLong pairs runs of one fold."""
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ MODELS = ("resnet18", "mobilenetv2")
 
 
 @pytest.fixture(scope="module")
-def fold_sweep(repo_root: Path, tiny_overrides: tuple[str, ...], tmp_path_factory) -> Path:
+def fold_sweep(tiny_overrides: tuple[str, ...], tmp_path_factory) -> Path:
+    from chestx.train import main
+
     tiny = [o for o in tiny_overrides if not o.startswith("clinical.")]  # these runs switch the clinical step off
     out = tmp_path_factory.mktemp("kfold") / "sweep"
-    args = [sys.executable, "-m", "chestx.train", "-m", "data.folds=3", "data.fold=0,1,2", f"model={','.join(MODELS)}",
-            *tiny, "trainer.limit_train_batches=1", "clinical=none", f"hydra.sweep.dir={out}"]
-    proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    argv = ["chestx.train", "-m", "data.folds=3", "data.fold=0,1,2", f"model={','.join(MODELS)}", *tiny,
+            "data.image_size=32", "trainer.limit_train_batches=1", "clinical=none", f"hydra.sweep.dir={out}"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        main()
     return out
 
 

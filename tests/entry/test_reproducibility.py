@@ -64,16 +64,20 @@ def test_loader_worker_starts_after_opencv_ran_here(opencv_pool_running, sample_
 @pytest.mark.timeout(300)  # a stalled loader worker fails the test instead of holding the suite
 def test_same_seed_same_bytes_with_workers(compose, tiny_overrides, tmp_path: Path, opencv_pool_running) -> None:
     """Two in-process runs with 2 persistent loader workers (augmentation on) write identical files, and so
-    does a run without workers: each image's augmentation is seeded from (seed, epoch, image), not per worker."""
+    does a run without workers: each image's augmentation is seeded from (seed, epoch, image), not per worker.
+    Another seed changes the run (the seed reaches the split, the weights and the augmentation)."""
     overrides = [o for o in tiny_overrides if not o.startswith(("data.num_workers", "clinical."))]
-    overrides += ["data.num_workers=2", "model=resnet56v2", "data.image_size=32", "clinical=none"]
+    overrides += ["data.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
     for name in ("a", "b"):
         train(compose(overrides, tmp_path / name))
     train(compose([*overrides, "data.num_workers=0"], tmp_path / "none"))
+    train(compose([*overrides, "data.num_workers=0", "seed=1"], tmp_path / "seed1"))
     assert "num_workers: 2" in (tmp_path / "a" / "config.yaml").read_text()
     for filename in SAME_BYTES:
         first, second = (tmp_path / "a" / filename).read_bytes(), (tmp_path / "b" / filename).read_bytes()
         assert first == second, f"{filename} differs between two runs with one seed and 2 loader workers"
         assert (tmp_path / "none" / filename).read_bytes() == first, f"{filename}: 0 workers differ from 2"
-    probs = pd.read_csv(tmp_path / "a" / "predictions.csv").filter(like="prob_").to_numpy()
+    first = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    probs = first.filter(like="prob_").to_numpy()
     assert np.isfinite(probs).all() and probs.std() > 0
+    assert not first.equals(pd.read_csv(tmp_path / "seed1" / "predictions.csv")), "another seed must change the run"

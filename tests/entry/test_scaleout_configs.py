@@ -30,6 +30,12 @@ def test_trainer_ddp_multi_node_picks_up_slurm(compose, tmp_path: Path, monkeypa
         monkeypatch.setenv(key, value)
     for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):  # Lightning's SLURMEnvironment writes these into
         monkeypatch.delenv(key, raising=False)  # os.environ; monkeypatch removes them again after the test
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
+
+    for function in (rank_zero_only, utils_rank_zero_only):  # the DDP strategy sets this process's rank (3 here)
+        monkeypatch.setattr(function, "rank", function.rank)  # in both; restored after the test, or later tests in
+        # this process would act as rank 3 (no MLflow params, no rank-zero logs: tests/runs/test_tracking.py)
     # no GPU here: the same config on CPU processes (gloo); a Trainer does not connect before fit()
     trainer = instantiate(cfg.trainer, accelerator="cpu", precision="32-true", sync_batchnorm=False,
                           callbacks=[], logger=False)
@@ -61,8 +67,10 @@ def test_slurm_launcher_config_makes_a_valid_sbatch_script(compose, tmp_path: Pa
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
     script = executor._executor._make_submission_file_text("python -m chestx.train", "0")
+    # the command-line values above, and the config's own cpus / time limit, each on its #SBATCH line
     for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=8", "#SBATCH --time=720"]:
+                 "#SBATCH --partition=gpu", f"#SBATCH --cpus-per-task={launcher['cpus_per_task']}",
+                 f"#SBATCH --time={launcher['timeout_min']}"]:
         assert line in script, line
 
 
@@ -106,7 +114,8 @@ def test_optuna_two_trial_sweep_runs(compose, tiny_overrides, repo_root: Path, t
     the highest validation mean AUROC of the trials' own metrics.json (direction and optimized_metric)."""
     tiny = [o for o in tiny_overrides if not o.startswith("clinical.")]  # these runs switch the clinical step off
     args = [sys.executable, "-m", "chestx.train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-            *tiny, "trainer.limit_train_batches=1", "model=resnet56v2", "clinical=none",
+            *tiny, "trainer.limit_train_batches=1", "model=timm", "model.name=test_resnet", "data.image_size=32",
+            "clinical=none",
             f"hydra.sweep.dir={tmp_path}"]
     proc = subprocess.run(args, cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -34,10 +34,16 @@ def _x(name: str, in_chans: int = 3, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, in_chans, s, s, generator=torch.Generator().manual_seed(0))
 
 
-def test_one_table_in_benchmark_order():
-    assert BACKBONES == ("densenet121", "resnet18", "resnet50", "mobilenetv2", "inceptionv3", "vgg16", "resnet56v2")
+def test_one_table_with_a_config_per_backbone():
+    """BACKBONES and BACKBONE_SPECS list the same names in one order, each a model timm knows, each with its
+    conf/model/<name>.yaml (conf/model/timm.yaml takes any other timm name)."""
+    from pathlib import Path
+
+    from chestx._hydra import CONFIG_DIR
+
     assert list(BACKBONE_SPECS) == list(BACKBONES)
     assert all(timm.is_model(spec.timm_name) for spec in BACKBONE_SPECS.values())
+    assert {p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")} == {*BACKBONES, "timm"}
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "data" / "nih_sample"
 FINDINGS = ["Edema", "Cardiomegaly", "Effusion", "Atelectasis"]
 SPLIT_VALUES = {"train": "training", "val": ["validation", "tuning"], "test": "holdout"}

@@ -204,7 +204,7 @@ def expert_tree(nih_dir: Path, ref: Reference, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("nih_expert")
     for name in (GOOGLE, NIH_CSV):
         (root / name).symlink_to(nih_dir / name)
-    sample = sorted((Path(__file__).resolve().parents[2] / "data" / "nih_sample" / "images").glob("*.png"))
+    sample = sorted((Path(__file__).resolve().parents[3] / "data" / "nih_sample" / "images").glob("*.png"))
     pixels = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (32, 32), interpolation=cv2.INTER_AREA)
               for p in sample[:50]]
     (root / "images").mkdir()
@@ -219,7 +219,7 @@ def test_test_data_scores_a_trained_model_on_both_label_sets(expert_tree: Path, 
     from chestx.core.run_folder import read_predictions
     from chestx.train import train
 
-    cfg = compose([*tiny_overrides, "model=resnet56v2", "data.image_size=32", "subgroups=none",
+    cfg = compose([*tiny_overrides, "model=timm", "model.name=test_resnet", "data.image_size=32", "subgroups=none",
                    "test_data=[nih_expert,nih_expert_original]", f"test_data.nih_expert.root={expert_tree}",
                    f"test_data.nih_expert_original.root={expert_tree}"], tmp_path)
     metrics = train(cfg)

@@ -109,7 +109,7 @@ def build_rsna_tree(labels_zip: Path, dump: pd.DataFrame, dest: Path, n_pos: int
             k = order.index(patient)
             classes.append(f"{patient},{CLASSES[0] if patient in positive else CLASSES[1 + k % 2]}")
         (dest / "stage_2_detailed_class_info.csv").write_text("\n".join(["patientId,class", *classes]) + "\n")
-    sample = sorted((Path(__file__).resolve().parents[2] / "data" / "nih_sample" / "images").glob("*.png"))
+    sample = sorted((Path(__file__).resolve().parents[3] / "data" / "nih_sample" / "images").glob("*.png"))
     for k, patient in enumerate(p for p in order if p in chosen):
         write_rsna_dicom(dest / "stage_2_train_images" / f"{patient}.dcm", dump.loc[patient],
                          np.array(Image.open(sample[k]).convert("L")))

@@ -48,7 +48,7 @@ CHEX_ORDER = [
 ]
 COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 LSR = {"lsr_zeros": (0.0, 0.3), "lsr_ones": (0.55, 0.85)}
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SAMPLE_IMAGES = sorted((REPO / "data" / "nih_sample" / "images").glob("*.png"))
 # study kinds: (PerformedProcedureStepDescription, [(ViewPosition, ViewCodeSequence_CodeMeaning, Rows, Columns)])
 STUDY_KINDS = [
@@ -429,7 +429,7 @@ def test_train_on_mimic_cxr(compose, tiny_overrides, mimic_tree: Path, tmp_path:
     from chestx.core.run_folder import read_predictions
     from chestx.train import train
 
-    cfg = compose([*tiny_overrides, "data=mimic_cxr", f"data.root={mimic_tree}", "model=resnet56v2",
+    cfg = compose([*tiny_overrides, "data=mimic_cxr", f"data.root={mimic_tree}", "model=timm", "model.name=test_resnet",
                    "data.image_size=32", f"data.patients_csv={mimic_tree / 'patients.csv.gz'}",
                    "data.uncertainty={default: zeros, Edema: multiclass}"], tmp_path)
     metrics = train(cfg)
@@ -473,7 +473,8 @@ def test_nih_model_scored_on_mimic_cxr_as_test_data(compose, tiny_overrides, mim
     from chestx.core.run_folder import read_predictions
     from chestx.train import train
 
-    cfg = compose([*tiny_overrides, "model=resnet56v2", "data.image_size=32", "test_data=[mimic_cxr]",
+    cfg = compose([*tiny_overrides, "model=timm", "model.name=test_resnet", "data.image_size=32",
+                   "test_data=[mimic_cxr]",
                    f"test_data.mimic_cxr.root={mimic_tree}"], tmp_path)
     metrics = train(cfg)
     assert metrics["status"] == "ok", metrics.get("error")

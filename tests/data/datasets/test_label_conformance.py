@@ -479,6 +479,33 @@ def conformance_problems(
 # --------------------------------------------------------------------------------------------------------------
 # Fixtures: real data, read once per module (skipped, via conftest, when ../shared/data is absent)
 # --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def each_label_file_parsed_once() -> Any:
+    """The cases read the same real label files (CheXpert's train.csv of 223,414 rows, NIH's 112,120): pandas parses
+    each once per module and every call of chestx's `read_label_csv` gets its own copy of that frame, so chestx's
+    rules (column checks, labels, views, split, undersampling) still run on the real file in every case."""
+    from chestx.data.datasets import chexpert, nih
+
+    parsed: dict[tuple, pd.DataFrame] = {}
+    read = chexpert.read_label_csv
+    assert nih.read_label_csv is read
+
+    def read_once(csv_path: Any, required: Sequence[str], what: str, **read_csv_kwargs: Any) -> pd.DataFrame:
+        key = (str(Path(csv_path).expanduser().resolve()), what, repr(sorted(read_csv_kwargs.items())))
+        if key not in parsed:
+            parsed[key] = read(csv_path, required, what, **read_csv_kwargs)
+        frame = parsed[key].copy(deep=True)
+        from chestx.data.labels import check_columns
+
+        check_columns(frame, required, csv_path, what)
+        return frame
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chexpert, "read_label_csv", read_once)
+        patch.setattr(nih, "read_label_csv", read_once)
+        yield
+
+
 @pytest.fixture(scope="module")
 def chex_ref(chexpert_dir: Path) -> CheXpertReference:
     return CheXpertReference(chexpert_dir)

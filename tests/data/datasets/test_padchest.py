@@ -9,7 +9,7 @@ Sources of the rules restated here (not imported from chestx):
   "AP Supine".
 - chestx's rules for PadChest (docs/datasets/padchest.md): rows without `Labels` left out; a row whose only terms are
   empty items or "exclude" has unknown labels under the table; no_finding = terms exactly {"normal"}; age = study
-  year - birth year; patient-level random split (the rule of tests/data/test_label_conformance.py).
+  year - birth year; patient-level random split (the rule of tests/data/datasets/test_label_conformance.py).
 
 The reference uses only pandas, numpy and ast; chestx is imported inside the test bodies, to get what is compared.
 """
@@ -385,7 +385,7 @@ def test_nan_rows_and_empty_items_are_counted(padchest_dir: Path, tmp_path: Path
 def _pixels(i: int, size: int = 64) -> np.ndarray:
     from PIL import Image
 
-    sources = sorted((Path(__file__).resolve().parents[2] / "data" / "nih_sample" / "images").glob("*.png"))
+    sources = sorted((Path(__file__).resolve().parents[3] / "data" / "nih_sample" / "images").glob("*.png"))
     with Image.open(sources[i % len(sources)]) as image:
         return np.asarray(image.convert("L").resize((size, size)))
 

@@ -65,8 +65,8 @@ def test_training_on_the_merge_scores_each_source_on_its_own_findings(compose, t
     from chestx.comparison import build_report
     from chestx.train import train
 
-    metrics = train(compose([*tiny_overrides, *MERGE, f"data.sources.chexpert.root={chexpert_tree}", "model=resnet18",
-                             "subgroups=none"], tmp_path))
+    metrics = train(compose([*tiny_overrides, *MERGE, f"data.sources.chexpert.root={chexpert_tree}",
+                             "model=timm", "model.name=test_resnet", "data.image_size=32", "subgroups=none"], tmp_path))
     assert metrics["status"] == "ok" and metrics["sources"] == ["chexpert", "nih_sample"]
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     nih_rows = predictions["image_id"].str.startswith("nih_sample/")

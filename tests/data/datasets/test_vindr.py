@@ -178,7 +178,7 @@ def test_boxes_of_the_kaggle_file(vindr_dir: Path, raw: pd.DataFrame) -> None:
 def _pixels(i: int, size: int = 64) -> np.ndarray:
     from PIL import Image
 
-    sources = sorted((Path(__file__).resolve().parents[2] / "data" / "nih_sample" / "images").glob("*.png"))
+    sources = sorted((Path(__file__).resolve().parents[3] / "data" / "nih_sample" / "images").glob("*.png"))
     with Image.open(sources[i % len(sources)]) as image:
         return np.asarray(image.convert("L").resize((size, size)))
 

@@ -140,20 +140,25 @@ def test_clinical_switched_off_writes_no_clinical_files(switch: str, compose, ti
 
 
 @pytest.mark.slow
-def test_cli_reruns_on_a_run_folder(clinical_run_dir: Path, tmp_path: Path) -> None:
-    """`python -m chestx.clinical run=<folder> method=f1`: the files are rewritten in the run folder, the
-    test images found through the run's own data config, and the run's .hydra/ left alone."""
+def test_cli_reruns_on_a_run_folder(clinical_run_dir: Path, tmp_path: Path, check_subgroup_rates) -> None:
+    """`python -m chestx.clinical run=<folder> method=f1` (a real subprocess): the files are rewritten in the run
+    folder, the test images found through the run's own data config, the run's .hydra/ left alone, and
+    subgroups.csv follows the new thresholds."""
     import subprocess
     import sys
+
+    from chestx.runs.subgroups import read_subgroups
 
     copy = tmp_path / "run"
     shutil.copytree(clinical_run_dir, copy)
     hydra_before = (copy / ".hydra" / "config.yaml").read_bytes() if (copy / ".hydra").exists() else None
-    done = subprocess.run([sys.executable, "-m", "chestx.clinical", f"run={copy}", "method=f1", "cams=2"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "chestx.clinical", f"run={copy}", "method=f1", "cams=2",
+                           "subgroups.resamples=100"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(pd.read_csv(copy / "thresholds.csv")["method"]) == {"f1"}
+    thresholds = pd.read_csv(copy / "thresholds.csv")
+    assert set(thresholds["method"]) == {"f1"}
     drawn = pd.read_csv(copy / "heatmaps" / "heatmaps.csv")
     assert 1 <= drawn["image_id"].nunique() <= 2
     if hydra_before is not None:
         assert (copy / ".hydra" / "config.yaml").read_bytes() == hydra_before
+    check_subgroup_rates(read_subgroups(copy / "subgroups.csv"), copy, thresholds["threshold"].to_numpy())

@@ -122,7 +122,7 @@ def build_siim_tree(siim_raw: pd.DataFrame, dest: Path, n_pos: int = 30, n_neg: 
     with open(dest / "train-rle.csv", "w", newline="") as f:  # the download's header, exactly
         f.write("ImageId, EncodedPixels\n")
         rows.to_csv(f, header=False, index=False)
-    sample = sorted((Path(__file__).resolve().parents[2] / "data" / "nih_sample" / "images").glob("*.png"))
+    sample = sorted((Path(__file__).resolve().parents[3] / "data" / "nih_sample" / "images").glob("*.png"))
     written = []
     for k, image_id in enumerate(rows["ImageId"].drop_duplicates()):
         patient = "shared-patient" if shared_patient and k < 2 else f"{k:08d}-0000-4000-8000-{k:012d}"
