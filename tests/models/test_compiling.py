@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +16,6 @@ from chestx.models.backbones import create_backbone
 from chestx.models.compiling import COMPILE_MODES, compile_mode, use_compile_caches
 from chestx.models.losses import MaskedBCELoss
 from chestx.models.module import ChestXModule
-
-log = logging.getLogger(__name__)
 
 
 def test_settings_map_to_torch_compile_modes() -> None:
@@ -66,28 +62,23 @@ def test_compiled_backbone_keeps_its_state_dict_keys(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.slow
-def test_compiled_training_run_records_compile_time_and_reuses_the_cache(repo_root: Path, tmp_path: Path) -> None:
-    """`python -m chestx.train module.compile=true` on timm's test_resnet at 32 px, twice in one cache folder: both
-    finish, metrics.json has the compile seconds, the cache folder fills. The second run's compile time is logged
-    (the cache's effect; measured on the 2-core EPYC: 110 s cold, 5 s warm on a loaded machine), not asserted."""
+def test_compiled_training_run_records_compile_time_into_the_chestx_cache(repo_root: Path, tmp_path: Path) -> None:
+    """`python -m chestx.train module.compile=true` on timm's test_resnet at 32 px (two training steps, no evaluation,
+    so one training graph compiles): the run finishes, metrics.json has the compile seconds, the inductor cache is
+    under the chestx cache folder (what lets a sweep's next job skip the work; measured on the 2-core EPYC: 51-110 s
+    cold, 4-5 s warm, `chestx.perf parts=[epoch] epoch_runs=2` measures it for a real backbone)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
     env["CHESTX_CACHE_DIR"] = str(tmp_path / "cache")
-    seconds = []
-    for run in (1, 2):
-        out = tmp_path / f"run{run}"
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "chestx.train", "model=timm", "model.name=test_resnet",
-                        "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
-                        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                        "trainer.accelerator=cpu", "test=false", "logger=none", "clinical=none", "subgroups=none",
-                        "module.compile=true", f"hydra.run.dir={out}"],
-                       cwd=repo_root, env=env, check=True, capture_output=True, timeout=900)
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["status"] == "ok" and metrics["compile"] == "default"
-        assert metrics["compile_seconds"] > 0
-        assert "torch.compile (mode default)" in (out / "train.log").read_text()
-        seconds.append((metrics["compile_seconds"], time.perf_counter() - started))
-        inductor = tmp_path / "cache" / "torch_compile" / "inductor"
-        assert inductor.is_dir() and any(p.is_file() for p in inductor.rglob("*"))
-    log.warning("torch.compile of test_resnet, cold / warm cache: %.1f / %.1f s compiling, %.0f / %.0f s per run",
-                seconds[0][0], seconds[1][0], seconds[0][1], seconds[1][1])
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "chestx.train", "model=timm", "model.name=test_resnet",
+                    "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
+                    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=0",
+                    "trainer.accelerator=cpu", "test=false", "logger=none", "callbacks=none", "clinical=none",
+                    "subgroups=none", "scheduler=none", "module.compile=true", f"hydra.run.dir={out}"],
+                   cwd=repo_root, env=env, check=True, capture_output=True, timeout=900)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["compile"] == "default"
+    assert metrics["compile_seconds"] > 0
+    assert "torch.compile (mode default)" in (out / "train.log").read_text()
+    inductor = tmp_path / "cache" / "torch_compile" / "inductor"
+    assert inductor.is_dir() and any(p.is_file() for p in inductor.rglob("*"))
