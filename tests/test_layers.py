@@ -17,7 +17,7 @@ def _lint(root: Path) -> subprocess.CompletedProcess:
 def test_every_contract_is_kept(repo_root: Path) -> None:
     done = _lint(repo_root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "Contracts: 2 kept, 0 broken." in done.stdout
+    assert "Contracts: 3 kept, 0 broken." in done.stdout
 
 
 def test_an_upward_import_breaks_the_layer_contract(repo_root: Path, tmp_path: Path) -> None:
@@ -29,3 +29,14 @@ def test_an_upward_import_breaks_the_layer_contract(repo_root: Path, tmp_path: P
     done = _lint(tmp_path)
     assert done.returncode != 0 and "packages import downwards only BROKEN" in done.stdout, done.stdout[-3000:]
     assert "chestx.data.stats -> chestx.runs.figures" in done.stdout
+
+
+def test_a_package_importing_an_entry_point_breaks_its_contract(repo_root: Path, tmp_path: Path) -> None:
+    """Entry points sit on top: chestx.runs importing chestx.train is reported."""
+    shutil.copytree(repo_root / "chestx", tmp_path / "chestx", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo_root / "pyproject.toml", tmp_path / "pyproject.toml")
+    scoring = tmp_path / "chestx" / "runs" / "scoring.py"
+    scoring.write_text(scoring.read_text() + "\n\ndef _entry():\n    from chestx.train import train\n")
+    done = _lint(tmp_path)
+    assert done.returncode != 0 and "entry points sit on top" in done.stdout and "BROKEN" in done.stdout, done.stdout[-3000:]
+    assert "chestx.runs.scoring -> chestx.train" in done.stdout
