@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import (
-    AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, SPLIT_FILE, VAL_PREDICTIONS_FILE, format_auroc_table,
-    predictions_frame, write_auroc, write_metrics, write_predictions,
+    AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, PROB_PREFIX, SPLIT_FILE, VAL_PREDICTIONS_FILE,
+    format_auroc_table, predictions_frame, write_auroc, write_metrics, write_predictions,
 )
 from chestx.data.labels import LabelTable, evaluation_targets
 from chestx.data.splits import save_split
@@ -128,7 +128,7 @@ def align_predictions(
 
 
 def evaluate(
-    predictions: Path, table: LabelTable, split: np.ndarray, run_dir: Path, prefix: str = "prob_",
+    predictions: Path, table: LabelTable, split: np.ndarray, run_dir: Path, prefix: str = PROB_PREFIX,
     id_column: str | None = None, name: str | None = None, allow_missing: bool = False,
     extra: dict[str, Any] | None = None, unknown_ids: str = "error",
 ) -> dict[str, Any]:
