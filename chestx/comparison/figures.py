@@ -47,12 +47,15 @@ def roc_grid(comparison: Comparison, path: Path) -> Path:
     colors = dict(zip(comparison.groups, _colors(len(comparison.groups))))
     summary = comparison.summary.set_index(["label", "pathology"])["auroc"]
     for ax, name in zip(axes.flat, names):
+        drawn, one_class = 0, 0
         for ts in comparison.test_sets:
             if name not in ts.pathologies:
                 continue
             k = ts.pathologies.index(name)
             if np.unique(ts.labels[~np.isnan(ts.labels[:, k]), k]).size < 2:
+                one_class += 1
                 continue
+            drawn += 1
             seen: set[str] = set()
             for r, run in enumerate(ts.runs):
                 fpr, tpr = roc_points(ts.probs[r, :, k], ts.labels[:, k])
@@ -60,9 +63,14 @@ def roc_grid(comparison: Comparison, path: Path) -> Path:
                 seen.add(run.label)
                 ax.plot(fpr, tpr, color=colors[run.label], lw=1.2, alpha=0.9, label=label)
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        if not drawn and one_class:
+            log.info("ROC panel %r: every test split has one class of it, so no curve is drawn", name)
+            ax.text(0.5, 0.5, "one class in the test split: no ROC", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes, wrap=True)
         ax.set(xlim=(0, 1), ylim=(0, 1), title=name.replace("_", " "), xlabel="1 - specificity", ylabel="sensitivity")
         ax.title.set_fontsize(10)
-        ax.legend(fontsize=6, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:  # a panel without curves has no legend (and no matplotlib warning)
+            ax.legend(fontsize=6, loc="lower right")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle("Test ROC curves per pathology (legend: run, AUROC)")

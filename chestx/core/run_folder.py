@@ -156,10 +156,12 @@ def write_predictions(path: Path, frame: pd.DataFrame) -> None:
 def read_predictions(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
     """Inverse of write_predictions: (ids frame, probs (N,K), labels (N,K), pathologies).
 
-    The ids frame holds image_id, patient_id and the META_COLUMNS the file has.
+    The ids frame holds image_id, patient_id and the META_COLUMNS the file has. Ids stay text as written ("NA",
+    "None", "null" are ids, not missing values); only an empty cell is missing (as chestx.runs.scoring reads a
+    predictions CSV), which is also how write_predictions writes NaN.
     """
     frame = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "sex": str, "view": str,
-                                     "frontal_lateral": str})
+                                     "frontal_lateral": str}, keep_default_na=False, na_values=[""])
     pathologies = [c[len(PROB_PREFIX):] for c in frame.columns if c.startswith(PROB_PREFIX)]
     probs = frame[[PROB_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)
     labels = frame[[LABEL_PREFIX + p for p in pathologies]].to_numpy(dtype=np.float64)

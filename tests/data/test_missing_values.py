@@ -9,6 +9,7 @@ The rule, one line each:
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,64 @@ def test_subgroups_say_why_an_attribute_is_empty() -> None:
     assert sex["group"].tolist() == ["unknown"]
     assert sex["note"].str.startswith("no image has a sex in the label file").all()
     assert not table[table["attribute"] == "view"]["note"].str.contains("no image has").any()
+
+
+def test_nih_views_filter_with_blank_view_sorts_and_says_what_it_drops(
+        sample_csv: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A blank `View Position` cannot match data.views: those rows are left out with a warning giving their count,
+    and the views listed in messages are the non-missing ones (no TypeError sorting NaN with text)."""
+    frame = sample_csv.copy()
+    frame.loc[[1, 3], "View Position"] = ""
+    path = _write(frame, tmp_path / "labels.csv")
+    n_pa = int(((sample_csv["View Position"] == "PA") & ~sample_csv.index.isin([1, 3])).sum())
+    with caplog.at_level(logging.INFO, logger="chestx.data.datasets.nih"):
+        table = read_nih(path, views=["PA", "XX"])
+    assert len(table) == n_pa and (table.frame["view"] == "PA").all()
+    assert "leaves out 2 rows" in caplog.text and "blank 'View Position'" in caplog.text
+    assert "views ['XX'] occur in no row" in caplog.text and "(views present: ['AP', 'PA'])" in caplog.text
+    with pytest.raises(DataError, match=r"keeps no row of .*views present: \['AP', 'PA'\]"):
+        read_nih(path, views="LL")
+
+
+def test_run_predictions_keep_na_like_ids_as_text(tmp_path: Path) -> None:
+    """predictions.csv round trip: image/patient ids "NA", "None", "null" stay ids; an empty cell stays missing."""
+    from chestx.core.run_folder import predictions_frame, read_predictions, write_predictions
+
+    ids = pd.DataFrame({"image_id": ["NA", "None", "x"], "patient_id": ["null", "NA", "p3"],
+                        "sex": ["M", np.nan, "F"], "view": ["PA", "AP", np.nan]})
+    probs = np.array([[0.2, 0.9], [0.7, np.nan], [0.4, 0.1]])
+    labels = np.array([[1.0, 0.0], [0.0, np.nan], [np.nan, 1.0]])
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, predictions_frame(ids, probs, labels, ["Edema", "Effusion"]))
+    got, got_probs, got_labels, names = read_predictions(path)
+    assert got["image_id"].tolist() == ["NA", "None", "x"]
+    assert got["patient_id"].tolist() == ["null", "NA", "p3"]
+    assert got["sex"].isna().tolist() == [False, True, False] and got["view"].isna().tolist() == [False, False, True]
+    assert names == ["Edema", "Effusion"]
+    np.testing.assert_array_equal(got_probs, probs)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_roc_panel_with_one_class_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pathology with one class in every test split gets a short text instead of an empty panel."""
+    import chestx.comparison.figures as figures
+    from chestx.comparison.compare import Comparison, TestSet
+    from chestx.runs.discover import Run
+
+    rng = np.random.default_rng(0)
+    run = Run(path=tmp_path / "run", status="ok", label="m")
+    labels = np.stack([np.tile([0.0, 1.0], 10), np.zeros(20)], axis=1)  # (20, 2): Effusion is all negative
+    test_set = TestSet(runs=[run], pathologies=["Edema", "Effusion"], image_ids=np.arange(20).astype(str),
+                       patient_ids=np.arange(20).astype(str), labels=labels, probs=rng.random((1, 20, 2)))
+    summary = pd.DataFrame({"label": ["m", "m"], "pathology": ["Edema", "Effusion"], "auroc": [0.6, np.nan]})
+    comparison = Comparison(runs=[run], groups={"m": [run]}, pathologies=["Edema", "Effusion"], per_run=pd.DataFrame(),
+                            summary=summary, pvalues=pd.DataFrame(), reference="m", n_resamples=0, seed=0, ci=0.95,
+                            bootstrap_seconds=0.0, test_sets=[test_set])
+    saved = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.setdefault("fig", fig) and path)
+    figures.roc_grid(comparison, tmp_path / "roc.png")
+    edema, effusion = saved["fig"].axes[:2]
+    assert [t.get_text() for t in effusion.texts] == ["one class in the test split: no ROC"]
+    assert not edema.texts and len(edema.lines) == 2  # the run's curve and the diagonal
+    assert effusion.get_legend() is None and edema.get_legend() is not None
+    figures.plt.close(saved["fig"])

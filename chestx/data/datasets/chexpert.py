@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels import (
-    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv,
+    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv,
     select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
@@ -220,6 +220,10 @@ def read_chexpert(
     raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *dict.fromkeys([NO_FINDING, *names])], "CheXpert")
     if frontal_only:
         keep = (raw["Frontal/Lateral"] == "Frontal").to_numpy()
+        no_view = int(optional_text(raw["Frontal/Lateral"]).isna().sum())
+        if no_view:
+            log.warning("CheXpert frontal_only leaves out %d rows of %s with a blank 'Frontal/Lateral' (not known to "
+                        "be frontal)", no_view, csv_path)
         log.info("CheXpert frontal_only keeps %d of %d rows of %s", int(keep.sum()), len(raw), csv_path)
         raw = raw.loc[keep].reset_index(drop=True)
         if raw.empty:

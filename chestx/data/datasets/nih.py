@@ -79,16 +79,20 @@ def read_nih(
     raw = read_label_csv(csv_path, NIH_COLUMNS, "NIH")
     if views is not None:
         wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
-        view_col = raw["View Position"].astype(str).str.strip().str.upper()
-        present = set(view_col.unique())
+        view_col = optional_text(raw["View Position"]).str.upper()  # (N,) blank or missing: NaN
+        present = sorted(view_col.dropna().unique())
         absent = [v for v in wanted if v not in present]
         if absent:
-            log.warning("NIH views %s occur in no row of %s (views present: %s)", absent, csv_path, sorted(present))
+            log.warning("NIH views %s occur in no row of %s (views present: %s)", absent, csv_path, present)
         keep = view_col.isin(wanted).to_numpy()
         if not keep.any():
             raise DataError(
-                f"views={wanted} keeps no row of {str(csv_path)!r}; views present: {sorted(present)}"
+                f"views={wanted} keeps no row of {str(csv_path)!r}; views present: {present}"
             )
+        no_view = int(view_col.isna().sum())
+        if no_view:
+            log.warning("NIH view filter %s leaves out %d rows of %s with a blank 'View Position' (their view is "
+                        "unknown, so it cannot match)", wanted, no_view, csv_path)
         log.info("NIH view filter %s keeps %d of %d rows", wanted, int(keep.sum()), len(raw))
         raw = raw.loc[keep].reset_index(drop=True)
 

@@ -105,16 +105,37 @@ def _read(csv_path: Path) -> pd.DataFrame:
         raise DataError(f"cannot parse VinDr-CXR label file {str(csv_path)!r}: {err}") from err
 
 
+def _blank(values: pd.Series) -> pd.Series:
+    """(R,) True where a text cell is missing or only spaces."""
+    text = values.astype("string").str.strip()
+    return (text.isna() | (text == "")).fillna(True).astype(bool)
+
+
+def _lines(mask: pd.Series) -> list[int]:
+    """The first 5 rows of `mask` as 1-based line numbers of the file (header = line 1)."""
+    return [int(i) + 2 for i in np.flatnonzero(mask.to_numpy())[:5]]
+
+
+def _check_class_names(names: pd.Series, known: Sequence[str], csv_path: Path, hint: str) -> None:
+    """Stop on blank or unknown class_name values, naming the blank rows and the unknown names (sorted)."""
+    blank = _blank(names)
+    unknown = sorted(set(names[~blank]) - set(known))
+    problems = []
+    if unknown:
+        problems.append(f"unknown class_name values {unknown} (e.g. row {int(np.flatnonzero(names.isin(unknown))[0])})")
+    if blank.any():
+        problems.append(f"{int(blank.sum())} rows have a blank class_name (first at lines {_lines(blank)})")
+    if problems:
+        raise DataError(f"{str(csv_path)!r}: {'; '.join(problems)}; {hint}")
+
+
 def _kaggle_votes(raw: pd.DataFrame, csv_path: Path) -> tuple[pd.Index, list[str], np.ndarray, np.ndarray]:
     """Kaggle rows -> image ids, label names, (N, C) radiologists marking each label, (N,) radiologists per image."""
     check_columns(raw, KAGGLE_COLUMNS, csv_path, "VinDr-CXR (Kaggle)")
     names = raw["class_name"].astype(str).str.strip()
     expected = {**{n: i for i, n in enumerate(KAGGLE_CLASSES)}, NO_FINDING_LABEL: KAGGLE_NO_FINDING_ID}
-    unknown = sorted(set(names) - expected.keys())
-    if unknown:
-        row = int(np.flatnonzero(names.isin(unknown))[0])
-        raise DataError(f"{str(csv_path)!r}: unknown class_name values {unknown} (e.g. row {row}); VinDr-CXR's Kaggle "
-                        f"classes are {list(expected)}. Use the competition's train.csv unchanged")
+    _check_class_names(names, list(expected), csv_path, f"VinDr-CXR's Kaggle classes are {list(expected)}. Use the "
+                       "competition's train.csv unchanged")
     wrong_id = pd.to_numeric(raw["class_id"], errors="coerce").to_numpy() != names.map(expected).to_numpy()
     if wrong_id.any():
         row = int(np.flatnonzero(wrong_id)[0])
@@ -186,6 +207,13 @@ def read_vindr(
         columns, values = _physionet_frame(raw, csv_path)
         label_names = [("Other diseases" if c == "Other disease" else c) for c in columns]
         ids = raw["image_id"].astype(str).str.strip()
+        id_columns = [c for c in ("image_id", "rad_id") if c in raw.columns]
+        blank = pd.concat([_blank(raw[c]) for c in id_columns], axis=1).any(axis=1)
+        if blank.any():  # groupby would drop such rows silently, a consensus row would become image "nan"
+            raise DataError(f"{str(csv_path)!r}: {int(blank.sum())} rows have a blank {' or '.join(id_columns)} "
+                            f"(first at lines {_lines(blank)}); every row names its image"
+                            f"{' and radiologist' if 'rad_id' in raw.columns else ''}: use the PhysioNet file "
+                            "unchanged")
         if "rad_id" in raw.columns:
             layout = "PhysioNet per-radiologist labels"
             twice = raw.assign(image_id=ids).duplicated(["image_id", "rad_id"])
@@ -241,9 +269,7 @@ def read_vindr_boxes(csv_path: str | Path) -> pd.DataFrame:
     raw = _read(csv_path)
     check_columns(raw, ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max"), csv_path, "VinDr-CXR boxes")
     names = raw["class_name"].astype(str).str.strip()
-    unknown = sorted(set(names) - VINDR_LABELS.keys() - {NO_FINDING_LABEL})
-    if unknown:
-        raise DataError(f"{str(csv_path)!r}: unknown class_name values {unknown}; known: {sorted(VINDR_LABELS)}")
+    _check_class_names(names, [*VINDR_LABELS, NO_FINDING_LABEL], csv_path, f"known: {sorted(VINDR_LABELS)}")
     coords = raw[["x_min", "y_min", "x_max", "y_max"]].apply(pd.to_numeric, errors="coerce")
     finding = names != NO_FINDING_LABEL
     blank = finding & coords.isna().any(axis=1)

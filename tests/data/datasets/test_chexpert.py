@@ -1,6 +1,7 @@
 """CheXpert label reading and uncertainty policies, on Stanford's real train.csv / valid.csv."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,17 @@ def test_frontal_only(train_csv: Path, raw: pd.DataFrame) -> None:
     t = read_chexpert(train_csv, pathologies=TASKS, frontal_only=True)
     assert len(t) == (raw["Frontal/Lateral"] == "Frontal").sum() == 191_027
     assert set(t.frame["view"]) <= {"AP", "PA", "LL", "RL"}
+
+
+def test_frontal_only_says_how_many_blank_views_it_drops(chexpert_dir: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    raw = pd.read_csv(chexpert_dir / "valid.csv")
+    raw.loc[[0, 4, 9], "Frontal/Lateral"] = np.nan
+    raw.to_csv(tmp_path / "valid.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="chestx.data.datasets.chexpert"):
+        table = read_chexpert(tmp_path / "valid.csv", pathologies=TASKS, frontal_only=True)
+    assert len(table) == (raw["Frontal/Lateral"] == "Frontal").sum()
+    assert "leaves out 3 rows" in caplog.text and "blank 'Frontal/Lateral'" in caplog.text
 
 
 def test_lsr_ones_range_and_seed(train_csv: Path) -> None:

@@ -359,6 +359,34 @@ def test_bad_inputs_are_named(vindr_dir: Path, raw: pd.DataFrame, physionet_tree
         read_vindr(vindr_dir / KAGGLE_FILE, findings="local")
 
 
+def test_blank_ids_and_class_names_are_named(raw: pd.DataFrame, physionet_tree: Path, tmp_path: Path) -> None:
+    """A blank image_id in a PhysioNet file stops naming the file and lines (not dropped by groupby, not an image
+    "nan"); a blank class_name beside an unknown one names both (no TypeError sorting NaN with text)."""
+    from chestx.data.labels import DataError
+    from chestx.data.datasets.vindr import read_vindr, read_vindr_boxes
+
+    for name, blank_rows in (("image_labels_train.csv", [3, 10]), ("image_labels_test.csv", [5])):
+        labels = pd.read_csv(physionet_tree / "annotations" / name, dtype={"image_id": str, "rad_id": str})
+        labels.loc[blank_rows, "image_id"] = np.nan if name.endswith("train.csv") else " "
+        path = tmp_path / name
+        labels.to_csv(path, index=False)
+        lines = [r + 2 for r in blank_rows]
+        with pytest.raises(DataError, match=rf"{len(blank_rows)} rows have a blank image_id.* \(first at lines "
+                                            rf"\[{', '.join(map(str, lines))}\]\)") as error:
+            read_vindr(path)
+        assert str(path) in str(error.value)
+    odd = raw.head(40).copy()
+    odd.loc[7, "class_name"] = "Lung nodule"
+    odd.loc[[2, 11], "class_name"] = np.nan
+    odd.to_csv(tmp_path / "odd.csv", index=False)
+    want = r"unknown class_name values \['Lung nodule'\] \(e.g. row 7\); 2 rows have a blank class_name \(first at " \
+           r"lines \[4, 13\]\)"
+    with pytest.raises(DataError, match=want):
+        read_vindr(tmp_path / "odd.csv")
+    with pytest.raises(DataError, match=want):
+        read_vindr_boxes(tmp_path / "odd.csv")
+
+
 # ------------------------------------------------------------------------------------------------ a run
 @pytest.mark.slow
 def test_explore_train_evaluate_on_dicom_trees(raw: pd.DataFrame, physionet_tree: Path, compose: Callable,
