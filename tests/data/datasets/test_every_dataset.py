@@ -1,0 +1,124 @@
+"""What every dataset must support, on each dataset's own fixture tree (issues 17/18): patient-level k-fold
+(`data.folds=2 data.fold=0|1`) over the train+val pool with the test split untouched, and the pixel cache that
+`python -m chestx.prepare` builds (DICOM included), through the real composed config. No training runs.
+
+The trees are the ones the per-dataset test files build (their `build_*` functions, imported, smaller here);
+label files come from ../shared/data, so a dataset whose file is absent is skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.utils import instantiate
+
+DATASETS = ("csv", "mimic_cxr", "padchest", "vindr_cxr", "rsna_pneumonia", "siim")
+
+
+def _shared_file(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def _build(name: str, dest: Path, shared_data: Path) -> list[str]:
+    """Write `name`'s fixture tree under `dest`; returns the overrides that point its data config at it."""
+    if name == "csv":
+        from test_csv_dataset import _cli_options, build_user_folder
+
+        build_user_folder(dest, n=45)
+        return ["data=csv", *_cli_options(dest)]
+    if name == "mimic_cxr":
+        from test_mimic import build_mimic_tree
+
+        build_mimic_tree(dest, n_subjects=12)
+        return ["data=mimic_cxr", f"data.root={dest}"]
+    if name == "padchest":
+        from test_padchest import PADCHEST_FILE, build_padchest_tree
+
+        build_padchest_tree(_shared_file(shared_data, f"padchest/{PADCHEST_FILE}").parent, dest, n=48)
+        return ["data=padchest", f"data.root={dest}"]
+    if name == "vindr_cxr":
+        from test_vindr import KAGGLE_FILE, build_physionet_tree
+
+        raw = pd.read_csv(_shared_file(shared_data, f"vindr/{KAGGLE_FILE}"), dtype={"rad_id": str})
+        build_physionet_tree(raw, dest, n_train=24, n_test=8)
+        return ["data=vindr_cxr", f"data.root={dest}", "data.val_fraction=0.2"]
+    if name == "rsna_pneumonia":
+        from test_rsna import HEADERS_GZ, LABELS_ZIP, build_rsna_tree
+
+        dump = pd.read_csv(_shared_file(shared_data, HEADERS_GZ), dtype=str).set_index("PatientID")
+        build_rsna_tree(_shared_file(shared_data, LABELS_ZIP), dump, dest, n_pos=10, n_neg=14)
+        return ["data=rsna_pneumonia", f"data.root={dest}"]
+    if name == "siim":
+        from test_siim import SIIM_GZ, build_siim_tree
+
+        raw = pd.read_csv(_shared_file(shared_data, SIIM_GZ), dtype=str)
+        build_siim_tree(raw, dest, n_pos=10, n_neg=14)
+        return ["data=siim", f"data.root={dest}"]
+    raise ValueError(f"no fixture tree for data={name}")
+
+
+@pytest.fixture(scope="module")
+def trees(shared_data: Path, tmp_path_factory) -> Callable[[str], list[str]]:
+    """`trees(name)`: the overrides of `name`'s fixture tree, built once per module on first use."""
+    built: dict[str, list[str]] = {}
+
+    def get(name: str) -> list[str]:
+        if name not in built:
+            built[name] = _build(name, tmp_path_factory.mktemp(name), shared_data)
+        return built[name]
+
+    return get
+
+
+def _ids(table, split: np.ndarray, *names: str) -> set[str]:
+    return set(table.frame["image_id"].astype(str)[np.isin(split, names)])
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_kfold_is_patient_disjoint_over_the_same_pool(name: str, trees, compose, tmp_path: Path) -> None:
+    overrides = trees(name)
+    base_table, base_split = instantiate(compose(overrides, tmp_path / "base").data).labels_only()
+    pool, test = _ids(base_table, base_split, "train", "val"), _ids(base_table, base_split, "test")
+    assert pool and test, f"data={name}: the fixture needs a train+val pool and a test split"
+    validated: list[set[str]] = []
+    for fold in (0, 1):
+        cfg = compose([*overrides, "data.folds=2", f"data.fold={fold}"], tmp_path / f"fold{fold}")
+        table, split = instantiate(cfg.data).labels_only()
+        patients = table.frame["patient_id"].astype(str).to_numpy()
+        train, val = set(patients[split == "train"]), set(patients[split == "val"])
+        assert train and val and train.isdisjoint(val), f"data={name} fold {fold}: a patient in train and val"
+        assert _ids(table, split, "train", "val") == pool, f"data={name} fold {fold}: not the train+val pool"
+        assert _ids(table, split, "test") == test, f"data={name} fold {fold}: the test split changed"
+        assert (table.frame.loc[split == "test", "fold"] == -1).all()
+        validated.append(_ids(table, split, "val"))
+    assert validated[0].isdisjoint(validated[1]) and validated[0] | validated[1] == pool, "each image validates once"
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Path) -> None:
+    """`chestx.prepare`'s steps on its composed config (its main minus the backbone-size lookup, whose import of
+    timm alone takes ~10 s): one cache of every image, equal to decoding each file (DICOM by data.dicom_window)."""
+    from chestx.data.cache import CachedPixels, build_cache
+    from chestx.data.images import load_grayscale, resize_square
+
+    size = 24
+    cfg = compose([*trees(name), f"data.image_size={size}", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path,
+                  config_name="prepare")
+    data = instantiate(cfg.data)
+    data.prepare()
+    folder = build_cache(data.paths, data.image_size, data.cache_dir, data.root, dicom_window=data.dicom_window,
+                         workers=1)
+    assert [p for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [folder]
+    pixels = CachedPixels(folder)
+    assert len(pixels) == len(data.paths) > 0 and pixels.array.shape == (len(data.paths), size, size)
+    for i in sorted({0, len(data.paths) // 2, len(data.paths) - 1}):
+        want = resize_square(load_grayscale(data.paths[i], dicom_window=data.dicom_window), size)
+        np.testing.assert_array_equal(pixels(i), want, err_msg=f"data={name}: {data.paths[i]}")
+    assert pixels.array.std() > 0, f"data={name}: the cache holds blank images"
+    assert build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window) == folder
