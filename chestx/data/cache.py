@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -234,29 +234,14 @@ def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> lis
     def record(result: tuple[list[int], list[str]]) -> None:
         nonlocal count
         written, errs = result
-        out.flush()  # pixels reach the file before their rows are ticked
-        done[written] = True
-        done.flush()
+        _tick(out, done, written)
         errors.extend(errs)
         count += len(written) + len(errs)
         if bar is not None:
             bar.update(len(written) + len(errs))
 
-    chunks = _chunks(todo, workers)
     try:
-        if workers <= 1:
-            for rows in chunks:
-                record(task(rows))
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                pending = [pool.submit(task, rows) for rows in chunks]
-                try:
-                    for future in as_completed(pending):
-                        record(future.result())
-                except BaseException:
-                    for future in pending:
-                        future.cancel()
-                    raise
+        _run_chunks(_chunks(todo, workers), task, record, workers)
     finally:
         if bar is not None:
             bar.close()
@@ -264,6 +249,31 @@ def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> lis
     elapsed = time.perf_counter() - started
     log.info("Decoded %d images in %.1f s (%.0f images/s, %d threads)", count, elapsed, count / max(elapsed, 1e-9), workers)
     return errors
+
+
+def _tick(out: np.ndarray, done: np.ndarray, written: list[int]) -> None:
+    """Mark `written` rows done, after their pixels reach the file (a resumed build trusts every ticked row)."""
+    out.flush()  # pixels reach the file before their rows are ticked
+    done[written] = True
+    done.flush()
+
+
+def _run_chunks(chunks: list[list[int]], task: Callable[[list[int]], tuple[list[int], list[str]]],
+                record: Callable[[tuple[list[int], list[str]]], None], workers: int) -> None:
+    """`record(task(rows))` per chunk: in this thread, or on `workers` threads (the pending ones cancelled on error)."""
+    if workers <= 1:
+        for rows in chunks:
+            record(task(rows))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = [pool.submit(task, rows) for rows in chunks]
+        try:
+            for future in as_completed(pending):
+                record(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def build_cache(
@@ -279,6 +289,26 @@ def build_cache(
 
     `dicom_window` (data.dicom_window) is part of the cache's key: DICOM files are windowed once, here.
     """
+    spec = _checked_spec(paths, size, root, interpolation, dicom_window)
+    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / spec.folder_name()
+    partial = base / (final.name + ".partial")
+    workers = workers or os.cpu_count() or 1
+    with _locked(base / (final.name + ".lock")):
+        stats = file_stats(spec.paths)
+        if _final_is_current(final, partial, spec, stats):
+            return final
+        _prepare_partial(partial, spec, stats)
+        todo = _rows_to_decode(partial, final, spec, workers)
+        _raise_on_unreadable(_fill(partial, spec, todo, workers), spec, partial)
+        _publish(partial, final, spec, stats)
+    return final
+
+
+def _checked_spec(paths: Sequence[str | Path], size: int, root: str | Path | None, interpolation: str,
+                  dicom_window: str) -> CacheSpec:
+    """The `CacheSpec` of a build, its arguments checked first (each bad value named)."""
     check_dicom_window(dicom_window)
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"data.cache interpolation={interpolation!r} is not one of {list(INTERPOLATIONS)}")
@@ -288,51 +318,67 @@ def build_cache(
                      dicom_window)
     if not spec.paths:
         raise ValueError("the pixel cache got no image paths: check data.root and the split")
-    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / spec.folder_name()
-    partial = base / (final.name + ".partial")
-    workers = workers or os.cpu_count() or 1
-    with _locked(base / (final.name + ".lock")):
-        stats = file_stats(spec.paths)
-        index = _read_index(final)
-        changed = _changed_rows(index, spec, stats) if index is not None else None
-        if changed is not None and len(changed) == 0 and _pixels_ok(final, spec):
-            log.info("Using the pixel cache %s (%d images at %d px)", final, len(spec.paths), spec.size)
-            return final
-        if changed is not None and _pixels_ok(final, spec):  # refresh only the files that changed
-            log.info("%d source files changed since the cache was built (first: %s); re-decoding them",
-                     len(changed), spec.paths[changed[0]])
-            shutil.rmtree(partial, ignore_errors=True)
-            os.replace(final, partial)  # from here the cache is invalid until the final rename
-            done = np.lib.format.open_memmap(partial / DONE, mode="w+", dtype=np.bool_, shape=(len(spec.paths),))
-            done[:] = True  # _prepare_partial un-ticks the changed rows
-            done.flush()
-            del done
-        elif final.exists():
-            log.info("Pixel cache %s is stale or incomplete; rebuilding it", final)
-            shutil.rmtree(final)
-        _prepare_partial(partial, spec, stats)
-        done = np.load(partial / DONE)
-        todo = np.flatnonzero(~done)
-        if len(todo) < len(done):
-            log.info("Resuming the pixel cache build in %s: %d of %d images already done", partial, len(done) - len(todo), len(done))
-        else:
-            log.info("Building the pixel cache %s: %d images at %d px (%s), %d workers", final, len(todo), spec.size,
-                     spec.interpolation, workers)
-        errors = _fill(partial, spec, todo, workers)
-        if errors:
-            shown = "\n  ".join(errors[:10])
-            raise ImageReadError(
-                f"{len(errors)} of {len(spec.paths)} images could not be read while building the pixel cache "
-                f"(data.cache=true); the partial cache in {partial} resumes once they are fixed:\n  {shown}"
-                + ("\n  ..." if len(errors) > 10 else "")
-            )
-        _write_index(partial, {**_index_head(spec), "stats": stats, "complete": True})
-        (partial / DONE).unlink()
-        os.replace(partial, final)  # atomic: the cache becomes valid in one step
-        log.info("Pixel cache ready: %s (%.1f MB)", final, (final / PIXELS).stat().st_size / 2**20)
-    return final
+    return spec
+
+
+def _final_is_current(final: Path, partial: Path, spec: CacheSpec, stats: list[list[int]]) -> bool:
+    """True when `final` is valid as is; else it is moved to `partial` for a refresh, or removed when stale."""
+    index = _read_index(final)
+    changed = _changed_rows(index, spec, stats) if index is not None else None
+    pixels_ok = changed is not None and _pixels_ok(final, spec)
+    if pixels_ok and len(changed) == 0:
+        log.info("Using the pixel cache %s (%d images at %d px)", final, len(spec.paths), spec.size)
+        return True
+    if pixels_ok:  # refresh only the files that changed
+        log.info("%d source files changed since the cache was built (first: %s); re-decoding them",
+                 len(changed), spec.paths[changed[0]])
+        _reopen_for_refresh(final, partial, len(spec.paths))
+    elif final.exists():
+        log.info("Pixel cache %s is stale or incomplete; rebuilding it", final)
+        shutil.rmtree(final)
+    return False
+
+
+def _reopen_for_refresh(final: Path, partial: Path, n: int) -> None:
+    """Move the built cache back to `partial` with every row ticked (`_prepare_partial` un-ticks the changed ones)."""
+    shutil.rmtree(partial, ignore_errors=True)
+    os.replace(final, partial)  # from here the cache is invalid until the final rename
+    done = np.lib.format.open_memmap(partial / DONE, mode="w+", dtype=np.bool_, shape=(n,))
+    done[:] = True  # _prepare_partial un-ticks the changed rows
+    done.flush()
+    del done
+
+
+def _rows_to_decode(partial: Path, final: Path, spec: CacheSpec, workers: int) -> np.ndarray:
+    """The rows `partial/done.npy` has not ticked yet (N',) int64; logs a resume or a fresh build."""
+    done = np.load(partial / DONE)  # (N,) bool
+    todo = np.flatnonzero(~done)
+    if len(todo) < len(done):
+        log.info("Resuming the pixel cache build in %s: %d of %d images already done", partial, len(done) - len(todo), len(done))
+    else:
+        log.info("Building the pixel cache %s: %d images at %d px (%s), %d workers", final, len(todo), spec.size,
+                 spec.interpolation, workers)
+    return todo
+
+
+def _raise_on_unreadable(errors: list[str], spec: CacheSpec, partial: Path) -> None:
+    """One ImageReadError naming the first 10 unreadable files, if any; the partial cache stays to resume."""
+    if not errors:
+        return
+    shown = "\n  ".join(errors[:10])
+    raise ImageReadError(
+        f"{len(errors)} of {len(spec.paths)} images could not be read while building the pixel cache "
+        f"(data.cache=true); the partial cache in {partial} resumes once they are fixed:\n  {shown}"
+        + ("\n  ..." if len(errors) > 10 else "")
+    )
+
+
+def _publish(partial: Path, final: Path, spec: CacheSpec, stats: list[list[int]]) -> None:
+    """Write the complete index and rename `partial` to `final`: the cache becomes valid in one atomic step."""
+    _write_index(partial, {**_index_head(spec), "stats": stats, "complete": True})
+    (partial / DONE).unlink()
+    os.replace(partial, final)  # atomic: the cache becomes valid in one step
+    log.info("Pixel cache ready: %s (%.1f MB)", final, (final / PIXELS).stat().st_size / 2**20)
 
 
 def _index_head(spec: CacheSpec) -> dict:

@@ -116,35 +116,16 @@ def load_for_inference(
     `trust`: load a checkpoint that needs more than tensors and plain values (runs its code; see checkpoint_io)."""
     ckpt_path = Path(ckpt).expanduser()
     checkpoint = load_checkpoint(ckpt_path, trust=trust)
-    info = (checkpoint.get("chestx") if isinstance(checkpoint, dict) else None) or {}
-    model = info.get("model") or (info.get("config") or {}).get("model")  # older checkpoints: the whole config
-    if not model or not info.get("pathologies"):
-        raise CheckpointError(
-            f"ckpt={str(ckpt_path)!r} carries no chestx run info (checkpoint['chestx']); only checkpoints written "
-            "by `python -m chestx.train` can be loaded"
-        )
+    info, model = _run_info(checkpoint, ckpt_path)
     pathologies = list(info["pathologies"])
     layout = OutputLayout(info.get("multiclass", False), len(pathologies))  # older checkpoints store one bool
-    multiclass = layout.multiclass
-    net = create_backbone(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
-                          drop_rate=float(model.get("drop_rate") or 0.0))
-    state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
+    net = _load_net(checkpoint, model, layout)
     dev = torch.device(device)
     net.eval().to(dev)
-    run_dir = run_dir_of_checkpoint(ckpt_path)
-    threshold_path = Path(thresholds) if thresholds else run_dir / THRESHOLDS_FILE
-    if threshold_path.is_file():
-        values, source = read_thresholds(threshold_path, pathologies), str(threshold_path)
-    else:
-        if thresholds:
-            raise CheckpointError(f"thresholds={str(threshold_path)!r} does not exist")
-        log.warning("no %s beside the checkpoint (%s): every pathology uses threshold %.1f; run the clinical "
-                    "step (chestx.clinical) to freeze validation thresholds", THRESHOLDS_FILE, run_dir, DEFAULT_THRESHOLD)
-        values, source = np.full(len(pathologies), DEFAULT_THRESHOLD), "default 0.5"
+    values, source = _frozen_thresholds(thresholds, run_dir_of_checkpoint(ckpt_path), pathologies)
     mean, std = info.get("mean"), info.get("std")
     predictor = Predictor(
-        net=net, pathologies=pathologies, multiclass=multiclass, image_size=int(info["image_size"]),
+        net=net, pathologies=pathologies, multiclass=layout.multiclass, image_size=int(info["image_size"]),
         in_chans=int(info["in_chans"]), normalization=str(info["normalization"]),
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
         thresholds=values, threshold_source=source, ckpt_path=ckpt_path,
@@ -153,6 +134,39 @@ def load_for_inference(
     log.info("Loaded %s: %s, %d pathologies, %d px, thresholds from %s", ckpt_path, predictor.model_name,
              len(pathologies), predictor.image_size, source)
     return predictor
+
+
+def _run_info(checkpoint: Any, ckpt_path: Path) -> tuple[dict, dict]:
+    """(checkpoint["chestx"], its model config); a checkpoint without them was not written by chestx.train."""
+    info = (checkpoint.get("chestx") if isinstance(checkpoint, dict) else None) or {}
+    model = info.get("model") or (info.get("config") or {}).get("model")  # older checkpoints: the whole config
+    if not model or not info.get("pathologies"):
+        raise CheckpointError(
+            f"ckpt={str(ckpt_path)!r} carries no chestx run info (checkpoint['chestx']); only checkpoints written "
+            "by `python -m chestx.train` can be loaded"
+        )
+    return info, model
+
+
+def _load_net(checkpoint: dict, model: dict, layout: OutputLayout) -> nn.Module:
+    """The backbone rebuilt from the saved model config, with the checkpoint's `net.*` weights (strict)."""
+    net = create_backbone(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
+                          drop_rate=float(model.get("drop_rate") or 0.0))
+    state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
+    return net
+
+
+def _frozen_thresholds(thresholds: str | Path | None, run_dir: Path, pathologies: list[str]) -> tuple[np.ndarray, str]:
+    """(K,) thresholds and where they came from: `thresholds`, else `<run>/thresholds.csv`, else 0.5 (warned)."""
+    threshold_path = Path(thresholds) if thresholds else run_dir / THRESHOLDS_FILE
+    if threshold_path.is_file():
+        return read_thresholds(threshold_path, pathologies), str(threshold_path)
+    if thresholds:
+        raise CheckpointError(f"thresholds={str(threshold_path)!r} does not exist")
+    log.warning("no %s beside the checkpoint (%s): every pathology uses threshold %.1f; run the clinical "
+                "step (chestx.clinical) to freeze validation thresholds", THRESHOLDS_FILE, run_dir, DEFAULT_THRESHOLD)
+    return np.full(len(pathologies), DEFAULT_THRESHOLD), "default 0.5"
 
 
 def collect_images(inputs: str | Path | Iterable[str | Path], recursive: bool = True) -> list[Path]:

@@ -182,34 +182,48 @@ def _test_heatmaps(
         return 0
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     predictor = load_for_inference(ckpt, thresholds=out / THRESHOLDS_FILE, device=dev, trust=trust_checkpoint)
-    ids, probs = test[0], test[1]
-    margin = probs - predictor.thresholds[None, :]  # (N, K)
-    chosen = np.flatnonzero((margin >= 0).any(axis=1))[:n_images]
+    chosen = _first_positive_rows(test[1], predictor.thresholds, n_images)
     if not len(chosen):
         log.info("No test image is positive at the frozen thresholds: no Grad-CAM heatmaps")
         return 0
-    wanted = ids["image_id"].iloc[chosen].tolist()
+    files, name_of = _heatmap_files(test[0]["image_id"].iloc[chosen].tolist(), image_paths)
+    ok, images, _ = load_images(files, dicom_window=predictor.dicom_window)
+    if not ok:
+        log.warning("Grad-CAM: none of the chosen test images could be read")
+        return 0
+    x = predictor.preprocess(images)  # (B, C, S, S)
+    fresh = predictor.probabilities(x)  # (B, K): the model's own, equal to predictions.csv up to float noise
+    classes = _classes_to_explain(fresh, predictor.thresholds, per_image)
+    drawn = write_heatmaps(predictor, [name_of[p] for p in ok], images, x, fresh, out / HEATMAP_DIR, classes,
+                           target_layer)
+    drawn.to_csv(out / HEATMAP_DIR / HEATMAP_INDEX, index=False, float_format="%.6g")
+    return len(drawn)
+
+
+def _first_positive_rows(probs: np.ndarray, thresholds: np.ndarray, n_images: int) -> np.ndarray:
+    """Rows of (N, K) `probs` positive for some pathology at the (K,) `thresholds`, the first `n_images` of them."""
+    margin = probs - thresholds[None, :]  # (N, K)
+    return np.flatnonzero((margin >= 0).any(axis=1))[:n_images]
+
+
+def _heatmap_files(wanted: list[str], image_paths: Mapping[str, str | Path]) -> tuple[list[Path], dict[Path, str]]:
+    """The files of the `wanted` image ids that have one (in order; the rest warned about), and file -> heatmap name."""
     by_id = {i: Path(image_paths[i]) for i in wanted if i in image_paths}
     missing = [i for i in wanted if i not in by_id]
     if missing:
         log.warning("Grad-CAM: %d of %d test images have no known file (first: %s)", len(missing), len(wanted),
                     missing[0])
     name_of = {Path(p): str(i).replace("/", "_") for i, p in by_id.items()}  # CheXpert ids are paths
-    ok, images, _ = load_images([Path(by_id[i]) for i in ids["image_id"].iloc[chosen] if i in by_id],
-                                dicom_window=predictor.dicom_window)
-    if not ok:
-        log.warning("Grad-CAM: none of the chosen test images could be read")
-        return 0
-    names = [name_of[p] for p in ok]
-    x = predictor.preprocess(images)  # (B, C, S, S)
-    fresh = predictor.probabilities(x)  # (B, K): the model's own, equal to predictions.csv up to float noise
+    return [by_id[i] for i in wanted if i in by_id], name_of
+
+
+def _classes_to_explain(probs: np.ndarray, thresholds: np.ndarray, per_image: int) -> list[list[int]]:
+    """Per row of (B, K) `probs`, its positive classes by margin over the threshold, at most `per_image`."""
     classes = []
-    for row in fresh:
-        positive = np.flatnonzero(row >= predictor.thresholds)
-        classes.append(list(positive[np.argsort(-(row - predictor.thresholds)[positive])][:per_image]))
-    drawn = write_heatmaps(predictor, names, images, x, fresh, out / HEATMAP_DIR, classes, target_layer)
-    drawn.to_csv(out / HEATMAP_DIR / HEATMAP_INDEX, index=False, float_format="%.6g")
-    return len(drawn)
+    for row in probs:
+        positive = np.flatnonzero(row >= thresholds)
+        classes.append(list(positive[np.argsort(-(row - thresholds)[positive])][:per_image]))
+    return classes
 
 
 def format_points(points: pd.DataFrame) -> str:

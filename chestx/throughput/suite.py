@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from chestx.core.hardware import machine, native_bf16, resolve_device_defaults
-from chestx.data.cache import cached_pixels
+from chestx.data.cache import CachedPixels, cached_pixels
 from chestx.models.backbones import BACKBONES
 from chestx.throughput.epoch import format_epoch, measure_epoch
 from chestx.throughput.loader import bench_loader, write_resized_pngs
@@ -92,6 +92,24 @@ def resolve_settings(
                                                                             epoch_args))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.device(device).type == "cuda"
+    scale_nih = _checked_scale_nih(parts, scale_nih, epoch_runs, scale_images)
+    options = _resolve_options(options, device, gpu, full)
+    return BenchSettings(
+        images=Path(images) if images else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else FALLBACK_IMAGES),
+        size=size, parts=parts, workers=[int(w) for w in workers] if workers else [os.cpu_count() or 1],
+        backbones=_resolve_backbones(backbones, gpu, full), options=options,
+        **_train_defaults(gpu, full, batch_size, eval_batch_size, batches, warmup, train_workers, threads),
+        repeats=repeats, min_seconds=min_seconds, device=device,
+        cache_dir=Path(cache_dir) if cache_dir else None, full=full, scale_nih=scale_nih,
+        scale_images=int(scale_images) if scale_images is not None else None,
+        scale_dir=Path(scale_dir) if scale_dir else None,
+        **_epoch_defaults(gpu, epoch_model, epoch_batch_size, epoch_limit_batches, epoch_cache, epoch_runs, epoch_args),
+    )
+
+
+def _checked_scale_nih(parts: list | None, scale_nih: str | Path | None, epoch_runs: int,
+                       scale_images: int | None) -> Path:
+    """Check the parts and the scale / epoch settings (each bad value named); returns the NIH label folder."""
     if not parts or any(p not in PARTS for p in parts):
         raise ValueError(f"parts={parts}: choose from {list(PARTS)} ('train' also measures inference)")
     scale_nih = Path(scale_nih) if scale_nih else DEFAULT_NIH
@@ -102,6 +120,11 @@ def resolve_settings(
         raise ValueError(f"epoch_runs={epoch_runs}: the number of measured chestx.train runs (at least 1)")
     if scale_images is not None and int(scale_images) < 1:
         raise ValueError(f"scale_images={scale_images}: the number of images to cache (null: all 112,120)")
+    return scale_nih
+
+
+def _resolve_options(options: list | None, device: str, gpu: bool, full: bool) -> list[str]:
+    """The training options to measure, from the hardware when None; each one parsed now, so a bad entry fails early."""
     if options is None:  # bf16 only where the hardware has it (emulated bf16 ran at 0.4 images/s on a CPU)
         bf16 = native_bf16(device)
         options = (["32", "16+cl"] + (["bf16+cl"] if bf16 else []) if gpu else ["32", "32+cl"] + (["bf16"] if bf16 else [])
@@ -110,32 +133,41 @@ def resolve_settings(
     options = [str(o) for o in options]  # `options=[32,bf16]`: Hydra reads 32 as a number
     for option in options:
         Option.parse(option)  # fails now, naming the entry, rather than after the loader part
-    batches = batches if batches is not None else (30 if gpu else 4)
+    return options
+
+
+def _resolve_backbones(backbones: list | None, gpu: bool, full: bool) -> list[str]:
+    """The backbones of the train part: all with `full`, else the device's usual one."""
     if not backbones:
         backbones = ALL_BACKBONES if full else ["densenet121" if gpu else "resnet18"]
-    return BenchSettings(
-        images=Path(images) if images else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else FALLBACK_IMAGES),
-        size=size, parts=parts, workers=[int(w) for w in workers] if workers else [os.cpu_count() or 1],
-        backbones=[str(b) for b in backbones],
-        options=options, batch_size=batch_size or (64 if gpu else 8),
-        eval_batch_size=eval_batch_size or (128 if gpu else 16), batches=max(batches, 10) if full else batches,
-        warmup=warmup if warmup is not None else (5 if gpu else 1),
+    return [str(b) for b in backbones]
+
+
+def _train_defaults(gpu: bool, full: bool, batch_size: int | None, eval_batch_size: int | None, batches: int | None,
+                    warmup: int | None, train_workers: int | None, threads: int | None) -> dict:
+    """Batch sizes, batch counts, loader workers and torch threads of the train part; GPU or CPU defaults for None."""
+    batches = batches if batches is not None else (30 if gpu else 4)
+    return {
+        "batch_size": batch_size or (64 if gpu else 8), "eval_batch_size": eval_batch_size or (128 if gpu else 16),
+        "batches": max(batches, 10) if full else batches, "warmup": warmup if warmup is not None else (5 if gpu else 1),
         # GPU: the loader workers chestx.train would use; CPU: none (one process on one thread, the per-core figure)
-        train_workers=train_workers if train_workers is not None else (
+        "train_workers": train_workers if train_workers is not None else (
             resolve_device_defaults("gpu", 1, cuda_available=True, bf16_supported=True, gpu_count=1).num_workers
             if gpu else 0),
-        repeats=repeats, min_seconds=min_seconds, device=device,
-        threads=threads if threads is not None else (None if gpu else 1),
-        cache_dir=Path(cache_dir) if cache_dir else None, full=full, scale_nih=scale_nih,
-        scale_images=int(scale_images) if scale_images is not None else None,
-        scale_dir=Path(scale_dir) if scale_dir else None,
-        # parts=[epoch]: the whole epoch on a GPU; a few batches of a small model on a CPU
-        epoch_model=epoch_model or ("densenet121" if gpu else "resnet18"),
-        epoch_batch_size=int(epoch_batch_size or (128 if gpu else 8)),
-        epoch_limit_batches=int(epoch_limit_batches) if epoch_limit_batches else (None if gpu else 3),
-        epoch_cache=bool(gpu if epoch_cache is None else epoch_cache), epoch_runs=int(epoch_runs),
-        epoch_args=tuple(str(a) for a in epoch_args or ()),
-    )
+        "threads": threads if threads is not None else (None if gpu else 1),
+    }
+
+
+def _epoch_defaults(gpu: bool, epoch_model: str | None, epoch_batch_size: int | None, epoch_limit_batches: int | None,
+                    epoch_cache: bool | None, epoch_runs: int, epoch_args: list | None) -> dict:
+    """Settings of the epoch part: the whole epoch on a GPU; a few batches of a small model on a CPU."""
+    return {
+        "epoch_model": epoch_model or ("densenet121" if gpu else "resnet18"),
+        "epoch_batch_size": int(epoch_batch_size or (128 if gpu else 8)),
+        "epoch_limit_batches": int(epoch_limit_batches) if epoch_limit_batches else (None if gpu else 3),
+        "epoch_cache": bool(gpu if epoch_cache is None else epoch_cache), "epoch_runs": int(epoch_runs),
+        "epoch_args": tuple(str(a) for a in epoch_args or ()),
+    }
 
 
 def check_targets(result: dict) -> dict:
@@ -209,53 +241,73 @@ def format_table(result: dict) -> str:
 def run(settings: BenchSettings) -> dict:
     """Measure the parts of `settings`; returns what perf.json holds."""
     started = time.perf_counter()
+    paths = _image_paths(settings)
+    result = _result_head(settings, paths)
+    with tempfile.TemporaryDirectory(prefix="chestx-perf-") as tmp:
+        cache_dir = settings.cache_dir or Path(tmp) / "cache"
+        _measure_nih_parts(settings, result, cache_dir, settings.scale_dir or Path(tmp) / "scale")
+        if not set(settings.parts) & {"loader", "train"}:
+            return _finish(result, started)
+        cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=settings.images)
+        if "loader" in settings.parts:
+            result["loader"] = bench_loader(paths, settings.size, cache, settings.workers, settings.min_seconds,
+                                            Path(tmp))
+        if "train" in settings.parts:
+            _measure_train(settings, result, cache, cache_dir, Path(tmp))
+    return _finish(result, started)
+
+
+def _image_paths(settings: BenchSettings) -> list[Path]:
+    """The PNG/JPEG files of `settings.images`, sorted; none is an error when the loader or train part runs."""
     images = settings.images
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if images.is_dir() \
         else []
     if not paths and set(settings.parts) & {"loader", "train"}:
         raise FileNotFoundError(f"images={str(images)!r} holds no PNG/JPEG files; pass images=<a folder of images>")
+    return paths
+
+
+def _result_head(settings: BenchSettings, paths: list[Path]) -> dict:
+    """The start of perf.json: machine, device, image size and folder, and every setting."""
     device = torch.device(settings.device)
-    result: dict = {"machine": machine(), "device": device.type, "size": settings.size, "images": str(images),
-                    "n_images": len(paths),
-                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}}
-    with tempfile.TemporaryDirectory(prefix="chestx-perf-") as tmp:
-        cache_dir = settings.cache_dir or Path(tmp) / "cache"
-        scale_dir = settings.scale_dir or Path(tmp) / "scale"
-        if "scale" in settings.parts:
-            result["scale"] = measure_scale(
-                settings.scale_nih, SAMPLE_IMAGES, scale_dir, settings.size,
-                settings.scale_images, settings.workers, batch_size=64, min_seconds=settings.min_seconds,
-                cache_dir=cache_dir)
-        if "epoch" in settings.parts:
-            result["epoch"] = measure_epoch(
-                settings.scale_nih, SAMPLE_IMAGES, scale_dir, settings.size, settings.epoch_model,
-                settings.epoch_batch_size, settings.epoch_limit_batches, settings.epoch_cache,
-                settings.cache_dir or scale_dir / "cache", settings.epoch_runs, settings.device, settings.epoch_args)
-        if not set(settings.parts) & {"loader", "train"}:
-            return _finish(result, started)
-        cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=images)
-        if "loader" in settings.parts:
-            result["loader"] = bench_loader(paths, settings.size, cache, settings.workers, settings.min_seconds,
-                                            Path(tmp))
-        if "train" in settings.parts:
-            levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "chestx.data")}
-            for name in levels:  # a Trainer and a datamodule per measurement
-                logging.getLogger(name).setLevel(logging.WARNING)
-            if settings.threads:
-                torch.set_num_threads(settings.threads)
-            result["machine"]["torch_threads"] = torch.get_num_threads()
-            # the cached pixels as size-px PNG files: what BenchData repeats into the rows of a training datamodule
-            files = write_resized_pngs(cache, Path(tmp) / f"png{settings.size}")
-            try:
-                result["train"], result["infer"] = bench_training(
-                    files, settings.backbones, [Option.parse(o) for o in settings.options], settings.size,
-                    settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
-                    device, settings.eval_batch_size, cache_dir,
-                )
-            finally:  # the caller's log levels again (a notebook, or the next test in this process)
-                for name, level in levels.items():
-                    logging.getLogger(name).setLevel(level)
-    return _finish(result, started)
+    return {"machine": machine(), "device": device.type, "size": settings.size, "images": str(settings.images),
+            "n_images": len(paths),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}}
+
+
+def _measure_nih_parts(settings: BenchSettings, result: dict, cache_dir: Path, scale_dir: Path) -> None:
+    """The `scale` and `epoch` parts (on the simulated full NIH tree in `scale_dir`), those of `settings.parts`."""
+    if "scale" in settings.parts:
+        result["scale"] = measure_scale(
+            settings.scale_nih, SAMPLE_IMAGES, scale_dir, settings.size,
+            settings.scale_images, settings.workers, batch_size=64, min_seconds=settings.min_seconds,
+            cache_dir=cache_dir)
+    if "epoch" in settings.parts:
+        result["epoch"] = measure_epoch(
+            settings.scale_nih, SAMPLE_IMAGES, scale_dir, settings.size, settings.epoch_model,
+            settings.epoch_batch_size, settings.epoch_limit_batches, settings.epoch_cache,
+            settings.cache_dir or scale_dir / "cache", settings.epoch_runs, settings.device, settings.epoch_args)
+
+
+def _measure_train(settings: BenchSettings, result: dict, cache: CachedPixels, cache_dir: Path, tmp: Path) -> None:
+    """The `train` part (inference too): Lightning vs bare loops over the cached pixels, quiet loggers meanwhile."""
+    levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "chestx.data")}
+    for name in levels:  # a Trainer and a datamodule per measurement
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    result["machine"]["torch_threads"] = torch.get_num_threads()
+    # the cached pixels as size-px PNG files: what BenchData repeats into the rows of a training datamodule
+    files = write_resized_pngs(cache, tmp / f"png{settings.size}")
+    try:
+        result["train"], result["infer"] = bench_training(
+            files, settings.backbones, [Option.parse(o) for o in settings.options], settings.size,
+            settings.batch_size, settings.batches, settings.warmup, settings.train_workers, settings.repeats,
+            torch.device(settings.device), settings.eval_batch_size, cache_dir,
+        )
+    finally:  # the caller's log levels again (a notebook, or the next test in this process)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _finish(result: dict, started: float) -> dict:
