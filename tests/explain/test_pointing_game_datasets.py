@@ -1,6 +1,7 @@
 """The pointing game on other datasets' real boxes: VinDr-CXR (boxes in each image's own pixels), RSNA Pneumonia
-(1024 px) and SIIM-ACR (bounding boxes of the real run-length masks, 1024 px), with a real NIH model (the shared
-tiny run) over images written at the names the box files give. Findings meet through the vocabulary."""
+(1024 px) and SIIM-ACR (the real run-length masks on their 1024 px grid: a hit is a peak on a mask pixel), with a
+real NIH model (the shared tiny run) over images written at the names the box files give. Findings meet through the
+vocabulary."""
 from __future__ import annotations
 
 import gzip
@@ -29,7 +30,10 @@ def predictor(clinical_run_dir: Path):
     return load_for_inference(clinical_run_dir / "checkpoints" / "best.ckpt")
 
 
-def _check(out: dict, boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], size: int, source: float | None) -> None:
+def _check(out: dict, boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], size: int, source: float | None,
+           masks: dict[str, np.ndarray] | None = None) -> None:
+    """Every row's box is a raw box rescaled to the cam; hit = peak in the box, or (`masks`: ImageId -> 1024 px
+    mask) the mask pixel under the peak pixel's centre is set."""
     rows = out["localization"]
     assert len(rows) > 0, "some boxed finding is one of the NIH model's"
     for row in rows.itertuples():
@@ -39,7 +43,13 @@ def _check(out: dict, boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]], si
         raw = boxes[boxes["image_id"].map(lambda b: Path(str(b)).stem) == stem]
         expected = {(round(b.x * sx, 6), round(b.y * sy, 6)) for b in raw.itertuples()}
         assert (round(row.x, 6), round(row.y, 6)) in expected, (row, expected)
-        inside = row.x <= row.peak_col < row.x + row.w and row.y <= row.peak_row < row.y + row.h
+        if masks is None:
+            assert row.region == "box"
+            inside = row.x <= row.peak_col < row.x + row.w and row.y <= row.peak_row < row.y + row.h
+        else:
+            assert row.region == "mask"
+            mask = masks[stem]
+            inside = bool(mask[int((row.peak_row + 0.5) * 1024 / size), int((row.peak_col + 0.5) * 1024 / size)])
         assert row.hit == (inside and not row.constant_cam)
     summary = out["pointing_game"]
     assert summary.iloc[-1]["boxes"] == len(rows)
@@ -68,7 +78,8 @@ def test_vindr_boxes_scaled_from_each_images_own_size(predictor, shared_data: Pa
     _check(out, boxes, sizes, predictor.image_size, None)
 
 
-def test_rsna_and_siim_boxes_on_1024_px(predictor, shared_data: Path, sample_root: Path, tmp_path: Path) -> None:
+def test_rsna_boxes_and_siim_masks_on_1024_px(predictor, shared_data: Path, sample_root: Path, tmp_path: Path) -> None:
+    from chestx.data.datasets.siim import siim_masks
     from chestx.inference.batch import predict
 
     with zipfile.ZipFile(shared_data / "rsna" / "kaggle_stage_2_train_labels.csv.zip") as archive:
@@ -90,7 +101,8 @@ def test_rsna_and_siim_boxes_on_1024_px(predictor, shared_data: Path, sample_roo
         assert (boxes["source_size"] == 1024).all()
         out = predict(predictor, str(folder), tmp_path / f"out_{name}", bbox=str(tmp_path / box_file))
         assert set(out["localization"]["pathology"]) == ({"Pneumonia"} if name == "rsna" else {"Pneumothorax"})
-        _check(out, boxes, sizes, predictor.image_size, 1024.0)
+        masks = siim_masks(tmp_path / box_file) if name == "siim" else None
+        _check(out, boxes, sizes, predictor.image_size, 1024.0, masks)
 
 
 def test_unknown_box_file_is_named(tmp_path: Path) -> None:
