@@ -222,7 +222,8 @@ def format_result(predictor: Predictor, result: dict[str, Any], out_dir: Path, s
         if result["pointing_game"].empty:
             lines.append(f"Pointing game: none of the inputs has a box in {bbox}")
         else:
-            lines += ["Pointing game (heatmap peak inside the NIH box):", result["pointing_game"].to_string(index=False)]
+            lines += ["Pointing game (heatmap peak inside a box or on a mask of the finding):",
+                      result["pointing_game"].to_string(index=False)]
     lines.append(f"Wrote {out_dir / PREDICTIONS_FILE} ({len(result['predictions'])} images, "
                  f"{len(result['failed'])} unreadable)")
     return "\n".join(lines)
