@@ -272,6 +272,47 @@ def _mappings(scored: list[Scored]) -> list[str]:
     return lines
 
 
+DATASET_ALIASES = {"nih_sample": "nih", "nih_expert_original": "nih_expert"}  # config name -> dataset it samples
+
+
+def unscored_pairs(runs: list[Scored]) -> dict[str, dict[str, int]]:
+    """trained-on dataset -> {dataset its models share findings with but were not scored on: shared count}.
+
+    Over every dataset chestx reads (`chestx.data.datasets.vocabulary.DATASET_FINDINGS`); a model's findings are
+    those of its own test AUROCs (auroc.csv), the vocabulary matching them (never a NOT_SHARED finding)."""
+    from chestx.data.datasets.vocabulary import DATASET_FINDINGS
+    from chestx.data.labels import NOT_SHARED, canonical_finding
+
+    never = {canonical_finding(name) for name in NOT_SHARED}
+    findings = {d: {canonical_finding(n) for n in names} - never for d, names in DATASET_FINDINGS.items()}
+    missing: dict[str, dict[str, int]] = {}
+    for trained in {s.trained_on for s in runs}:
+        group = [s for s in runs if s.trained_on == trained]
+        done = {DATASET_ALIASES.get(p.external, p.external) for s in group for p in s.pairs}
+        done.add(DATASET_ALIASES.get(trained, trained))
+        model: set[str] = set()
+        for s in group:
+            auroc = read_auroc(s.run.path)
+            model |= {canonical_finding(n) for n in (auroc.index if auroc is not None else [])} - never
+        gaps = {d: len(model & f) for d, f in findings.items() if d not in done and model & f}
+        if gaps:
+            missing[trained] = dict(sorted(gaps.items(), key=lambda item: (-item[1], item[0])))
+    return dict(sorted(missing.items()))
+
+
+def _unscored_note(runs: list[Scored]) -> list[str]:
+    """One line naming the dataset pairs that share findings and have no cell, with how to add them."""
+    missing = unscored_pairs(runs)
+    if not missing:
+        return []
+    pairs = "; ".join(f"trained on {trained} -> " + ", ".join(f"{d} ({n})" for d, n in gaps.items())
+                      for trained, gaps in missing.items())
+    names = sorted({d for gaps in missing.values() for d in gaps})
+    return [f"Not scored, though they share findings with the models (shared findings in brackets): {pairs}. Add "
+            f"`test_data=[{','.join(names)}]` with each dataset's root (`test_data.<name>.root=...`), or "
+            "`python -m chestx.evaluate ckpt=<run>/checkpoints/best.ckpt data=<name> data.root=...`."]
+
+
 def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]:
     lines = [
         "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
@@ -283,6 +324,7 @@ def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]
     if several:
         lines.append("A run scored on several external datasets sharing different findings has one internal value "
                      "per external dataset (`<name> findings`: on the findings shared with it), never a mixture.")
+    lines += _unscored_note(scored)
     lines.append(f"Per cell and per run: {MATRIX_FILE}, {PER_RUN_FILE}.")
     if without:
         lines.append("Without external/ (not scored on another dataset): "

@@ -6,6 +6,7 @@ external/. Every cell is recomputed here with pandas + sklearn from the predicti
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -164,6 +165,14 @@ def test_section_text_files_and_html(sweep: Path) -> None:
     assert "tab:cross_dataset" in (out / "auroc_table.tex").read_text()
     per_run = pd.read_csv(out / "cross_dataset_per_run.csv")
     assert len(per_run) == 2 * (2 * 2 + 1)  # (internal, external) x (2 seeds x 2 datasets + 1 checkpoint)
+    # every dataset sharing findings with the NIH model but not scored is named, with its shared count
+    unscored = text.split("Not scored, though they share findings")[1].split("\n")[0]
+    pairs = dict(re.findall(r"(\w+) \((\d+)\)", unscored.split(". Add")[0]))
+    shared_with_chexpert = pd.read_csv(sweep / "sweep" / "0" / "external" / "chexpert" / "mapping.csv")
+    assert pairs["mimic_cxr"] == str(len(shared_with_chexpert))  # CheXpert's labeller, so the same findings
+    assert pairs["siim"] == "1" and pairs["rsna_pneumonia"] == "1"  # Pneumothorax; Pneumonia
+    assert {"padchest", "vindr_cxr", "nih_expert"} <= set(pairs) and not {"chexpert", "nih", "nih_sample"} & set(pairs)
+    assert f"test_data=[{','.join(sorted(pairs))}]" in unscored
 
 
 def test_no_external_folder_no_section(sweep: Path, tmp_path: Path) -> None:
