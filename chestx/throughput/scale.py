@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import SPLIT_FILE
+from chestx.data.datasets.nih import NIH_LABEL_FILES
 
 log = logging.getLogger(__name__)
 
 # files per NIH archive folder images_001 ... images_012, in file-name order (NIH's own split)
 NIH_ARCHIVE_SIZES: tuple[int, ...] = (4999,) + (10000,) * 10 + (7121,)
-NIH_LABEL_FILE = "Data_Entry_2017_v2020.csv"
+NIH_LABEL_FILE = NIH_LABEL_FILES[0]  # the 2020 release the simulated tree copies
 NIH_LISTS = ("train_val_list.txt", "test_list.txt")
 TREE_DONE = ".chestx_tree_done"
 

@@ -19,7 +19,7 @@ from chestx.data.cache import CachedPixels, cached_pixels
 from chestx.models.backbones import BACKBONES
 from chestx.throughput.epoch import format_epoch, measure_epoch
 from chestx.throughput.loader import bench_loader, write_resized_pngs
-from chestx.throughput.scale import format_scale, measure_scale
+from chestx.throughput.scale import NIH_LABEL_FILE, format_scale, measure_scale
 from chestx.throughput.training import Option, bench_training
 
 log = logging.getLogger("chestx.perf")
@@ -113,8 +113,8 @@ def _checked_scale_nih(parts: list | None, scale_nih: str | Path | None, epoch_r
     if not parts or any(p not in PARTS for p in parts):
         raise ValueError(f"parts={parts}: choose from {list(PARTS)} ('train' also measures inference)")
     scale_nih = Path(scale_nih) if scale_nih else DEFAULT_NIH
-    if set(parts) & set(SCALE_PARTS) and not (scale_nih / "Data_Entry_2017_v2020.csv").is_file():
-        raise FileNotFoundError(f"scale_nih={str(scale_nih)!r} has no Data_Entry_2017_v2020.csv: the scale and epoch "
+    if set(parts) & set(SCALE_PARTS) and not (scale_nih / NIH_LABEL_FILE).is_file():
+        raise FileNotFoundError(f"scale_nih={str(scale_nih)!r} has no {NIH_LABEL_FILE}: the scale and epoch "
                                 "parts need NIH's full label file and split lists (scale_nih=<folder with them>)")
     if int(epoch_runs) < 1:
         raise ValueError(f"epoch_runs={epoch_runs}: the number of measured chestx.train runs (at least 1)")

@@ -222,6 +222,8 @@ def find_nih_images(root: str | Path, image_ids: Iterable[str]) -> tuple[dict[st
 CHEXNET_LABEL_SOURCES = ("lists", "csv")
 
 
+NIH_LABEL_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # in data.root, first found
+
 class NIHData(ChestXData):
     """NIH ChestX-ray14 as NIH ships it (`Data_Entry_2017*.csv`, `images*/`)."""
 
@@ -257,7 +259,7 @@ class NIHData(ChestXData):
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         csv = Path(self.csv) if self.csv else first_existing(
-            self.root, ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"], "data.csv"
+            self.root, list(NIH_LABEL_FILES), "data.csv"
         )
         table = read_nih(csv, NIH_PATHOLOGIES, include_no_finding=self.include_no_finding, views=self.views)
         split_dir = Path(self.split_dir) if self.split_dir else self.root

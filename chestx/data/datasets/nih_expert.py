@@ -37,7 +37,7 @@ import pandas as pd
 
 from chestx.data.dicom_meta import first_existing
 from chestx.data.labels import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
-from chestx.data.datasets.nih import find_nih_images, read_nih
+from chestx.data.datasets.nih import NIH_LABEL_FILES, find_nih_images, read_nih
 from chestx.data.datasets.base import ChestXData
 from chestx.data.splits import SPLITS, check_patient_disjoint, random_split
 
@@ -55,7 +55,6 @@ FINDING_SOURCES: dict[str, tuple[str, tuple[str, ...] | None]] = {
 }
 FINDING_SETS: dict[str, tuple[str, ...]] = {"nih": ("Pneumothorax", "Nodule", "Mass"), "google": EXPERT_FINDINGS}
 EXPERT_FILES: tuple[str, ...] = ("google2019_nih-chest-xray-labels.csv.gz", "google2019_nih-chest-xray-labels.csv")
-NIH_LABEL_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 LABEL_SETS = ("expert", "original")
 SPLIT_RULES = ("google", "random")
 SET_IDS = {"val": "val", "test": "test"}  # the expert file's `Set Id` -> chestx split
