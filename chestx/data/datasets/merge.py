@@ -88,7 +88,7 @@ class MergedData(ChestXData):
         super().__init__(root=root, **kwargs)
         if not sources:
             raise DataError("data=merge has no sources: list them with sources=[<data config>,...], e.g. "
-                            "sources=[nih_sample,chexpert] sources.chexpert.root=/data/chexpert")
+                            "sources=[nih_sample,chexpert] data.sources.chexpert.root=/data/chexpert")
         bad = {name: type(src).__name__ for name, src in sources.items() if not isinstance(src, ChestXData)}
         if bad:
             raise DataError(f"data.sources {bad} are not datasets: each source is a data config (conf/data/*.yaml)")
