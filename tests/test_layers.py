@@ -38,5 +38,6 @@ def test_a_package_importing_an_entry_point_breaks_its_contract(repo_root: Path,
     scoring = tmp_path / "chestx" / "runs" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\n\ndef _entry():\n    from chestx.train import train\n")
     done = _lint(tmp_path)
-    assert done.returncode != 0 and "entry points sit on top" in done.stdout and "BROKEN" in done.stdout, done.stdout[-3000:]
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "entry points sit on top" in done.stdout and "BROKEN" in done.stdout, done.stdout[-3000:]
     assert "chestx.runs.scoring -> chestx.train" in done.stdout

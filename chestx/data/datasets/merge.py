@@ -160,10 +160,10 @@ class MergedData(ChestXData):
         """Stop when sources that share real patient ids put one patient in different splits (under data.folds:
         test vs train/val, since k-fold re-splits the train+val pool)."""
         names = [name for name, _, _ in sources]
-        rows = pd.concat([pd.DataFrame({"patient": prefixes[name] + SEPARATOR + table.frame["patient_id"].astype(str).to_numpy(),
-                                        "image": table.frame["image_id"].astype(str).to_numpy(),
-                                        "split": split, "source": name})
-                          for name, table, split in sources], ignore_index=True)
+        rows = pd.concat([pd.DataFrame({
+            "patient": prefixes[name] + SEPARATOR + table.frame["patient_id"].astype(str).to_numpy(),
+            "image": table.frame["image_id"].astype(str).to_numpy(), "split": split, "source": name})
+            for name, table, split in sources], ignore_index=True)
         twice = rows.groupby("image")["source"].nunique()
         if (twice > 1).any():
             log.warning("Merge: %d images are in more than one of %s (e.g. %s): each is one row per source, with that "
@@ -180,8 +180,8 @@ class MergedData(ChestXData):
         examples = "; ".join(f"{patient}: " + ", ".join(f"{s} {sp}" for s, sp in zip(g["source"], g["split"]))
                              for patient, g in shown.groupby("patient", sort=True))
         pool_only = set(rows.loc[rows["patient"].isin(bad), "split"]) <= {"train", "val"}
-        hint = ("add data.folds=K (k-fold re-splits the union's train+val pool by patient, which settles train vs val), "
-                if pool_only else "")
+        hint = ("add data.folds=K (k-fold re-splits the union's train+val pool by patient, which settles train vs "
+                "val), " if pool_only else "")
         raise DataError(
             f"data=merge: {len(bad)} {pool} patients are in different splits in sources {names} (e.g. {examples}): "
             "their images would train in one source and be validated or tested in another. Each source keeps its "

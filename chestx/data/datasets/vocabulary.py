@@ -16,7 +16,8 @@ from chestx.data.datasets.vindr import (
     PHYSIONET_LABELS, VINDR_FINDINGS, VINDR_KAGGLE_FINDINGS, VINDR_LABELS,
 )
 from chestx.data.labels import (
-    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, NO_FINDING, NOT_MATCHED, NOT_SHARED, canonical_finding,
+    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, NO_FINDING, NOT_MATCHED, NOT_SHARED,
+    canonical_finding,
 )
 
 # data config name -> every finding the dataset can label (its own names)
