@@ -4,7 +4,8 @@ Hydra's `instantiate` imports and calls every `_target_` of the node it gets, af
 interpolations, so a run folder's config.yaml can run code as a checkpoint can. chestx.clinical instantiates such a
 file's data node (to find the test images) only through `handed_node`, which refuses it unless:
 
-- it is plain YAML (`yaml.safe_load`: a `!!python/...` tag is an error, never an object);
+- it is plain YAML (`yaml.safe_load`: a `!!python/...` tag is an error, never an object) without aliases
+  (`*name`: OmegaConf never writes them, and nested ones expand exponentially);
 - no key or value holds `${`: no interpolation, no resolver (`${oc.env:...}`, `${oc.decode:...}`, ...), no escaped
   `\\${...}` (which resolves to the text `${...}` and would be an interpolation the next time it is read). chestx
   writes config.yaml resolved (`OmegaConf.to_yaml(cfg, resolve=True)`), so an interpolation there was put in by
@@ -71,7 +72,11 @@ def read_handed(path: str | Path) -> dict[str, Any]:
     """A handed-in config.yaml as plain data (`yaml.safe_load`); `UnsafeConfigError` naming the file otherwise."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise UnsafeConfigError(f"{path}: uses YAML aliases (*name), which chestx never writes (a few nested "
+                                    "aliases expand to billions of nodes, a recursive one never ends)")
+        tree = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise UnsafeConfigError(f"{path}: not a readable plain YAML file ({type(err).__name__}: {err})") from err
     if not isinstance(tree, dict):

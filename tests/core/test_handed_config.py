@@ -104,6 +104,16 @@ def test_python_tags_are_refused_before_anything_is_built(run: Path, caplog) -> 
     assert str(run / "config.yaml") in caplog.text
 
 
+@pytest.mark.parametrize("text", ["a: &a [x, x]\nb: &b [*a, *a, *a]\ndata: &d [*b, *b, *b]\n",
+                                  "data: &d {_target_: chestx.data.datasets.nih.NIHData, root: [*d]}\n"])
+def test_yaml_aliases_are_refused(tmp_path: Path, text: str) -> None:
+    """Aliases expand exponentially (a 'billion laughs' file) or forever (a node inside itself): refused unread."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(UnsafeConfigError, match=r"config\.yaml: uses YAML aliases"):
+        handed_node(path, "data", dataset_targets())
+
+
 def test_trusted_run_config_is_called_and_says_what(run: Path, caplog) -> None:
     """trust_checkpoint=true: the refusals become a WARNING naming what is called, and it is called."""
     from chestx.clinical import _test_image_paths
