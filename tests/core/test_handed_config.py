@@ -127,6 +127,7 @@ def test_trusted_run_config_is_called_and_says_what(run: Path, caplog) -> None:
     assert "trust_checkpoint=true" in caplog.text and "data.root" in caplog.text
 
 
+@pytest.mark.slow
 def test_normal_run_folder_still_gives_heatmaps(clinical_run_dir: Path, tmp_path: Path) -> None:
     """A real run's own config.yaml passes unchanged: its test images are found and chestx.clinical draws heatmaps
     (the run folder is only read; the files go to `out`)."""

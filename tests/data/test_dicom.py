@@ -464,6 +464,9 @@ def test_uint32_pixels_above_int32_decode(tmp_path: Path, gray: np.ndarray) -> N
     path = write_dicom(tmp_path / "u32w.dcm", stored, bits_allocated=32, bits_stored=32,
                        WindowCenter=3_000_001_800, WindowWidth=2400)
     assert np.array_equal(load_grayscale(path), linear(stored, 3_000_001_800, 2400))
+    wide = gray.astype(np.uint32) * 65536 + 2**31  # spans more than MAX_TABLE_LEVELS: decoded per pixel
+    path = write_dicom(tmp_path / "u32wide.dcm", wide, bits_allocated=32, bits_stored=32)
+    assert np.array_equal(load_grayscale(path), minmax(wide))
 
 
 def test_missing_photometric_interpretation_refused_by_check_and_decoder(tmp_path: Path, gray: np.ndarray,
