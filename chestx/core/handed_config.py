@@ -30,6 +30,7 @@ import yaml
 TARGET = "_target_"
 HYDRA_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")  # Hydra's other instantiate keys: none allowed
 INTERPOLATION = "${"
+MAX_CONFIG_BYTES = 1 << 20  # a config.yaml chestx writes is a few kB; a larger handed-in one is not read
 
 
 class UnsafeConfigError(ValueError):
@@ -72,6 +73,9 @@ def read_handed(path: str | Path) -> dict[str, Any]:
     """A handed-in config.yaml as plain data (`yaml.safe_load`); `UnsafeConfigError` naming the file otherwise."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UnsafeConfigError(f"{path}: {path.stat().st_size:,} bytes, more than a config chestx writes "
+                                    f"({MAX_CONFIG_BYTES:,} at most): not read")
         text = path.read_text()
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise UnsafeConfigError(f"{path}: uses YAML aliases (*name), which chestx never writes (a few nested "

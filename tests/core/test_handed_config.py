@@ -114,6 +114,15 @@ def test_yaml_aliases_are_refused(tmp_path: Path, text: str) -> None:
         handed_node(path, "data", dataset_targets())
 
 
+def test_oversized_config_is_not_read(tmp_path: Path) -> None:
+    from chestx.core.handed_config import MAX_CONFIG_BYTES
+
+    path = tmp_path / "config.yaml"
+    path.write_text("data: {}\n" + "#" * MAX_CONFIG_BYTES)
+    with pytest.raises(UnsafeConfigError, match=r"config\.yaml: 1,048,58\d bytes.*not read"):
+        handed_node(path, "data", dataset_targets())
+
+
 def test_trusted_run_config_is_called_and_says_what(run: Path, caplog) -> None:
     """trust_checkpoint=true: the refusals become a WARNING naming what is called, and it is called."""
     from chestx.clinical import _test_image_paths
