@@ -16,8 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir, instantiate_optional
-from chestx.core.checkpoint_io import TRUST_KEY, foreign_targets, trust_setting
+from chestx.core.checkpoint_io import TRUST_KEY, trust_setting
+from chestx.core.handed_config import UnsafeConfigError, handed_node
 from chestx.core.run_folder import CONFIG_FILE
+from chestx.data.datasets import dataset_targets
 from chestx.runs.clinical import run_clinical
 
 log = logging.getLogger(__name__)
@@ -25,16 +27,18 @@ log = logging.getLogger(__name__)
 
 def _test_image_paths(run: Path, trust: bool = False) -> dict[str, Path] | None:
     """image_id -> file of the run's test images, through its saved data config (None when not found). A config.yaml
-    is a file someone may hand you: `_target_`s other than chestx's dataset classes are not called unless `trust`."""
+    is a file someone may hand you: its data node is instantiated only as `handed_node` checked it (chestx's dataset
+    classes exactly, no interpolation; docs/security.md), unless `trust`."""
+    path = run / CONFIG_FILE
     try:
-        node = OmegaConf.load(run / CONFIG_FILE).data
-        foreign = foreign_targets(OmegaConf.to_container(node, resolve=False))
-        if foreign and not trust:
-            log.warning("%s names _target_ %s, not a chestx dataset class, which would be imported and called: no "
-                        "heatmaps (pass %s=true if you trust this run folder)", run / CONFIG_FILE, foreign, TRUST_KEY)
-            return None
-        if foreign:
-            log.warning("%s=true: calling %s from %s", TRUST_KEY, foreign, run / CONFIG_FILE)
+        try:
+            node = handed_node(path, "data", dataset_targets())
+        except UnsafeConfigError as err:
+            if not trust:
+                log.warning("%s: no heatmaps (pass %s=true if you trust this run folder)", err, TRUST_KEY)
+                return None
+            log.warning("%s=true: calling what %s names although %s", TRUST_KEY, path, err)
+            node = OmegaConf.load(path).data  # as Hydra reads it: interpolations resolved on instantiate
         data = instantiate(node)
         data.labels_only(find_images=True)
         return data.image_paths("test")

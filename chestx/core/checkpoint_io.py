@@ -23,8 +23,7 @@ torch's restricted unpickler itself had holes before 2.6 (CVE-2025-32434, GHSA-5
 weights_only=True, torch <= 2.5.1) and before 2.10 (CVE-2026-24747: memory corruption from crafted pickle opcodes /
 storage sizes, torch < 2.10); with an older torch `load_checkpoint` warns once (docs/security.md).
 
-`foreign_targets` is the same rule for the other file of a run folder that can name code: config.yaml, whose
-`_target_`s Hydra would import and call (chestx.clinical instantiates a run's data config to find its images).
+The other file of a run folder that can name code, config.yaml, is checked by chestx.core.handed_config.
 """
 from __future__ import annotations
 
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TRUST_KEY = "trust_checkpoint"  # the command-line opt-in of every entry point that reads a checkpoint
 SAFE_TORCH = (2, 10)  # first torch whose weights_only unpickler has no published bypass (see the module docstring)
-TARGET_PREFIX = "chestx.data.datasets."  # the `_target_`s chestx calls from a run folder's data config without trust
 
 # types torch's weights_only unpickler builds by default (torch._weights_only_unpickler._get_allowed_globals)
 _PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.device, torch.dtype)
@@ -247,18 +245,3 @@ def unsafe_entries(obj: Any, where: str = "checkpoint") -> list[str]:
         return out
     return [] if _loads_weights_only(obj) else [f"{where}: {kind.__module__}.{kind.__qualname__}"]
 
-
-def foreign_targets(config: Any, prefix: str = TARGET_PREFIX) -> list[str]:
-    """The `_target_` values in a (plain, unresolved) config tree outside `prefix` (chestx's dataset classes):
-    what Hydra's `instantiate` would import and call beyond them when it reads someone else's config.yaml."""
-    found: list[str] = []
-    if isinstance(config, Mapping):
-        for key, value in config.items():
-            if key == "_target_" and not (isinstance(value, str) and value.startswith(prefix)):
-                found.append(str(value))
-            else:
-                found += foreign_targets(value, prefix)
-    elif isinstance(config, (list, tuple)):
-        for value in config:
-            found += foreign_targets(value, prefix)
-    return found

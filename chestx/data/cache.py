@@ -71,7 +71,7 @@ class CachedPixels:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:  # mapped lazily, once per process (DataLoader workers included)
-            self._array = np.load(self.folder / PIXELS, mmap_mode="r")  # (N, S, S) uint8 memmap
+            self._array = np.load(self.folder / PIXELS, mmap_mode="r", allow_pickle=False)  # (N, S, S) uint8 memmap
         return self._array
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> "CachedPixels":
@@ -221,8 +221,8 @@ def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> lis
     Threads, not processes: OpenCV releases the GIL while it decodes and resizes, so threads scale
     over cores without the seconds of imports a spawned process costs, and all write to one mapping.
     """
-    out = np.load(partial / PIXELS, mmap_mode="r+")  # (N, S, S) uint8
-    done = np.load(partial / DONE, mmap_mode="r+")  # (N,) bool
+    out = np.load(partial / PIXELS, mmap_mode="r+", allow_pickle=False)  # (N, S, S) uint8
+    done = np.load(partial / DONE, mmap_mode="r+", allow_pickle=False)  # (N,) bool
     paths = [str(p) for p in spec.paths]
     bar = _progress(len(done), int(done.sum()), f"pixel cache {spec.size}px")
     errors: list[str] = []
@@ -351,7 +351,7 @@ def _reopen_for_refresh(final: Path, partial: Path, n: int) -> None:
 
 def _rows_to_decode(partial: Path, final: Path, spec: CacheSpec, workers: int) -> np.ndarray:
     """The rows `partial/done.npy` has not ticked yet (N',) int64; logs a resume or a fresh build."""
-    done = np.load(partial / DONE)  # (N,) bool
+    done = np.load(partial / DONE, allow_pickle=False)  # (N,) bool
     todo = np.flatnonzero(~done)
     if len(todo) < len(done):
         log.info("Resuming the pixel cache build in %s: %d of %d images already done", partial, len(done) - len(todo), len(done))
@@ -390,7 +390,7 @@ def _index_head(spec: CacheSpec) -> dict:
 
 def _pixels_ok(folder: Path, spec: CacheSpec) -> bool:
     try:
-        array = np.load(folder / PIXELS, mmap_mode="r")
+        array = np.load(folder / PIXELS, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
     return array.shape == (len(spec.paths), spec.size, spec.size) and array.dtype == np.uint8
@@ -402,7 +402,7 @@ def _prepare_partial(partial: Path, spec: CacheSpec, stats: list[list[int]]) -> 
     changed = _changed_rows(index, spec, stats) if index is not None else None
     if changed is not None and _pixels_ok(partial, spec) and (partial / DONE).exists():
         if len(changed):
-            done = np.load(partial / DONE, mmap_mode="r+")
+            done = np.load(partial / DONE, mmap_mode="r+", allow_pickle=False)
             done[changed] = False
             done.flush()
             del done

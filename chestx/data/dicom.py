@@ -4,15 +4,20 @@ The rule (`decode_dicom`), for MONOCHROME1 / MONOCHROME2 images:
 
 1. Stored values, as pydicom decodes them (12-bit stored in 16, full 16-bit, signed or not).
 2. Modality LUT (PS3.3 C.11.1): the Modality LUT Sequence, else Rescale Slope / Intercept
-   (`pydicom.pixels.apply_modality_lut`); unchanged when the file has neither.
+   (`pydicom.pixels.apply_modality_lut`); unchanged when the file has neither. An item without LUT Descriptor
+   or LUT Data is no table: skipped, so Rescale Slope / Intercept apply if present (DCMTK likewise).
 3. To 0..255, by `data.dicom_window`:
-   - `voi` (default): the file's VOI LUT (PS3.3 C.11.2). The first item of the VOI LUT Sequence
-     (`pydicom.pixels.apply_voi`), whose output range 0 .. 2**n - 1 is scaled to 0..255 (PS3.3
-     C.11.6.1 note 3), n being the bits its LUT Data actually use (the bit length of the largest
-     entry, at least 8) rather than the third value of its LUT Descriptor: a table declared 16-bit
-     whose entries use 12 bits would otherwise come out nearly black (Open-i's headers,
-     ../shared/data/openi, show 16-bit LUT Descriptors in 3,037 of 7,469 CR / DX files, most of them
-     12 bits stored; DCMTK offers the same check, CIF_CheckLutBitDepth). Else the first Window
+   - `voi` (default): the file's VOI LUT (PS3.3 C.11.2). The first item of the VOI LUT Sequence (its
+     LUT Data read by `pydicom.pixels.apply_voi`, looked up here in int64: pydicom indexes an 8-bit
+     table in uint8, so a table of more than 256 entries would wrap), whose output range 0 .. 2**n - 1
+     is scaled to 0..255 (PS3.3 C.11.6.1 note 3), n being the bits its LUT Data actually use (the bit
+     length of the largest entry, at least 8, at most 16) rather than the third value of its LUT
+     Descriptor: a table declared 16-bit whose entries use 12 bits would otherwise come out nearly
+     black (Open-i's headers, ../shared/data/openi, show 16-bit LUT Descriptors in 3,037 of 7,469 CR /
+     DX files, most of them 12 bits stored). This is DCMTK's ELM_IgnoreValue (dcm2pnm
+     --ignore-voi-depth, DiLookupTable::checkBits); DCMTK's default uses the declared value, and its
+     CIF_CheckLutBitDepth only replaces one declared value it knows to be wrong. Where it departs from
+     PS3.3 for a genuine 16-bit table: docs/data.md. Else the first Window
      Center / Width with its VOI LUT Function (LINEAR by default, C.11.2.1.2.1; LINEAR_EXACT
      C.11.2.1.3.2; SIGMOID C.11.2.1.3.1), written here with the output range ymin = 0, ymax = 255
      (the formulas of `pydicom.pixels.apply_windowing`, which maps to the modality's output range
@@ -23,11 +28,12 @@ The rule (`decode_dicom`), for MONOCHROME1 / MONOCHROME2 images:
    applied on top (MONOCHROME1 files declare INVERSE for this same one inversion, PS3.3 C.8.11.6).
 
 RGB / YBR images (secondary captures): BT.601 luma of pydicom's RGB, min-max when deeper than 8 bits;
-no LUT applies to them. Refused with an `ImageReadError` naming the file and the reason: no Pixel
-Data, PALETTE COLOR or another photometric interpretation, multi-frame images (a chest radiograph is
-one frame), a transfer syntax pydicom has no decoder for (or whose plugin is not installed), a
-header or a compressed frame header over the pixel limit (chestx.data.image_check), a truncated or
-corrupt file.
+no LUT applies to them. Refused with an `ImageReadError` naming the file and the reason, by the set-up
+check (`probe_dicom`) and the decoder alike where the header shows it: no Pixel Data, no Photometric
+Interpretation (Type 1, PS3.3 C.7.6.3; pydicom and DCMTK refuse it too), PALETTE COLOR or another one,
+multi-frame images (a chest radiograph is one frame), a transfer syntax pydicom has no decoder for (or
+whose plugin is not installed), a header or a compressed frame header over the pixel limit
+(chestx.data.image_check), a truncated or corrupt file.
 
 Decoders (pydicom 3 tries the installed plugins in turn): JPEG 2000 via pylibjpeg-openjpeg,
 JPEG lossless / JPEG-LS via pylibjpeg-libjpeg (pyjpegls also for JPEG-LS), RLE native. Chosen over
@@ -127,7 +133,11 @@ def _check_header(ds: pydicom.Dataset, path: str | Path) -> None:
     if frames > 1:
         raise image_error(path, f"multi-frame DICOM ({frames} frames); a chest radiograph is one frame: export "
                                 "the frame to use as its own file")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    photometric = str(ds.get("PhotometricInterpretation") or "").strip().upper()
+    if not photometric:  # Type 1 (PS3.3 C.7.6.3): pydicom will not decode without it, nor DCMTK outside ACR-NEMA mode
+        raise image_error(path, "no Photometric Interpretation (0028,0004), a required (Type 1) attribute of a DICOM "
+                                "image: set it (e.g. MONOCHROME2, dcmodify -i \"(0028,0004)=MONOCHROME2\") if you "
+                                "know how the file's grey levels run")
     if photometric not in MONOCHROME + COLOUR:
         raise image_error(path, f"photometric interpretation {photometric} is not supported (MONOCHROME1, "
                                 "MONOCHROME2, RGB, YBR_*)")
@@ -304,13 +314,22 @@ def _voi_lut_to_uint8(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | N
     seq = ds.get("VOILUTSequence")
     if not seq or seq[0].get("LUTDescriptor") is None or seq[0].get("LUTData") is None:
         return None
-    entries, first, _declared_bits = (int(v) for v in seq[0].LUTDescriptor)
+    descriptor = seq[0].LUTDescriptor
+    entries, first, declared_bits = (int(v) for v in descriptor)
+    if declared_bits != 8 and not 10 <= declared_bits <= 16:  # PS3.3 C.11.2.1.1, as pydicom's apply_voi refuses it
+        raise NotImplementedError(f"'{declared_bits}' bits per LUT entry is not supported (PS3.3: 8 or 10-16)")
     entries = entries or 1 << 16
     if not np.issubdtype(values.dtype, np.integer):
         values = np.rint(values).astype(np.int64)
-    table = apply_voi(np.arange(first, first + entries, dtype=np.int64), ds)  # (entries,) the LUT as pydicom reads it
+    # The table as pydicom reads LUT Data (US or OW, either byte order), its words kept whole: pydicom's apply_voi
+    # indexes an 8-bit table in uint8, so inputs past 255 entries would wrap; the lookup is done here in int64.
+    descriptor[2] = 16
+    try:
+        table = apply_voi(np.arange(first, first + entries, dtype=np.int64), ds)  # (entries,) uint16
+    finally:
+        descriptor[2] = declared_bits
     top = (1 << max(8, int(table.max()).bit_length())) - 1
-    out = apply_voi(values, ds)  # (H, W) uint8 / uint16
+    out = table[np.clip(values.astype(np.int64) - first, 0, entries - 1)]  # (H, W) below first: entry 0
     return np.clip(np.rint(out.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
@@ -320,7 +339,14 @@ MAX_TABLE_LEVELS = 1 << 20  # integer images spanning at most this many stored v
 def _levels_to_uint8(levels: np.ndarray, ds: pydicom.Dataset, dicom_window: str, path: str | Path,
                      used: np.ndarray | None = None) -> np.ndarray:
     """The rule (module docstring) applied to each value of `levels`; min-max over the `used` ones only."""
-    values = apply_modality_lut(levels, ds)  # float64 after rescale, the LUT's dtype, or unchanged
+    seq = ds.get("ModalityLUTSequence")
+    if seq and (seq[0].get("LUTDescriptor") is None or seq[0].get("LUTData") is None):
+        # an empty item is no table: skipped, as the VOI path does and DCMTK does (rescale, if any, applies)
+        values = levels
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:  # as pydicom's apply_modality_lut does it
+            values = levels.astype(np.float64) * ds.RescaleSlope + ds.RescaleIntercept
+    else:
+        values = apply_modality_lut(levels, ds)  # float64 after rescale, the LUT's dtype, or unchanged
     out = None
     if dicom_window == "voi":
         out = _voi_lut_to_uint8(values, ds)
@@ -355,7 +381,8 @@ def dicom_to_uint8(stored: np.ndarray, ds: pydicom.Dataset, dicom_window: str = 
     if np.issubdtype(stored.dtype, np.integer):
         lo, hi = int(stored.min()), int(stored.max())
         if hi - lo < MAX_TABLE_LEVELS:
-            index = np.subtract(stored, lo, dtype=np.int32)  # (H, W) 0 .. hi - lo
+            wide = np.int64 if stored.dtype.itemsize > 2 else np.int32  # (u)int32 values exceed int32 (issue 25)
+            index = np.subtract(stored, lo, dtype=wide)  # (H, W) 0 .. hi - lo
             used = np.bincount(index.ravel(), minlength=hi - lo + 1) > 0  # (L,) levels present in the image
             table = _levels_to_uint8(np.arange(lo, hi + 1, dtype=np.int64), ds, dicom_window, path, used)  # (L,)
             return table[index]  # (H, W) uint8

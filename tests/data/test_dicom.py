@@ -38,8 +38,9 @@ def gray(sample_root: Path) -> np.ndarray:
 
 def write_dicom(path: Path, stored: np.ndarray, *, bits_stored: int = 12, photometric: str = "MONOCHROME2",
                 syntax: UID = ExplicitVRLittleEndian, sop_class: str = DX, preamble: bool = True,
-                **attributes) -> Path:
-    """A single-frame chest radiograph with `stored` as its pixel data (uint16 / int16), written by pydicom."""
+                bits_allocated: int = 16, **attributes) -> Path:
+    """A single-frame chest radiograph with `stored` as its pixel data ((u)int16, or (u)int32 with
+    bits_allocated=32), written by pydicom."""
     signed = np.issubdtype(stored.dtype, np.signedinteger)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -59,11 +60,11 @@ def write_dicom(path: Path, stored: np.ndarray, *, bits_stored: int = 12, photom
         ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.Rows, ds.Columns = stored.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_stored, bits_stored - 1
     ds.PixelRepresentation = int(signed)
     for key, value in attributes.items():
         setattr(ds, key, value)
-    arr = stored.astype(np.int16 if signed else np.uint16)
+    arr = stored.astype(f"{'int' if signed else 'uint'}{bits_allocated}")
     ds.PixelData = arr.tobytes()
     ds["PixelData"].VR = "OW"
     if syntax != ExplicitVRLittleEndian:
@@ -395,3 +396,96 @@ def test_datamodule_decodes_dicom_once_with_the_configured_window(tmp_path: Path
             np.testing.assert_array_equal(resize_square(plain.datasets[name].pixels(i), 32), expected)
     voi = resize_square(load_grayscale(paths[rows["train"][0]]), 32)
     assert not np.array_equal(voi, cached.datasets["train"].pixels(0)), "the window changes these pixels"
+
+
+# ---------------------------------------------------------------------- edge cases of files from the wild (issue 25)
+def test_empty_modality_lut_item_is_skipped(tmp_path: Path, gray: np.ndarray) -> None:
+    """A Modality LUT Sequence whose item has neither LUT Descriptor nor LUT Data (a real pylibjpeg-data file has
+    one) is ignored, as DCMTK ignores an invalid table (DiMonoModality::checkTable) and as the VOI path skips such an
+    item: Rescale Slope / Intercept apply when present, else the stored values. pydicom's apply_modality_lut raises
+    on it; pydicom's own pipeline on the file without the sequence is the reference."""
+    from pydicom.pixels import apply_modality_lut
+
+    stored = (gray.astype(np.uint16) * 16)  # 12 bits
+    for name, rescale in (("rescaled", dict(RescaleSlope=0.5, RescaleIntercept=-100)), ("plain", {})):
+        path = write_dicom(tmp_path / f"{name}.dcm", stored, ModalityLUTSequence=[Dataset()],
+                           WindowCenter=900, WindowWidth=1600, **rescale)
+        ds = pydicom.dcmread(path)
+        with pytest.raises(AttributeError):
+            apply_modality_lut(ds.pixel_array, ds)  # pydicom: the empty item has no LUTDescriptor
+        del ds.ModalityLUTSequence
+        expected = linear(apply_modality_lut(ds.pixel_array, ds), 900, 1600)
+        assert np.array_equal(load_grayscale(path), expected), name
+        probe_image(path)
+
+
+def _ramp_file(tmp_path: Path, entries: int, bits: int, stored: np.ndarray) -> Path:
+    """A VOI LUT Sequence item: a ramp of `entries` entries from 0 to 255 (8-bit values), declared `bits` bits."""
+    ramp = np.arange(entries) * 256 // entries  # 4096 entries: 0, 0, ..., 255
+    return write_dicom(tmp_path / f"ramp{entries}_{bits}.dcm", stored,
+                       VOILUTSequence=voi_lut_sequence(ramp, 0, bits=bits))
+
+
+def test_8bit_voi_lut_longer_than_256_entries_is_looked_up_in_full(tmp_path: Path) -> None:
+    """An 8-bit VOI LUT with 4,096 entries (issue 25): each stored value indexes the whole table. pydicom's apply_voi
+    indexes an 8-bit table in uint8, so inputs wrap modulo 256 ([0, 1024, 2048, 4095] -> [0, 0, 0, 15]); chestx looks
+    the table up in int64 ([0, 64, 128, 255])."""
+    from pydicom.pixels import apply_voi
+
+    stored = np.array([[0, 1024], [2048, 4095]], dtype=np.uint16)  # (2, 2) 12 bits
+    path = _ramp_file(tmp_path, 4096, 8, stored)
+    assert np.array_equal(load_grayscale(path), [[0, 64], [128, 255]])
+    ds = pydicom.dcmread(path)
+    assert apply_voi(ds.pixel_array, ds).ravel().tolist() == [0, 0, 0, 15]  # why chestx does its own lookup
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_voi_lut_within_256_entries_agrees_with_pydicom(tmp_path: Path, gray: np.ndarray, bits: int) -> None:
+    """Where pydicom's apply_voi is right (at most 256 entries, or a 16-bit table: no wrap), chestx gives its output
+    (a table of 8-bit values, so scaled by 255 / 255: unchanged), values below / above the table included."""
+    from pydicom.pixels import apply_voi
+
+    stored = gray.astype(np.uint16) + 100  # 100 .. 355: below, inside and above a table starting at 150
+    ramp = np.rint(255 * (np.arange(200) / 199.0) ** 0.5).astype(np.int64)
+    path = write_dicom(tmp_path / f"lut{bits}.dcm", stored, bits_stored=12,
+                       VOILUTSequence=voi_lut_sequence(ramp, 150, bits=bits))
+    ds = pydicom.dcmread(path)
+    expected = apply_voi(ds.pixel_array, ds).astype(np.uint8)
+    assert np.array_equal(load_grayscale(path), expected)
+
+
+def test_uint32_pixels_above_int32_decode(tmp_path: Path, gray: np.ndarray) -> None:
+    """32-bit unsigned stored values above 2**31 - 1 (issue 25: OverflowError) decode by the same rule: min-max, or
+    the window, against the references computed here."""
+    stored = gray.astype(np.uint32) * 16 + 3_000_000_000  # (256, 256) uint32, all above 2**31 - 1
+    path = write_dicom(tmp_path / "u32.dcm", stored, bits_allocated=32, bits_stored=32)
+    assert pydicom.dcmread(path).pixel_array.dtype == np.uint32
+    assert np.array_equal(load_grayscale(path), minmax(stored))
+    path = write_dicom(tmp_path / "u32w.dcm", stored, bits_allocated=32, bits_stored=32,
+                       WindowCenter=3_000_001_800, WindowWidth=2400)
+    assert np.array_equal(load_grayscale(path), linear(stored, 3_000_001_800, 2400))
+    wide = gray.astype(np.uint32) * 65536 + 2**31  # spans more than MAX_TABLE_LEVELS: decoded per pixel
+    path = write_dicom(tmp_path / "u32wide.dcm", wide, bits_allocated=32, bits_stored=32)
+    assert np.array_equal(load_grayscale(path), minmax(wide))
+
+
+def test_missing_photometric_interpretation_refused_by_check_and_decoder(tmp_path: Path, gray: np.ndarray,
+                                                                          caplog) -> None:
+    """Photometric Interpretation (0028,0004) is Type 1 in the Image Pixel Module (PS3.3 C.7.6.3): pydicom will not
+    decode a file without it, nor will DCMTK (outside its ACR-NEMA mode). The set-up check and the decoder both refuse
+    it, naming the attribute, so data.missing_images=drop drops it at set-up instead of failing mid-epoch."""
+    stored = gray.astype(np.uint16) * 16
+    path = write_dicom(tmp_path / "no_pi.dcm", stored)
+    ds = pydicom.dcmread(path)
+    del ds.PhotometricInterpretation
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(AttributeError, match="Photometric Interpretation"):
+        pydicom.dcmread(path).pixel_array
+    for check in (probe_image, load_grayscale):
+        with pytest.raises(ImageReadError, match=r"no_pi\.dcm.*Photometric Interpretation \(0028,0004\)"):
+            check(path)
+    good = [write_dicom(tmp_path / f"good{i}.dcm", stored) for i in range(4)]
+    data = DicomFolder.make([*good[:3], path, good[3]], missing_images="drop")  # it is a train image
+    with caplog.at_level(logging.WARNING):
+        data.prepare()
+    assert "no_pi.dcm" in caplog.text and set(data.paths) == set(good)
