@@ -191,7 +191,8 @@ def differences(entry: Entry, run: RunFacts) -> list[str] | None:
     wanted_file = entry.extra.get("label_file")
     if wanted_file is not None and entry.split == run.split and (run.label_file or "") != wanted_file:
         if not (run.label_file is None and wanted_file == "Data_Entry_2017_v2020.csv"):  # nih's default file
-            out.append(f"label file: {wanted_file} vs the run's {run.label_file or 'default (Data_Entry_2017_v2020.csv)'}")
+            mine = run.label_file or "default (Data_Entry_2017_v2020.csv)"
+            out.append(f"label file: {wanted_file} vs the run's {mine}")
     trained_on = entry.extra.get("trained_on")
     if trained_on in DATASET_FINDINGS and trained_on != entry.dataset:
         out.append(f"training data: trained on {trained_on}, scored on {entry.dataset} (cross-dataset)")
