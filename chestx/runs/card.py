@@ -97,16 +97,23 @@ def _j(value: Any) -> str:
     return "not recorded" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
+def _c(config: dict, key: str) -> str:
+    """A config.yaml value as JSON ('not in config.yaml' when the folder's config lacks it: an evaluate or ensemble
+    folder has no training recipe)."""
+    value = select(config, key)
+    return "not in config.yaml" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *["| " + " | ".join(r) + " |" for r in rows], ""]
 
 
-def _command(run_dir: Path) -> str:
+def _command(run_dir: Path, config: dict) -> str:
     path = run_dir / HYDRA_DIR / OVERRIDES_FILE
     if path.is_file():
         overrides = [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
-        return "python -m chestx.train " + " ".join(overrides)
+        return f"python -m chestx.{config.get('task_name') or 'train'} " + " ".join(overrides)
     return ("not recorded: this folder has no .hydra/overrides.yaml (the run was composed in code, e.g. by a test); "
             "its resolved configuration is config.yaml")
 
@@ -241,13 +248,13 @@ def render_card(run_dir: str | Path) -> str:
     lines = [*_metadata(config, metrics, auroc), f"# Model card: {model} on {dataset}", "",
              f"Run folder `{run_dir.name}`; every value below is read from the file named beside it.", "",
              "## Model Details (Mitchell et al.: Model Details)", "",
-             f"- Model: `{model}` (`{select(config, 'model._target_')}`), pretrained "
-             f"`{json.dumps(select(config, 'model.pretrained'))}`; status `{_j(metrics.get('status'))}`.",
-             f"- Recipe (config.yaml): optimizer `{select(config, 'optimizer._target_')}`, lr "
-             f"`{json.dumps(select(config, 'optimizer.lr'))}`, loss `{select(config, 'loss._target_')}`, batch "
-             f"`{json.dumps(select(config, 'data.batch_size'))}`, max epochs "
-             f"`{json.dumps(select(config, 'trainer.max_epochs'))}`, seed `{json.dumps(select(config, 'seed'))}`.",
-             f"- Command that reproduces it: `{_command(run_dir)}`", "",
+             f"- Model: `{model}` (`{_c(config, 'model._target_')}`), pretrained `{_c(config, 'model.pretrained')}`; "
+             f"status `{_j(metrics.get('status'))}`.",
+             f"- Recipe (config.yaml): optimizer `{_c(config, 'optimizer._target_')}`, lr "
+             f"`{_c(config, 'optimizer.lr')}`, loss `{_c(config, 'loss._target_')}`, batch "
+             f"`{_c(config, 'data.batch_size')}`, max epochs `{_c(config, 'trainer.max_epochs')}`, seed "
+             f"`{_c(config, 'seed')}`.",
+             f"- Command that reproduces it: `{_command(run_dir, config)}`", "",
              "## Uses (Mitchell et al.: Intended Use)", "",
              "- Intended: research and benchmarking of chest X-ray multi-label classifiers.",
              "- **Not a medical device.** Not for diagnosis, triage or any clinical decision; not validated "

@@ -57,3 +57,9 @@ def test_released_predictions_reproduce_their_row(zech_preds: Path, nih_dir: Pat
     assert other.loc["rajpurkar2017-chexnet", "differs_by"].startswith("split: the source's own split")
     md = (tmp_path / "report" / "auroc_table.md").read_text()
     assert "## Published results" in md and "| zech2022 | zech2022-retrained | Pneumonia |" in md
+
+    from chestx.runs.card import render_card
+
+    card = render_card(run)  # the card works on a chestx.evaluate folder too (no training recipe: says so)
+    assert "`python -m chestx.evaluate predictions=" in card and "optimizer `not in config.yaml`" in card
+    assert "Like for like: [jrzech/reproduce-chexnet, model retrained 2022]" in card
