@@ -53,22 +53,25 @@ def sha256(path: Path) -> str:
 
 
 def label_files(data: Any) -> list[Path]:
-    """The label file(s) a ChestXData reads: `data.csv` when set, else its module's `*_LABEL_FILES` (first found
-    in data.root), else CheXpert-style train.csv / valid.csv of its dataset folder; [] when none is known."""
+    """The label file(s) a ChestXData reads: `data.csv` when set; else, for each tuple of file names its module
+    declares (`*_FILES`, `*_CSV_NAMES`: NIH, Google's relabels, RSNA, SIIM, PadChest, VinDr), the first found in
+    data.root; else CheXpert's train.csv / valid.csv of its dataset folder; [] when none is known (the card says
+    so)."""
     csv_path = getattr(data, "csv", None)
     if csv_path:
         return [Path(csv_path)]
     root = Path(getattr(data, "root", None) or ".")
     module = sys.modules.get(type(data).__module__)
-    for name, value in vars(module).items() if module else ():
-        if name.endswith("_LABEL_FILES") and isinstance(value, tuple):
-            found = [root / f for f in value if (root / f).is_file()]
-            if found:
-                return found[:1]
+    found: list[Path] = []
+    for name, value in (vars(module).items() if module else ()):
+        if name.endswith(("_FILES", "_CSV_NAMES")) and isinstance(value, tuple):
+            first = next((root / f for f in value if isinstance(f, str) and (root / f).is_file()), None)
+            if first is not None and first not in found:
+                found.append(first)
     folder = getattr(data, "_dataset_dir", None)
-    if callable(folder):
-        return [p for p in (folder() / "train.csv", folder() / "valid.csv") if p.is_file()]
-    return []
+    if not found and callable(folder):
+        found = [p for p in (folder() / "train.csv", folder() / "valid.csv") if p.is_file()]
+    return found
 
 
 def write_data_files(run_dir: Path, data: Any) -> None:

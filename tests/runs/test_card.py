@@ -106,3 +106,21 @@ def test_chestx_card_regenerates_it(clinical_run_dir: Path, tmp_path: Path) -> N
     bad = subprocess.run([sys.executable, "-m", "chestx.card", f"run={tmp_path}", f"hydra.run.dir={tmp_path / 'l2'}"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "pass a chestx.train run folder" in bad.stdout + bad.stderr
+
+
+def test_label_files_of_each_dataset_class(shared_data: Path) -> None:
+    """data_files.csv digests the file each dataset class reads (real shared label files)."""
+    from chestx.data.datasets.chexpert import CheXpertData
+    from chestx.data.datasets.padchest import PadChestData
+    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.datasets.siim import SIIMData
+    from chestx.runs.card import label_files
+
+    assert label_files(RSNAPneumoniaData(root=shared_data / "rsna")) == [
+        shared_data / "rsna" / "kaggle_stage_2_train_labels.csv.zip"]
+    assert label_files(SIIMData(root=shared_data / "siim")) == [
+        shared_data / "siim" / "siim-pneumothorax-train-rle.csv.gz"]
+    assert label_files(PadChestData(root=shared_data / "padchest")) == [
+        shared_data / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"]
+    assert label_files(CheXpertData(root=shared_data / "chexpert")) == [
+        shared_data / "chexpert" / "train.csv", shared_data / "chexpert" / "valid.csv"]
