@@ -229,9 +229,28 @@ def other_datasets_step(run: Run) -> None:
                                           thresholds_for(predictor, scores.pathologies), run.subgroups))
 
 
+def data_files_step(run: Run) -> None:
+    """data_files.csv: sha256 of the label file(s) and of split.csv, for the model card."""
+    from chestx.runs.card import write_data_files
+
+    write_data_files(run.run_dir, run.data)
+
+
+def model_card_step(run: Run) -> None:
+    """model_card.md from the run folder's files, once metrics.json is written (a failure is logged with the
+    command that retries it; the run itself stays ok)."""
+    from chestx.runs.card import write_card
+
+    try:
+        write_card(run.run_dir)
+    except Exception as error:  # noqa: BLE001 - the trained model and its metrics are kept whatever the card does
+        log.error("model_card.md not written (%s: %s); retry with: python -m chestx.card run=%s",
+                  type(error).__name__, error, run.run_dir)
+
+
 AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
     ("predictions", write_predictions_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
-    ("other datasets", other_datasets_step),
+    ("other datasets", other_datasets_step), ("data files", data_files_step),
 )
 
 
@@ -293,6 +312,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run.metrics.update(run_summary(run))
     if run.trainer.is_global_zero:
         write_metrics(run.run_dir / METRICS_FILE, run.metrics)
+        if cfg.get("test", True):
+            model_card_step(run)  # after metrics.json: the card reads cost and hardware from it
     return run.metrics
 
 

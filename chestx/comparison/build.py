@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from chestx.comparison import figures as report_figures
+from chestx.comparison.cards import model_cards_section
 from chestx.comparison.compare import Comparison, compare
 from chestx.comparison.cross_dataset import cross_dataset_section
 from chestx.comparison.pages import html_page, latex_document, markdown_page
+from chestx.comparison.published import published_section
 from chestx.comparison.sections import (
     auroc_section, cost_section, operating_points_section, significance_section,
 )
@@ -143,7 +145,9 @@ def comparison_sections(comparison: Comparison | None, runs: list[Run], out: Pat
                     significance_section(comparison, out), operating_points_section(comparison.runs, out),
                     subgroup_section(comparison.runs, out),
                     Section("Figures", figures=figures, files={p.name: p for p in figures.values()})]
-    return [*sections, cross_dataset_section(runs, out)]  # also chestx.evaluate ckpt=... folders
+    sections.insert(1, published_section(comparison, out))  # beside the AUROC table (chestx.comparison.published)
+    return [*sections, cross_dataset_section(runs, out),  # also chestx.evaluate ckpt=... folders
+            model_cards_section(runs, out)]
 
 
 def write_documents(out: Path, title: str, intro: list[str], sections: list[Section],

@@ -62,6 +62,8 @@ MAPPING_FILE = "mapping.csv"  # in EXTERNAL_DIR/<dataset>
 UNREADABLE_FILE = "unreadable.csv"
 LOCALIZATION_FILE = "localization.csv"
 POINTING_GAME_FILE = "pointing_game.csv"
+DATA_FILES_FILE = "data_files.csv"  # role, name, bytes, sha256 of the label file(s) and split.csv (chestx.runs.card)
+MODEL_CARD_FILE = "model_card.md"  # the run's model card (chestx.runs.card, python -m chestx.card)
 CLINICAL_FILES = (THRESHOLDS_FILE, OPERATING_POINTS_FILE, CALIBRATION_FILE)
 
 PROB_PREFIX = "prob_"

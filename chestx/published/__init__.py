@@ -1,0 +1,1 @@
+"""Published per-finding results as data (results.yaml) and the code that reads them (registry)."""
