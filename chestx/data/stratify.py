@@ -14,8 +14,8 @@ To make the splits match in images as well as in patients, the vector also says 
 positive images of each finding and >= 2, 4, 8 images at all (``_strata``).
 
 Then every patient goes to one split (``stratified_split``); a finding with at least 1 / (smallest ratio) positive
-patients (10 for 70/10/20) reaches every split, one with fewer may miss the smallest., and the training patients are put in a seeded
-*stratified order* (``stratified_order``): shells of a fixed 1-2-5 ladder of fractions (0.001, 0.002, 0.005, 0.01,
+patients (10 for 70/10/20) reaches every split, one with fewer may miss the smallest. The training patients are
+put in a seeded *stratified order* (``stratified_order``): shells of a fixed 1-2-5 ladder of fractions (0.001, 0.002, 0.005, 0.01,
 ..., 0.5, 1.0) are drawn by one iterative stratification, each shell's patients shuffled, and the shells concatenated.
 ``train_subset(fraction)`` keeps the first ``round(fraction * P)`` patients of that order (at least one), so for one
 seed **every subset lies inside every larger one** (1 % inside 10 % inside 100 %), whatever fractions are asked for
@@ -84,8 +84,9 @@ def _strata(row_patient: np.ndarray, labels: np.ndarray, n_patients: int) -> np.
 
     Per finding: positive in any image, and positive in >= 2, 4, 8 images; then the patient's image count >= 2, 4,
     8. (A column for "unknown in any image", to balance the known-label denominators too, was tried on CheXpert and
-    made the deviations larger.) The count columns make the splits match in *images* too (what the model trains and is scored on), not only
-    in patients: without them a few patients with many positive images can shift an image-level prevalence.
+    made the deviations larger.) The count columns make the splits match in *images* too (what the model trains and
+    is scored on), not only in patients: without them a few patients with many positive images shift an image-level
+    prevalence.
     """
     positive = (np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0) >= 0.5).astype(np.int64)  # (N, K)
     counts = np.zeros((n_patients, positive.shape[1]), dtype=np.int64)  # (P, K) positive images per patient
