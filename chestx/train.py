@@ -88,6 +88,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     layout = OutputLayout(data.multiclass, len(data.pathologies))
     log.info("Instantiating backbone %s (%d outputs, in_chans=%d, %d px)", cfg.model.name, layout.num_outputs,
              cfg.model.in_chans, image_size)
+    resolve_feature_cache(cfg)
     net = instantiate(cfg.model, num_outputs=layout.num_outputs)
     module = instantiate(
         cfg.module, _convert_="all", net=net,
@@ -117,6 +118,23 @@ def apply_device_defaults(cfg: DictConfig) -> dict[str, Any]:
     for key, value in filled.items():
         OmegaConf.update(cfg, key, value, merge=False)
     return filled
+
+
+def resolve_feature_cache(cfg: DictConfig) -> None:
+    """module.cache_features null -> true for a linear probe whose training transform is deterministic (every
+    data.augment value off), else false; true with augmentation on is an error (cached features would freeze one
+    random draw of every image)."""
+    if cfg.module.get("freeze") != "backbone":
+        OmegaConf.update(cfg, "module.cache_features", False, merge=False)
+        return
+    aug = cfg.data.get("augment") or {}
+    random = [k for k, v in aug.items() if (list(v) != [1.0, 1.0] if k == "scale" else float(v) != 0.0)]
+    wanted = cfg.module.get("cache_features")
+    if wanted and random:
+        raise ValueError(f"module.cache_features=true with random training augmentation data.augment.{random}: "
+                         "cached features would keep one random draw; use experiment=linear_probe (augmentation "
+                         "off) or module.cache_features=false (the frozen encoder runs every epoch)")
+    OmegaConf.update(cfg, "module.cache_features", not random if wanted is None else bool(wanted), merge=False)
 
 
 ENCODER_TARGETS = {"chestx.models.encoders.create_hf_encoder": "hf",
