@@ -80,7 +80,8 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
     if preprocessing and datamodule.normalization == "imagenet" and cfg.model.in_chans == len(preprocessing["mean"]):
         # the encoder's statistics instead of ImageNet's, as fixed statistics ("dataset" with them preset)
-        datamodule.normalization, datamodule.mean, datamodule.std = "dataset", preprocessing["mean"], preprocessing["std"]
+        datamodule.normalization = "dataset"
+        datamodule.mean, datamodule.std = preprocessing["mean"], preprocessing["std"]
         log.info("normalising with %s's own mean %s / std %s (%s)", cfg.model.name, preprocessing["mean"],
                  preprocessing["std"], preprocessing["source"])
     datamodule.setup("fit")

@@ -80,8 +80,8 @@ def bench_probe(files: Sequence[Path], backbone: str, size: int, batch_size: int
         raise ValueError(f"probe_epochs={epochs}: needs >= 2 (the first epoch fills the feature cache)")
     initial = create_backbone(backbone, len(NIH_PATHOLOGIES))
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    rows: dict = {"backbone": backbone, "size": size, "batch_size": batch_size, "images_per_epoch": batch_size * batches,
-                  "epochs": epochs}
+    rows: dict = {"backbone": backbone, "size": size, "batch_size": batch_size,
+                  "images_per_epoch": batch_size * batches, "epochs": epochs}
     for mode, freeze in (("finetune", None), ("probe", "backbone")):
         seconds = epoch_seconds(copy.deepcopy(initial), files, size, batch_size, batches, epochs, freeze,
                                 accelerator, cache_dir)

@@ -32,7 +32,8 @@ ALL_BACKBONES = list(BACKBONES)
 PARTS = ("loader", "train", "scale", "epoch", "probe")
 DEFAULT_PARTS: tuple[str, ...] = ("loader", "train")  # as conf/perf.yaml; scale and epoch need NIH's label file
 TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 3000.0,
-           "scale_setup_seconds": 15.0, "scale_loader_per_core": 2000.0, "probe_speedup": 10.0}
+           "scale_setup_seconds": 15.0, "scale_loader_per_core": 2000.0,
+           "probe_speedup": 10.0}  # fine-tune / linear probe seconds per epoch after the first (CPU)
 SCALE_PARTS = ("scale", "epoch")  # the parts that need the simulated full NIH tree
 DEFAULT_NIH = REPO_DIR.parent / "shared" / "data" / "nih"  # the full NIH label file and split lists
 SAMPLE_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
