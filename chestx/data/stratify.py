@@ -16,7 +16,8 @@ positive images of each finding and >= 2, 4, 8 images at all (``_strata``).
 Then every patient goes to one split (``stratified_split``); a finding with at least 1 / (smallest ratio) positive
 patients (10 for 70/10/20) reaches every split, one with fewer may miss the smallest. The training patients are
 put in a seeded *stratified order* (``stratified_order``): shells of a fixed 1-2-5 ladder of fractions (0.001,
-0.002, 0.005, 0.01, ..., 0.5, 1.0) are drawn by one iterative stratification, each shell's patients shuffled, and the shells concatenated.
+0.002, 0.005, 0.01, ..., 0.5, 1.0) are drawn by one iterative stratification, each shell's patients shuffled, and
+the shells concatenated.
 ``train_subset(fraction)`` keeps the first ``round(fraction * P)`` patients of that order (at least one), so for one
 seed **every subset lies inside every larger one** (1 % inside 10 % inside 100 %), whatever fractions are asked for
 and in any order. At the ladder's fractions the subset is exactly a union of stratified shells; in between it adds a
