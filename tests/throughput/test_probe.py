@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from chestx.throughput.probe import bench_probe, format_probe
 from chestx.throughput.suite import check_targets
 
 
+@pytest.mark.slow
 def test_probe_epochs_after_the_first_skip_the_encoder(sample_root: Path, tmp_path: Path) -> None:
     files = sorted((sample_root / "images").glob("*.png"))[:8]
     result = bench_probe(files, "resnet18", 32, batch_size=8, batches=2, epochs=2, device=torch.device("cpu"),
