@@ -66,21 +66,36 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
 
     # first, before the data work (label file, image search, resize cache): weights the model config asks for
     # and that cannot be had here (pretrained=true offline, a missing weights file) stop the run at once
-    check_pretrained_available(cfg.model.name, cfg.model.get("pretrained", False), cfg.model.get("weights"))
+    encoder = encoder_kind(cfg)
+    if encoder is None:
+        check_pretrained_available(cfg.model.name, cfg.model.get("pretrained", False), cfg.model.get("weights"))
+        preprocessing: dict[str, Any] = {}
+    else:  # transformers / open_clip: its files must be here; its own size and mean/std (docs/encoders.md)
+        from chestx.models.encoders import encoder_preprocessing
+
+        preprocessing = encoder_preprocessing(cfg.model.name, encoder)
     data: ChestXData = instantiate(cfg.data)
     data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
-    image_size = data.image_size or default_input_size(cfg.model.name)
+    image_size = data.image_size or preprocessing.get("input_size") or default_input_size(cfg.model.name)
     datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
+    if preprocessing and datamodule.normalization == "imagenet" and cfg.model.in_chans == len(preprocessing["mean"]):
+        # the encoder's statistics instead of ImageNet's, as fixed statistics ("dataset" with them preset)
+        datamodule.normalization = "dataset"
+        datamodule.mean, datamodule.std = preprocessing["mean"], preprocessing["std"]
+        log.info("normalising with %s's own mean %s / std %s (%s)", cfg.model.name, preprocessing["mean"],
+                 preprocessing["std"], preprocessing["source"])
     datamodule.setup("fit")
     data_ready = time.time()  # labels, split, image files, pixel cache: metrics.json "phases"
     layout = OutputLayout(data.multiclass, len(data.pathologies))
     log.info("Instantiating backbone %s (%d outputs, in_chans=%d, %d px)", cfg.model.name, layout.num_outputs,
              cfg.model.in_chans, image_size)
+    resolve_feature_cache(cfg)
+    net = instantiate(cfg.model, num_outputs=layout.num_outputs)
     module = instantiate(
-        cfg.module, _convert_="all", net=instantiate(cfg.model, num_outputs=layout.num_outputs),
+        cfg.module, _convert_="all", net=net,
         pathologies=data.pathologies, loss=build_loss(instantiate(cfg.loss), layout, data.train_labels()),
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        multiclass=layout.multiclass, checkpoint_info=checkpoint_info(cfg, datamodule, layout),
+        multiclass=layout.multiclass, checkpoint_info=checkpoint_info(cfg, datamodule, layout, net),
     )
     module.timestamps["data_ready"] = data_ready
     loggers = instantiate_all(cfg.get("logger"))
@@ -106,10 +121,40 @@ def apply_device_defaults(cfg: DictConfig) -> dict[str, Any]:
     return filled
 
 
-def checkpoint_info(cfg: DictConfig, datamodule: ChestXDataModule, layout: OutputLayout) -> dict[str, Any]:
+def resolve_feature_cache(cfg: DictConfig) -> None:
+    """module.cache_features null -> true for a linear probe whose training transform is deterministic (every
+    data.augment value off), else false; true with augmentation on is an error (cached features would freeze one
+    random draw of every image)."""
+    if cfg.module.get("freeze") != "backbone":
+        OmegaConf.update(cfg, "module.cache_features", False, merge=False)
+        return
+    aug = cfg.data.get("augment") or {}
+    random = [k for k, v in aug.items() if (list(v) != [1.0, 1.0] if k == "scale" else float(v) != 0.0)]
+    wanted = cfg.module.get("cache_features")
+    if wanted and random:
+        raise ValueError(f"module.cache_features=true with random training augmentation data.augment.{random}: "
+                         "cached features would keep one random draw; use experiment=linear_probe (augmentation "
+                         "off) or module.cache_features=false (the frozen encoder runs every epoch)")
+    OmegaConf.update(cfg, "module.cache_features", not random if wanted is None else bool(wanted), merge=False)
+
+
+ENCODER_TARGETS = {"chestx.models.encoders.create_hf_encoder": "hf",
+                   "chestx.models.encoders.create_open_clip_encoder": "open_clip"}
+
+
+def encoder_kind(cfg: DictConfig) -> str | None:
+    """"hf" / "open_clip" for a transformers / open_clip model config, None for timm's."""
+    return ENCODER_TARGETS.get(str(cfg.model.get("_target_", "")))
+
+
+def checkpoint_info(cfg: DictConfig, datamodule: ChestXDataModule, layout: OutputLayout,
+                    net: Any = None) -> dict[str, Any]:
     """Plain fields every checkpoint carries, enough to predict without the config (no `_target_`s)."""
+    model = {"name": cfg.model.name, "in_chans": cfg.model.in_chans, "drop_rate": cfg.model.get("drop_rate", 0.0)}
+    if encoder_kind(cfg) is not None:  # the architecture travels: predict / export rebuild it without hub files
+        model.update(kind=encoder_kind(cfg), arch_config=net.arch_config, preprocessing=net.pretrained_cfg)
     return {
-        "model": {"name": cfg.model.name, "in_chans": cfg.model.in_chans, "drop_rate": cfg.model.get("drop_rate", 0.0)},
+        "model": model,
         "pathologies": list(datamodule.data.pathologies), "multiclass": layout.multiclass,
         "image_size": datamodule.image_size, "in_chans": datamodule.in_chans,
         "normalization": datamodule.normalization, "mean": datamodule.mean, "std": datamodule.std,

@@ -78,6 +78,9 @@ def target_layer_name(model: nn.Module, name: Optional[str] = None) -> str:
     their last ``feature_info`` tap (else the last Conv2d) with a warning. Works on wrappers (e.g. a
     LightningModule holding the timm model): paths are then prefixed with the wrapper's attribute.
     """
+    own = _own_cam_layer(model)  # transformers / open_clip encoders name their layer (chestx.models.encoders)
+    if own is not None and (name is None or not _has_module(model, name)):
+        return own
     prefix, inner = _find_timm_model(model)
     if name is not None and not _is_arch(name):
         if _has_module(model, name):
@@ -96,6 +99,15 @@ def target_layer_name(model: nn.Module, name: Optional[str] = None) -> str:
     log.warning("no Grad-CAM target layer listed for %r: using %r (override with target_layer_name=...)",
                 arch or type(inner).__name__, path)
     return path
+
+
+def _own_cam_layer(model: nn.Module) -> Optional[str]:
+    """Path of the layer a model (or a module inside it) names in ``cam_target_layer``, else None."""
+    for path, module in model.named_modules():
+        layer = getattr(module, "cam_target_layer", None)
+        if isinstance(layer, str):
+            return _join(path, layer)
+    return None
 
 
 def _is_arch(name: str) -> bool:

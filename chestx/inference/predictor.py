@@ -150,8 +150,15 @@ def _run_info(checkpoint: Any, ckpt_path: Path) -> tuple[dict, dict]:
 
 def _load_net(checkpoint: dict, model: dict, layout: OutputLayout) -> nn.Module:
     """The backbone rebuilt from the saved model config, with the checkpoint's `net.*` weights (strict)."""
-    net = create_backbone(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
-                          drop_rate=float(model.get("drop_rate") or 0.0))
+    if model.get("kind") in ("hf", "open_clip"):  # transformers / open_clip: the saved architecture, no hub files
+        from chestx.models.encoders import create_hf_encoder, create_open_clip_encoder
+
+        factory = create_hf_encoder if model["kind"] == "hf" else create_open_clip_encoder
+        net = factory(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
+                      drop_rate=float(model.get("drop_rate") or 0.0), arch_config=dict(model["arch_config"]))
+    else:
+        net = create_backbone(str(model["name"]), layout.num_outputs, in_chans=int(model.get("in_chans", 3)),
+                              drop_rate=float(model.get("drop_rate") or 0.0))
     state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)  # strict: a mismatch is a wrong checkpoint, not something to hide
     return net

@@ -37,6 +37,21 @@ log = logging.getLogger(__name__)
 NAN_CHECK_EVERY = 50  # on a GPU, steps between reading back whether the loss went non-finite (one sync each)
 
 
+FREEZE_OPTIONS: tuple[str | None, ...] = (None, "backbone")
+
+
+def _head(net: nn.Module) -> nn.Module:
+    """The final linear head of a timm model (``get_classifier``) or a chestx encoder (``head``)."""
+    return net.get_classifier() if hasattr(net, "get_classifier") else net.head
+
+
+def _features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, D) pooled features, the head's input (timm: ``forward_head(pre_logits=True)``)."""
+    if hasattr(net, "get_classifier"):
+        return net.forward_head(net.forward_features(images), pre_logits=True)
+    return net.forward_features(images)
+
+
 class NaNLossError(RuntimeError):
     """Raised when the training loss stops being finite."""
 
@@ -65,6 +80,8 @@ class ChestXModule(L.LightningModule):
         channels_last: bool = False,
         checkpoint_info: dict[str, Any] | None = None,
         compile: bool | str | None = False,
+        freeze: str | None = None,
+        cache_features: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "checkpoint_info"])
@@ -82,6 +99,26 @@ class ChestXModule(L.LightningModule):
         self.outputs: dict[str, EpochOutputs] = {}
         # plain fields saved into every checkpoint (model name, pathologies, preprocessing; no _target_s)
         self.checkpoint_info: dict[str, Any] = dict(checkpoint_info or {})
+        if freeze not in FREEZE_OPTIONS:
+            raise ValueError(f"module.freeze={freeze!r} is not one of {list(FREEZE_OPTIONS)} (null: fine-tune all, "
+                             "backbone: linear probe, only the head trains)")
+        self.freeze = freeze
+        self.feature_cache: dict[tuple[str, int], torch.Tensor] | None = None  # (stage, row) -> (D,) features
+        self.feature_cache_hits = 0  # images whose features came from the cache
+        if freeze == "backbone":
+            head = set(map(id, _head(self.net).parameters()))
+            for p in self.net.parameters():
+                p.requires_grad_(id(p) in head)
+            self.feature_cache = {} if cache_features else None
+            self.checkpoint_info["freeze"] = {
+                "frozen": "backbone", "trainable_parameters": sum(p.numel() for p in self.net.parameters()
+                                                                  if p.requires_grad),
+                "frozen_parameters": sum(p.numel() for p in self.net.parameters() if not p.requires_grad),
+                "bn_statistics": "frozen (eval mode)", "feature_cache": bool(cache_features)}
+            log.info("linear probe: backbone frozen (weights and batch-norm statistics), %s; features %s",
+                     self.checkpoint_info["freeze"], "cached after their first pass" if cache_features else
+                     "recomputed every epoch (the training transform is random)")
+            self.train()  # the backbone in eval mode from the start (Lightning restores each module's mode)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.compile_mode = compile_mode(compile)  # None: eager
@@ -92,6 +129,10 @@ class ChestXModule(L.LightningModule):
     def compile_seconds(self) -> float | None:
         """Seconds torch spent compiling the backbone so far (training and evaluation graphs); None when not compiled."""
         return self._compile_clock.seconds() if self._compile_clock is not None else None
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze == "backbone":
+            self.train()  # whatever set the modes since (validation, Lightning's mode restore): backbone eval
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.timestamps.setdefault("first_batch", time.time())  # the first batch is loaded and on the device
@@ -107,9 +148,37 @@ class ChestXModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)  # (B, num_outputs) logits, see OutputLayout
 
+    def train(self, mode: bool = True) -> "ChestXModule":
+        """Lightning's train() switches every module to training mode; a frozen backbone stays in eval mode (its
+        batch-norm statistics and dropout do not move), only the head follows ``mode``."""
+        super().train(mode)
+        if self.freeze == "backbone":
+            self.net.eval()
+            _head(self.net).train(mode)
+        return self
+
+    def _logits(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """(B, num_outputs) logits; a linear probe takes the frozen features from the cache when it has them."""
+        if self.freeze != "backbone":
+            return self(batch["image"])
+        cache, rows = self.feature_cache, batch["index"].tolist()
+        if cache is not None and stage in ("train", "val") and all((stage, r) in cache for r in rows):
+            features = torch.stack([cache[(stage, r)] for r in rows]).to(batch["image"].device)  # (B, D)
+            self.feature_cache_hits += len(rows)
+        else:
+            with torch.no_grad():
+                images = batch["image"]
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                features = _features(self.net, images)  # (B, D)
+            if cache is not None and stage in ("train", "val"):
+                for r, f in zip(rows, features.detach().cpu()):
+                    cache[(stage, r)] = f
+        return _head(self.net)(features)
+
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits = self._logits(batch, "train")
         loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
         self._watch_loss(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
@@ -149,7 +218,7 @@ class ChestXModule(L.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        logits = self(batch["image"])
+        logits = self._logits(batch, stage)
         loss = self.loss_fn(logits, batch["target"], batch["uncertain"])
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits), sync_dist=True)
         probs = probabilities(logits.float(), self.multiclass)  # (B, K)
@@ -195,7 +264,7 @@ class ChestXModule(L.LightningModule):
 
     # ----------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.net.parameters())
+        optimizer = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

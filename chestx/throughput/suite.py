@@ -19,6 +19,7 @@ from chestx.data.cache import CachedPixels, cached_pixels
 from chestx.models.backbones import BACKBONES
 from chestx.throughput.epoch import format_epoch, measure_epoch
 from chestx.throughput.loader import bench_loader, write_resized_pngs
+from chestx.throughput.probe import bench_probe, format_probe
 from chestx.throughput.scale import NIH_LABEL_FILE, format_scale, measure_scale
 from chestx.throughput.training import Option, bench_training
 
@@ -28,10 +29,11 @@ REPO_DIR = Path(__file__).resolve().parents[2]  # the checkout (the embedded sam
 DEFAULT_IMAGES = REPO_DIR.parent / "shared" / "data" / "nih" / "fullres1024"
 FALLBACK_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
 ALL_BACKBONES = list(BACKBONES)
-PARTS = ("loader", "train", "scale", "epoch")
+PARTS = ("loader", "train", "scale", "epoch", "probe")
 DEFAULT_PARTS: tuple[str, ...] = ("loader", "train")  # as conf/perf.yaml; scale and epoch need NIH's label file
 TARGETS = {"cache_over_decode_per_core": 50.0, "lightning_over_bare_cpu": 0.90, "gpu_densenet121_224_images_per_s": 3000.0,
-           "scale_setup_seconds": 15.0, "scale_loader_per_core": 2000.0}
+           "scale_setup_seconds": 15.0, "scale_loader_per_core": 2000.0,
+           "probe_speedup": 10.0}  # fine-tune / linear probe seconds per epoch after the first (CPU)
 SCALE_PARTS = ("scale", "epoch")  # the parts that need the simulated full NIH tree
 DEFAULT_NIH = REPO_DIR.parent / "shared" / "data" / "nih"  # the full NIH label file and split lists
 SAMPLE_IMAGES = REPO_DIR / "data" / "nih_sample" / "images"
@@ -68,6 +70,9 @@ class BenchSettings:
     epoch_cache: bool = False
     epoch_runs: int = 1
     epoch_args: tuple[str, ...] = ()
+    probe_backbone: str | None = None
+    probe_epochs: int = 3
+    probe_batches: int | None = None
 
 
 def _as_list(value: object) -> list | None:
@@ -86,6 +91,7 @@ def resolve_settings(
     scale_nih: str | Path | None = None, scale_images: int | None = 10000, scale_dir: str | Path | None = None,
     epoch_model: str | None = None, epoch_batch_size: int | None = None, epoch_limit_batches: int | None = None,
     epoch_cache: bool | None = None, epoch_runs: int = 1, epoch_args: Sequence[str] | None = None,
+    probe_backbone: str | None = None, probe_epochs: int = 3, probe_batches: int | None = None,
 ) -> BenchSettings:
     """Fill in the settings left None from the machine: GPU defaults when `device` is (or defaults to) CUDA."""
     parts, workers, backbones, options, epoch_args = (_as_list(v) for v in (parts, workers, backbones, options,
@@ -104,6 +110,8 @@ def resolve_settings(
         scale_images=int(scale_images) if scale_images is not None else None,
         scale_dir=Path(scale_dir) if scale_dir else None,
         **_epoch_defaults(gpu, epoch_model, epoch_batch_size, epoch_limit_batches, epoch_cache, epoch_runs, epoch_args),
+        probe_backbone=probe_backbone, probe_epochs=int(probe_epochs),
+        probe_batches=int(probe_batches) if probe_batches else None,
     )
 
 
@@ -199,6 +207,11 @@ def check_targets(result: dict) -> dict:
         best = max(r["lightning_images_per_s"] for r in gpu)
         out["gpu_densenet121_224_mixed_cl"] = {"value": best, "target": TARGETS["gpu_densenet121_224_images_per_s"],
                                                "met": best >= TARGETS["gpu_densenet121_224_images_per_s"]}
+    probe = result.get("probe")
+    if probe:
+        ratio = probe["finetune_over_probe_later"]
+        out["probe_speedup_per_epoch_after_first"] = {"value": ratio, "target": TARGETS["probe_speedup"],
+                                                      "met": ratio >= TARGETS["probe_speedup"]}
     epoch = result.get("epoch")
     rates = [r["train_images_per_s"] for r in (epoch or {}).get("runs", []) if r.get("train_images_per_s")]
     if epoch and rates and result["device"] != "cpu" and epoch["model"] == "densenet121" and epoch["size"] == 224:
@@ -231,6 +244,8 @@ def format_table(result: dict) -> str:
         lines += format_scale(result["scale"])
     if result.get("epoch"):
         lines += format_epoch(result["epoch"])
+    if result.get("probe"):
+        lines += format_probe(result["probe"])
     if result.get("targets"):
         lines += ["", "TARGETS"]
         lines += [f"{k:<40}{v['value']:>12.2f}  (target {v['target']})  {'met' if v['met'] else 'NOT met'}"
@@ -246,7 +261,7 @@ def run(settings: BenchSettings) -> dict:
     with tempfile.TemporaryDirectory(prefix="chestx-perf-") as tmp:
         cache_dir = settings.cache_dir or Path(tmp) / "cache"
         _measure_nih_parts(settings, result, cache_dir, settings.scale_dir or Path(tmp) / "scale")
-        if not set(settings.parts) & {"loader", "train"}:
+        if not set(settings.parts) & {"loader", "train", "probe"}:
             return _finish(result, started)
         cache = cached_pixels(paths, settings.size, cache_dir=cache_dir, root=settings.images)
         if "loader" in settings.parts:
@@ -254,7 +269,29 @@ def run(settings: BenchSettings) -> dict:
                                             Path(tmp))
         if "train" in settings.parts:
             _measure_train(settings, result, cache, cache_dir, Path(tmp))
+        if "probe" in settings.parts:
+            _measure_probe(settings, result, cache, cache_dir, Path(tmp))
     return _finish(result, started)
+
+
+def _measure_probe(settings: BenchSettings, result: dict, cache: CachedPixels, cache_dir: Path, tmp: Path) -> None:
+    """The `probe` part: linear probe (cached features) vs fine-tune, seconds per epoch (chestx.throughput.probe)."""
+    levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "chestx.data", "chestx.models")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    result["machine"]["torch_threads"] = torch.get_num_threads()
+    files = write_resized_pngs(cache, tmp / f"png{settings.size}")
+    gpu = settings.device.startswith("cuda")
+    try:
+        result["probe"] = bench_probe(
+            files, settings.probe_backbone or ("densenet121" if gpu else "resnet18"), settings.size,
+            settings.batch_size, settings.probe_batches or (20 if gpu else 8), settings.probe_epochs,
+            torch.device(settings.device), cache_dir)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _image_paths(settings: BenchSettings) -> list[Path]:
@@ -262,7 +299,7 @@ def _image_paths(settings: BenchSettings) -> list[Path]:
     images = settings.images
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if images.is_dir() \
         else []
-    if not paths and set(settings.parts) & {"loader", "train"}:
+    if not paths and set(settings.parts) & {"loader", "train", "probe"}:
         raise FileNotFoundError(f"images={str(images)!r} holds no PNG/JPEG files; pass images=<a folder of images>")
     return paths
 

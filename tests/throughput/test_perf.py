@@ -162,7 +162,8 @@ def test_settings_follow_the_device_and_name_bad_values(monkeypatch, nih_dir: Pa
     epoch = resolve_settings(device="cpu", parts=["epoch"], scale_nih=nih_dir, epoch_args="module.compile=true",
                              epoch_runs=2, epoch_limit_batches=1)
     assert (epoch.epoch_args, epoch.epoch_runs, epoch.epoch_limit_batches) == (("module.compile=true",), 2, 1)
-    with pytest.raises(ValueError, match=r"parts=\['gpu'\]: choose from \['loader', 'train', 'scale', 'epoch'\]"):
+    with pytest.raises(ValueError,
+                       match=r"parts=\['gpu'\]: choose from \['loader', 'train', 'scale', 'epoch', 'probe'\]"):
         resolve_settings(parts=["gpu"])
     with pytest.raises(ValueError, match="options entry 'fp8'"):
         resolve_settings(options=["32", "fp8"])
