@@ -11,6 +11,7 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
           heatmaps/                 the clinical step (chestx.runs.clinical)
     <run>/subgroups.csv             subgroup performance (chestx.runs.subgroups)
     <run>/external/<dataset>/       the model on another dataset's test split (chestx.runs.external), with mapping.csv
+    <run>/stage_one/                a two-stage recipe's first stage, a run folder of its own (STAGE_ONE_DIR)
     <predict>/unreadable.csv, localization.csv, pointing_game.csv   chestx.predict
 
 `predictions.csv`: one row per image: image_id, patient_id, the label file's metadata (META_COLUMNS) when known,
@@ -62,6 +63,7 @@ MAPPING_FILE = "mapping.csv"  # in EXTERNAL_DIR/<dataset>
 UNREADABLE_FILE = "unreadable.csv"
 LOCALIZATION_FILE = "localization.csv"
 POINTING_GAME_FILE = "pointing_game.csv"
+STAGE_ONE_DIR = "stage_one"  # a two-stage run (chestx._stages): stage one's run folder inside stage two's
 CLINICAL_FILES = (THRESHOLDS_FILE, OPERATING_POINTS_FILE, CALIBRATION_FILE)
 
 PROB_PREFIX = "prob_"

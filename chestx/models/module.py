@@ -13,6 +13,7 @@ training batch, end of fit) for metrics.json.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -195,7 +196,14 @@ class ChestXModule(L.LightningModule):
 
     # ----------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if "loss" in inspect.signature(self.optimizer_factory).parameters:  # PESG: also the loss's a, b, alpha
+            optimizer = self.optimizer_factory(params=self.net.parameters(), loss=self.loss_fn)
+        elif any(True for _ in self.loss_fn.parameters()):
+            raise ValueError(f"the loss {type(self.loss_fn).__name__} has trainable parameters (AUC-M's a, b, alpha) "
+                             f"that optimizer {getattr(self.optimizer_factory, 'func', self.optimizer_factory)} "
+                             "does not update: use optimizer=pesg (LibAUC's optimizer for loss=auc_margin)")
+        else:
+            optimizer = self.optimizer_factory(params=self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -206,7 +214,11 @@ class ChestXModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # plain values only, so that every reader loads the file with weights_only=True (chestx.core.checkpoint_io)
-        checkpoint["chestx"] = plain(self.checkpoint_info, "checkpoint['chestx']")
+        info = dict(self.checkpoint_info)
+        for part in self.loss_fn.modules():  # e.g. AUC-M's class priors
+            if hasattr(part, "checkpoint_fields"):
+                info.update(part.checkpoint_fields())
+        checkpoint["chestx"] = plain(info, "checkpoint['chestx']")
         unsafe = unsafe_entries(checkpoint)
         if unsafe:
             raise CheckpointError(f"this checkpoint would hold {unsafe[:5]}, which torch.load(weights_only=True) "
