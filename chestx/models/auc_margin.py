@@ -13,7 +13,8 @@ on Medical Image Classification" (ICCV; arXiv:2012.03173), as implemented by the
 - The loss's auxiliary variables a, b (K,) and alpha (K,) are registered as ``nn.Parameter`` and the priors as a
   buffer (LibAUC keeps them as plain tensors), so they are saved in every checkpoint, restored on resume, moved to
   the device with the model, and kept equal on every DDP process (DDP broadcasts parameters and buffers from rank
-  0 and averages the gradients).
+  0 and averages the gradients; ``pesg`` broadcasts PESG's random first reference point, which LibAUC draws on
+  each process).
 - ``pesg(params, loss, ...)``: LibAUC's PESG with the network's parameters and the loss's a, b, alpha;
   ``PESGEpochDecay``: its ``update_regularizer`` (lr / decay_factor and a new reference point for the epoch-level
   penalty) after every epoch, as LibAUC's CheXpert examples call it before every epoch but the first, as a
@@ -165,8 +166,14 @@ def pesg(params: Iterable[nn.Parameter], loss: nn.Module, lr: float = 0.1, epoch
                          "loss=auc_margin (or experiment=auc_margin_chexpert), or another optimizer")
     params = list(params)
     device = params[0].device if params else auc.a.device
-    return PESG(params, loss_fn=auc, lr=lr, mode=mode, clip_value=clip_value, weight_decay=weight_decay,
-                epoch_decay=epoch_decay, momentum=momentum, verbose=False, device=device)
+    optimizer = PESG(params, loss_fn=auc, lr=lr, mode=mode, clip_value=clip_value, weight_decay=weight_decay,
+                     epoch_decay=epoch_decay, momentum=momentum, verbose=False, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # PESG draws its first reference point at random (normal, std 0.01) on each process: under DDP the
+        # processes would pull their weights towards different points and drift apart; rank 0's for all
+        for reference in optimizer.model_ref or []:
+            torch.distributed.broadcast(reference, src=0)
+    return optimizer
 
 
 class PESGEpochDecay(torch.optim.lr_scheduler.LRScheduler):
