@@ -137,3 +137,27 @@ def test_sigkill_in_each_stage_then_resume(repo_root: Path, tmp_path: Path) -> N
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["stage"] == "finetune"
     assert metrics["init_from"] == str(run / STAGE_ONE_DIR / "checkpoints" / "best.ckpt")
+
+
+def test_loss_policies_sweep_crosses_losses_with_policies_in_one_report(repo_root: Path, chexpert_tree: Path,
+                                                                        tmp_path: Path) -> None:
+    """experiment=loss_policies as a real Hydra multirun (2 objectives x 2 policies of its 3 x 3, tiny settings) on
+    real CheXpert rows: every job trains with its loss and optimizer, and the report has one column per cell."""
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "chestx.train", "-m", "experiment=loss_policies", f"data.root={chexpert_tree}",
+         "objective=bce,auc_margin", "data.uncertainty=zeros,ones", *TINY_NET, "trainer.max_epochs=1",
+         "trainer.limit_train_batches=2", "data.num_workers=0", "data.eval_batch_size=64", "trainer.accelerator=cpu",
+         "logger=none", "clinical=none", "subgroups=none", f"hydra.sweep.dir={sweep}"],
+        cwd=repo_root, timeout=TIMEOUT_S, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    configs = {p.parent.name: (p.read_text()) for p in sweep.glob("*/config.yaml")}
+    assert len(configs) == 4
+    for text in configs.values():  # AUC-M trains with PESG, BCE with Adam at uncertainty_policies' lr
+        assert ("auc_margin.pesg" in text) == ("auc_margin.auc_margin" in text) != ("MaskedBCELoss" in text)
+    build_report([sweep], tmp_path / "report", n_resamples=20)
+    table = (tmp_path / "report" / "auroc_table.md").read_text()
+    header = table.splitlines()[0]
+    for objective in ("bce", "auc_margin"):
+        for policy in ("zeros", "ones"):
+            assert f"objective={objective} uncertainty={policy}" in header, header
