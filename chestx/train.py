@@ -149,7 +149,8 @@ def start(cfg: DictConfig) -> Run:
     if cfg.get("init_from"):  # backbone weights of another run (a resumed fit then loads its own checkpoint)
         from chestx.models.warm_start import load_backbone_weights
 
-        load_backbone_weights(module.net, cfg.init_from, reset_head=cfg.get("init_reset_head", True), trust=trusted(cfg))
+        load_backbone_weights(module.net, cfg.init_from, reset_head=cfg.get("init_reset_head", True),
+                              trust=trusted(cfg))
     return Run(cfg, run_dir, data, datamodule, module, trainer, subgroups, other_data, started=started)
 
 

@@ -134,8 +134,8 @@ def test_every_optimizer_option_steps_as_its_algorithm(option: str, compose, tmp
     cfg = compose([f"optimizer={option}"], tmp_path).optimizer
     p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
     if option == "pesg":  # PESG also holds the AUC-M loss's a, b, alpha (they get no gradient here)
-        optimizer = instantiate(cfg)(params=[p], loss=build_loss(instantiate(compose(["loss=auc_margin"], tmp_path)
-                                                                             .loss), OutputLayout(False, 3), _batch()[2]))
+        auc = build_loss(instantiate(compose(["loss=auc_margin"], tmp_path).loss), OutputLayout(False, 3), _batch()[2])
+        optimizer = instantiate(cfg)(params=[p], loss=auc)
         # PESG draws its first reference point at random: the update rule reads it back
         cfg = OmegaConf.create({**OmegaConf.to_container(cfg), "reference": float(optimizer.model_ref[0])})
     else:

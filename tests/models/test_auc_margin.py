@@ -7,13 +7,11 @@ DDP over 2 gloo processes keeps a, b, alpha and the priors equal on both.
 from __future__ import annotations
 
 import functools
-import os
 import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from libauc.losses import MultiLabelAUCMLoss
 from libauc.optimizers import PESG
@@ -175,6 +173,7 @@ def _auroc(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(np.mean([roc_auc_score(y[:, k], scores[:, k]) for k in range(y.shape[1])]))
 
 
+@pytest.mark.slow
 def test_stage_two_auroc_is_not_below_stage_one_on_separable_data() -> None:
     """The recipe in miniature: 1 epoch of BCE + Adam, then the head reset and 2 epochs of AUC-M + PESG with the
     epoch decay, on separable data (a margin of 0.5 around each class boundary), 20% of the labels unknown.
