@@ -227,6 +227,10 @@ class ChestXModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_info = checkpoint.get("chestx", {})
+        own = set(self.loss_fn.state_dict())
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("loss_fn.") and k[len("loss_fn."):] not in own]:
+            del state[key]  # another loss's variables (AUC-M's a, b, alpha, priors): scoring its net needs none
 
 
 def checkpoint_epoch(path: str | Path, trust: bool = False) -> int | None:

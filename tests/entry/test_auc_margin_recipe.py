@@ -64,6 +64,12 @@ def test_two_stage_recipe_end_to_end_and_in_the_report(compose, tiny_overrides, 
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.05 / 100)
     assert float(last["state_dict"]["loss_fn.libauc_loss.alpha"].abs().sum()) > 0
 
+    # re-scoring the AUC-M model without training (fit=false) and with the default loss: its test AUROC again
+    tiny = [o for o in tiny_overrides if not o.startswith("clinical.")]  # this run switches the clinical step off
+    rescored = train(compose([*tiny, *TINY_NET, "fit=false", f"ckpt_path={metrics['best_checkpoint']}",
+                              "clinical=none", "subgroups=none"], tmp_path / "rescored"))
+    assert float(rescored["test/auroc_mean"]) == pytest.approx(float(metrics["test/auroc_mean"]), abs=1e-6)
+
     runs = load_runs([tmp_path])
     label_runs(runs)
     assert sorted(r.label for r in runs) == ["test_resnet stage=finetune", "test_resnet stage=pretrain"]
