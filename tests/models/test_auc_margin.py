@@ -219,3 +219,16 @@ def test_ddp_keeps_the_loss_variables_and_priors_equal_on_every_process(tmp_path
         torch.testing.assert_close(zero[key], one[key], msg=key)
     torch.testing.assert_close(zero["loss.libauc_loss.p"], torch.tensor([0.2, 0.3, 0.4]))  # rank 0's priors
     assert float(zero["loss.libauc_loss.alpha"].abs().sum()) > 0  # alpha moved (PESG's ascent)
+
+
+def test_libauc_comes_without_its_unused_heavy_requirements() -> None:
+    """pyproject's [tool.uv.dependency-metadata] trims libauc's declared requirements to what libauc.losses and
+    libauc.optimizers import: its graph, NLP, web-dataset and GUI-OpenCV requirements stay out of the environment."""
+    import importlib.metadata
+    import importlib.util
+
+    assert importlib.metadata.version("libauc") == "2.0.1"
+    for module in ("torch_geometric", "ogb", "webdataset", "transformers", "medmnist"):
+        assert importlib.util.find_spec(module) is None, module
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("opencv-python")  # chestx has opencv-python-headless; libauc asks for the GUI one
