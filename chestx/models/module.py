@@ -215,7 +215,8 @@ class ChestXModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # plain values only, so that every reader loads the file with weights_only=True (chestx.core.checkpoint_io)
         info = dict(self.checkpoint_info)
-        for part in self.loss_fn.modules():  # e.g. AUC-M's class priors
+        loss = getattr(self, "loss_fn", None)
+        for part in loss.modules() if isinstance(loss, nn.Module) else ():  # e.g. AUC-M's class priors
             if hasattr(part, "checkpoint_fields"):
                 info.update(part.checkpoint_fields())
         checkpoint["chestx"] = plain(info, "checkpoint['chestx']")
