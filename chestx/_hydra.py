@@ -30,10 +30,12 @@ def hydra_run_dir() -> Path:
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    """The Hydra run folder, or `paths.output_dir` when an entry point's function is called without Hydra (tests)."""
+    """The run's folder: `paths.output_dir`, which is the Hydra run folder unless it is set otherwise (the stage
+    folders of a two-stage recipe, chestx._stages; tests calling an entry point's function without Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return hydra_run_dir() if HydraConfig.initialized() else Path(cfg.paths.output_dir)
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    return Path(output_dir) if output_dir or not HydraConfig.initialized() else hydra_run_dir()
 
 
 def data_config_name(cfg: DictConfig) -> str:

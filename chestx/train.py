@@ -191,6 +191,11 @@ def start(cfg: DictConfig) -> Run:
     other_data = other_test_data(cfg)
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg, run_dir)
+    if cfg.get("init_from"):  # backbone weights of another run (a resumed fit then loads its own checkpoint)
+        from chestx.models.warm_start import load_backbone_weights
+
+        load_backbone_weights(module.net, cfg.init_from, reset_head=cfg.get("init_reset_head", True),
+                              trust=trusted(cfg))
     return Run(cfg, run_dir, data, datamodule, module, trainer, subgroups, other_data, started=started)
 
 
@@ -331,6 +336,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "status": "ok", "error": None, "model": cfg.model.name, "data": type(run.data).__name__,
         "dataset": data_config_name(cfg), "sources": sorted(getattr(run.data, "sources", {})) or None,
         "seed": cfg.seed, "image_size": datamodule.image_size,
+        "stage": cfg.get("stage"), "init_from": cfg.get("init_from"),  # the two-stage recipe (chestx._stages)
         "params": count_parameters(module.net), "macs": macs,
         "compile": module.compile_mode, "compile_seconds": module.compile_seconds(), "phases": phases(run),
         "epochs": trainer.current_epoch,
@@ -344,7 +350,12 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, run the AFTER_TEST steps, write metrics.json; returns its content."""
+    """Fit, test the best checkpoint, run the AFTER_TEST steps, write metrics.json; returns its content. A config
+    with `stage_two` (experiment=auc_margin_chexpert) runs both stages (chestx._stages)."""
+    if cfg.get("stage_two"):
+        from chestx._stages import train_two_stages
+
+        return train_two_stages(cfg, train)
     run = start(cfg)
     run.best = fit(run)
     run.metrics = {k: v for k, v in run.trainer.callback_metrics.items() if k.startswith("train/")}

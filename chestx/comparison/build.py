@@ -36,7 +36,7 @@ MARKDOWN_FILE = "auroc_table.md"
 LATEX_FILE = "auroc_table.tex"
 HTML_FILE = "report.html"
 
-SETTING_KEYS = (  # resolved config values stated in the report (from the first finished run)
+SETTING_KEYS = (  # resolved config values stated in the report (those all columns share; the others named)
     ("data._target_", "data"), ("data.split", "split"), ("data.ratios", "ratios"), ("data.folds", "k-fold folds"),
     ("data.image_size", "image px"), ("data.batch_size", "batch"), ("trainer.max_epochs", "max epochs"),
     ("trainer.limit_train_batches", "train batches/epoch"), ("optimizer._target_", "optimizer"),
@@ -111,9 +111,12 @@ def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) 
         replicates = _replicates(comparison)
         if replicates:
             lines.append(replicates)
-        settings = _settings(first)
-        if settings:
-            lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+        every = [_settings(run) for run in comparison.runs]  # those the columns share; the others named
+        settings = {k: v for k, v in _settings(first).items() if all(s.get(k) == v for s in every)}
+        varying = sorted({k for s in every for k in s} - set(settings))
+        if settings or varying:
+            lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+                         + ("; differing between columns: " + ", ".join(varying) if varying else "") + ".")
         ts = comparison.test_sets[0]
         lines.append(
             f"Cells: test AUROC with a {comparison.ci:.0%} percentile CI from a patient-level bootstrap "

@@ -11,6 +11,7 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
           heatmaps/                 the clinical step (chestx.runs.clinical)
     <run>/subgroups.csv             subgroup performance (chestx.runs.subgroups)
     <run>/external/<dataset>/       the model on another dataset's test split (chestx.runs.external), with mapping.csv
+    <run>/stage_one/                a two-stage recipe's first stage, a run folder of its own (STAGE_ONE_DIR)
     <predict>/unreadable.csv, localization.csv, pointing_game.csv   chestx.predict
 
 `predictions.csv`: one row per image: image_id, patient_id, the label file's metadata (META_COLUMNS) when known,
@@ -64,6 +65,7 @@ LOCALIZATION_FILE = "localization.csv"
 POINTING_GAME_FILE = "pointing_game.csv"
 DATA_FILES_FILE = "data_files.csv"  # role, name, bytes, sha256 of the label file(s) and split.csv (chestx.runs.card)
 MODEL_CARD_FILE = "model_card.md"  # the run's model card (chestx.runs.card, python -m chestx.card)
+STAGE_ONE_DIR = "stage_one"  # a two-stage run (chestx._stages): stage one's run folder inside stage two's
 CLINICAL_FILES = (THRESHOLDS_FILE, OPERATING_POINTS_FILE, CALIBRATION_FILE)
 
 PROB_PREFIX = "prob_"

@@ -13,6 +13,7 @@ training batch, end of fit) for metrics.json.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -264,7 +265,15 @@ class ChestXModule(L.LightningModule):
 
     # ----------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+        trainable = [p for p in self.net.parameters() if p.requires_grad]  # a linear probe: the head only
+        if "loss" in inspect.signature(self.optimizer_factory).parameters:  # PESG: also the loss's a, b, alpha
+            optimizer = self.optimizer_factory(params=trainable, loss=self.loss_fn)
+        elif any(True for _ in self.loss_fn.parameters()):
+            raise ValueError(f"the loss {type(self.loss_fn).__name__} has trainable parameters (AUC-M's a, b, alpha) "
+                             f"that optimizer {getattr(self.optimizer_factory, 'func', self.optimizer_factory)} "
+                             "does not update: use optimizer=pesg (LibAUC's optimizer for loss=auc_margin)")
+        else:
+            optimizer = self.optimizer_factory(params=trainable)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -275,7 +284,12 @@ class ChestXModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # plain values only, so that every reader loads the file with weights_only=True (chestx.core.checkpoint_io)
-        checkpoint["chestx"] = plain(self.checkpoint_info, "checkpoint['chestx']")
+        info = dict(self.checkpoint_info)
+        loss = getattr(self, "loss_fn", None)
+        for part in loss.modules() if isinstance(loss, nn.Module) else ():  # e.g. AUC-M's class priors
+            if hasattr(part, "checkpoint_fields"):
+                info.update(part.checkpoint_fields())
+        checkpoint["chestx"] = plain(info, "checkpoint['chestx']")
         unsafe = unsafe_entries(checkpoint)
         if unsafe:
             raise CheckpointError(f"this checkpoint would hold {unsafe[:5]}, which torch.load(weights_only=True) "
@@ -284,6 +298,10 @@ class ChestXModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.checkpoint_info = checkpoint.get("chestx", {})
+        own = set(self.loss_fn.state_dict())
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("loss_fn.") and k[len("loss_fn."):] not in own]:
+            del state[key]  # another loss's variables (AUC-M's a, b, alpha, priors): scoring its net needs none
 
 
 def checkpoint_epoch(path: str | Path, trust: bool = False) -> int | None:

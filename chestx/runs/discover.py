@@ -22,8 +22,8 @@ import pandas as pd
 import yaml
 
 from chestx.core.run_folder import (
-    EXTERNAL_DIR, HYDRA_DIR, METRICS_FILE, OVERRIDES_FILE, PREDICTIONS_FILE, read_metrics, read_predictions,
-    read_run_config, select,
+    EXTERNAL_DIR, HYDRA_DIR, METRICS_FILE, OVERRIDES_FILE, PREDICTIONS_FILE, STAGE_ONE_DIR, read_metrics,
+    read_predictions, read_run_config, select,
 )
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def find_run_dirs(folders: list[Path]) -> list[Path]:
         if not below:
             raise ReportError(f"no run folders (with .hydra/, metrics.json or predictions.csv) under {folder}")
         found.extend(below)
+    # a two-stage recipe's run folder holds its first stage's run folder (chestx._stages): both are runs
+    found = [q for p in found for q in (p, p / STAGE_ONE_DIR) if q == p or _is_run_dir(q)]
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
 
@@ -150,6 +152,8 @@ def load_run(path: Path) -> Run:
         except ValueError as error:
             run.reason = f"metrics.json is not valid JSON ({error})"
             return run
+    if run.metrics.get("stage"):  # a two-stage recipe's stage (chestx._stages): a setting the report labels runs by
+        run.overrides.setdefault("stage", str(run.metrics["stage"]))
     if run.metrics.get("status") == "failed":
         run.status = "failed"
         run.reason = run.metrics.get("error") or "failed (no error message in metrics.json)"

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from chestx._hydra import CONFIG_DIR, instantiate_all
 from chestx.models.backbones import BACKBONE_SPECS, default_input_size
@@ -76,6 +77,22 @@ def _weighted_cells(logits: torch.Tensor, target: torch.Tensor, train_labels: np
 
 LOSSES = {"bce": lambda z, t, labels: _bce_cells(z, t), "focal": lambda z, t, labels: _focal_cells(z, t),
           "weighted_bce": _weighted_cells}
+AUC_A, AUC_B, AUC_ALPHA = torch.tensor([0.2, 0.1, 0.3]), torch.tensor([0.6, 0.5, 0.4]), torch.tensor([0.3, 0.1, 0.2])
+
+
+def _auc_margin(logits: torch.Tensor, target: torch.Tensor, train_labels: np.ndarray, m: float = 1.0) -> torch.Tensor:
+    """AUC-M v1 (Yuan et al. 2021, LibAUC's AUCMLoss docstring) per column over its known rows, then the mean over
+    columns: (1-p) E[(s-a)^2 1(y=1)] + p E[(s-b)^2 1(y=0)] + 2 alpha (p(1-p) m + E[p s 1(y=0) - (1-p) s 1(y=1)])
+    - p(1-p) alpha^2, s = sigmoid(z), p the class's positive fraction in the training labels."""
+    terms = []
+    for k in range(target.shape[1]):
+        rows = ~torch.isnan(target[:, k])
+        s, y, p = torch.sigmoid(logits[rows, k]), target[rows, k], float(train_labels[:, k].mean())
+        a, b, alpha = AUC_A[k], AUC_B[k], AUC_ALPHA[k]
+        terms.append((1 - p) * ((s - a) ** 2 * y).mean() + p * ((s - b) ** 2 * (1 - y)).mean()
+                     + 2 * alpha * (p * (1 - p) * m + (p * s * (1 - y) - (1 - p) * s * y).mean())
+                     - p * (1 - p) * alpha ** 2)
+    return torch.stack(terms).mean()
 
 
 @pytest.mark.parametrize("option", group("loss"))
@@ -86,7 +103,13 @@ def test_every_loss_option_is_its_formula_over_the_known_labels(option: str, com
     loss = build_loss(instantiate(compose([f"loss={option}"], tmp_path).loss), OutputLayout(False, 3), train_labels)
     value = loss(logits, target, torch.zeros_like(target, dtype=torch.bool))
     seen = ~torch.isnan(target)
-    torch.testing.assert_close(value, LOSSES[option](logits, target, train_labels)[seen].mean())
+    if option == "auc_margin":  # not a sum over cells: a min-max objective per class, with a, b, alpha of its own
+        with torch.no_grad():
+            loss.a.copy_(AUC_A), loss.b.copy_(AUC_B), loss.alpha.copy_(AUC_ALPHA)
+        value = loss(logits, target, torch.zeros_like(target, dtype=torch.bool))
+        torch.testing.assert_close(value, _auc_margin(logits, target, train_labels))
+    else:
+        torch.testing.assert_close(value, LOSSES[option](logits, target, train_labels)[seen].mean())
     value.backward()
     assert (logits.grad[~seen] == 0).all() and (logits.grad[seen] != 0).all()
 
@@ -101,6 +124,9 @@ def _first_step(option: str, cfg) -> float:
         return 1 * (1 - lr * decay) - lr
     if option == "sgd":  # L2 decay added to the gradient; the momentum buffer starts at that gradient
         return 1 - lr * (0.5 + decay * 1)
+    if option == "pesg":  # clipped gradient + epoch_decay * (p - reference) + L2 decay; the buffer starts there
+        clipped = min(max(0.5, -float(cfg.clip_value)), float(cfg.clip_value))
+        return 1 - lr * (clipped + float(cfg.epoch_decay) * (1 - float(cfg.reference)) + decay * 1)
     raise AssertionError(f"no update rule written here for optimizer={option}")
 
 
@@ -108,7 +134,13 @@ def _first_step(option: str, cfg) -> float:
 def test_every_optimizer_option_steps_as_its_algorithm(option: str, compose, tmp_path: Path) -> None:
     cfg = compose([f"optimizer={option}"], tmp_path).optimizer
     p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
-    optimizer = instantiate(cfg)(params=[p])
+    if option == "pesg":  # PESG also holds the AUC-M loss's a, b, alpha (they get no gradient here)
+        auc = build_loss(instantiate(compose(["loss=auc_margin"], tmp_path).loss), OutputLayout(False, 3), _batch()[2])
+        optimizer = instantiate(cfg)(params=[p], loss=auc)
+        # PESG draws its first reference point at random: the update rule reads it back
+        cfg = OmegaConf.create({**OmegaConf.to_container(cfg), "reference": float(optimizer.model_ref[0])})
+    else:
+        optimizer = instantiate(cfg)(params=[p])
     assert type(optimizer).__name__.lower() == option
     p.grad = torch.full_like(p, 0.5)
     optimizer.step()
@@ -128,6 +160,10 @@ def test_every_scheduler_option_moves_the_learning_rate(option: str, compose, tm
         assert not cfg.get("scheduler")
         return
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    if option == "pesg_epoch_decay":  # PESG's own schedule: it needs PESG (with the AUC-M loss)
+        from chestx.models.auc_margin import auc_margin, pesg
+
+        optimizer = pesg([torch.nn.Parameter(torch.zeros(1))], auc_margin(_batch()[2]), lr=0.1)
     scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
     lrs = []
     for epoch in range(cfg.trainer.max_epochs):
@@ -137,6 +173,8 @@ def test_every_scheduler_option_moves_the_learning_rate(option: str, compose, tm
     if option == "cosine":  # half a cosine over the run's epochs, down to eta_min = 0
         expected = [0.05 * (1 + np.cos(np.pi * (e + 1) / cfg.trainer.max_epochs)) for e in range(len(lrs))]
         np.testing.assert_allclose(lrs, expected, atol=1e-12)
+    elif option == "pesg_epoch_decay":  # lr / decay_factor after every epoch
+        np.testing.assert_allclose(lrs, [0.1 / 10 ** (e + 1) for e in range(len(lrs))], rtol=1e-12)
     else:  # x0.1 each time the loss has not improved for more than `patience` (1) epochs
         assert lrs[:2] == [0.1, 0.1] and lrs[2] == pytest.approx(0.01) and min(lrs) < 1e-4
 
