@@ -228,7 +228,7 @@ def test_libauc_comes_without_its_unused_heavy_requirements() -> None:
     import importlib.util
 
     assert importlib.metadata.version("libauc") == "2.0.1"
-    for module in ("torch_geometric", "ogb", "webdataset", "transformers", "medmnist"):
+    for module in ("torch_geometric", "ogb", "webdataset", "medmnist"):  # transformers: chestx's own (model=hf)
         assert importlib.util.find_spec(module) is None, module
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.version("opencv-python")  # chestx has opencv-python-headless; libauc asks for the GUI one
