@@ -28,6 +28,8 @@ from chestx.core.run_folder import (
     METRICS_FILE, SPLIT_FILE, external_dir, failure_recorded, with_metadata, write_metrics, write_run_predictions,
 )
 
+from chestx.inference.tta import check_tta
+
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
 
@@ -143,6 +145,7 @@ def start(cfg: DictConfig) -> Run:
     apply_device_defaults(cfg)
     write_config(run_dir, cfg)
     subgroups = instantiate_optional(cfg.get("subgroups"))
+    check_tta(str(cfg.get("tta") or "none"))  # a bad tta= stops the run before training
     other_data = other_test_data(cfg)
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg, run_dir)
@@ -195,6 +198,25 @@ def write_predictions_step(run: Run) -> None:
     write_run_predictions(run.run_dir, ids, run.module.outputs, run.data.pathologies)
 
 
+def tta_step(run: Run) -> None:
+    """tta=hflip|tencrop: the best checkpoint on the test split again with test-time augmentation, into
+    predictions_tta.csv and auroc_tta.csv (chestx.runs.tta); tta=none: skipped."""
+    mode = str(run.cfg.get("tta") or "none")
+    if mode == "none":
+        return
+    if run.best is None:
+        log.warning("tta=%s: no checkpoint was saved, so there is no TTA pass", mode)
+        return
+    from chestx.inference.external import checkpoint_device, score_external
+    from chestx.inference.predictor import load_for_inference
+    from chestx.runs.tta import write_tta
+
+    predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg), tta=mode)
+    scores = score_external(predictor, run.data, batch_size=int(run.cfg.data.eval_batch_size),
+                            num_workers=int(run.cfg.data.num_workers or 0), tta=True)
+    run.metrics.update(write_tta(run.run_dir, scores, mode))
+
+
 def clinical_step(run: Run) -> None:
     """Thresholds frozen on validation, operating points, calibration, heatmaps (clinical=none: skipped)."""
     clinical = instantiate_optional(run.cfg.get("clinical"))
@@ -230,7 +252,7 @@ def other_datasets_step(run: Run) -> None:
 
 
 AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
-    ("predictions", write_predictions_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
+    ("predictions", write_predictions_step), ("tta", tta_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
     ("other datasets", other_datasets_step),
 )
 
