@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir
@@ -22,6 +24,31 @@ from chestx.runs.discover import ReportError
 from chestx.runs.ensemble import build_ensemble
 
 log = logging.getLogger("chestx.ensemble")
+
+
+class EnsembleReport(Callback):
+    """Hydra callback of a training sweep (experiment=ensemble_sample): when every job has finished, the ensemble
+    of the sweep's finished runs into <sweep>/ensemble, then the report of runs and ensemble into <sweep>/report
+    (with the TTA passes' gains and costs when the runs had `tta=`)."""
+
+    def __init__(self, combine: str = "prob", resamples: int = 1000, seed: int = 0,
+                 metrics: list[str] | None = None) -> None:
+        self.combine, self.resamples, self.seed = combine, int(resamples), int(seed)
+        self.metrics = list(metrics or ["auroc"])
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from chestx.comparison import build_report
+
+        sweep = Path(config.hydra.sweep.dir)
+        runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+        try:
+            build_ensemble(runs, sweep / "ensemble", combine=self.combine)
+        except ReportError as error:  # e.g. a job failed and one run is left: the report still comes
+            log.error("No ensemble: %s", error)
+        result = build_report([sweep], sweep / "report", n_resamples=self.resamples, seed=self.seed,
+                              metrics=self.metrics, title="chestx: seeds, their ensemble and TTA")
+        print((result.out / "auroc_table.md").read_text())
+        print(f"Report: {result.out / 'report.html'}")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="ensemble")
