@@ -5,7 +5,8 @@
     python -m chestx.evaluate ckpt=outputs/train/.../checkpoints/best.ckpt data=chexpert data.root=/data
 
 With `ckpt=` (instead of `predictions=`) and `tta=hflip|tencrop`, a second pass with test-time augmentation goes
-into predictions_tta.csv / auroc_tta.csv beside the plain pass (chestx.runs.tta). With `ckpt=` the checkpoint is scored on the data's test split, on the
+into predictions_tta.csv / auroc_tta.csv beside the plain pass (chestx.runs.tta). With `ckpt=` the checkpoint is
+scored on the data's test split, on the
 findings its training dataset and this one both define (cross-dataset: `chestx.inference.external`),
 into `external/<dataset>/` of the run folder (predictions, auroc, subgroups at the checkpoint's
 frozen thresholds, the name mapping), as `chestx.train ... test_data=[...]` does.

@@ -252,8 +252,8 @@ def other_datasets_step(run: Run) -> None:
 
 
 AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
-    ("predictions", write_predictions_step), ("tta", tta_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
-    ("other datasets", other_datasets_step),
+    ("predictions", write_predictions_step), ("tta", tta_step), ("clinical", clinical_step),
+    ("subgroups", subgroups_step), ("other datasets", other_datasets_step),
 )
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from chestx.core.run_folder import read_metrics, read_predictions
+from chestx.data.images import load_grayscale
 
 
 @pytest.mark.slow
@@ -21,7 +23,7 @@ def test_train_scores_the_best_checkpoint_with_tencrop(compose, tiny_overrides, 
 
     ckpt = clinical_run_dir / "checkpoints" / "best.ckpt"
     metrics = train(compose([*tiny_overrides, "model=resnet18", "data.image_size=96", "fit=false",
-                             f"ckpt_path={ckpt}", "tta=tencrop", "clinical=none", "subgroups=none"], tmp_path))
+                             f"ckpt_path={ckpt}", "tta=tencrop", "subgroups=none"], tmp_path))
     assert metrics["tta"] == "tencrop" and metrics["tta_views"] == 10 and metrics["tta_infer_images_per_s"] > 0
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["tta"] == "tencrop"
     ids, probs, labels, names = read_predictions(tmp_path / "predictions_tta.csv")
@@ -33,10 +35,6 @@ def test_train_scores_the_best_checkpoint_with_tencrop(compose, tiny_overrides, 
                                                                                              abs=1e-6)
     # the first rows again through the predictor's own TTA path: the same numbers as the file
     predictor = load_for_inference(ckpt, tta="tencrop")
-    from chestx.data.images import load_grayscale
-    from chestx.data.datasets.nih import NIHData  # noqa: F401  (the sample's image folder layout)
-    import torch
-
     root = Path(compose([*tiny_overrides], tmp_path / "x").data.root)
     x = torch.stack([predictor.tta_transform(load_grayscale(root / "images" / i)) for i in ids["image_id"][:3]])
     np.testing.assert_allclose(predictor.tta_probabilities(x), probs[:3], atol=1e-6)
