@@ -124,6 +124,9 @@ def test_report_metric_sections_and_gain_over_best_member(members, tmp_path: Pat
     want = paired_tests(np.stack([probs, _sorted_probs(best)[1]]), labels, 1, names)
     np.testing.assert_allclose(gains[gains["pathology"] != "mean"]["p_holm"], want["p_holm"], rtol=1e-5)
     assert "gain over the best member" in md and "ensemble of 3" in md
+    html, tex = (out / "report.html").read_text(), (out / "auroc_table.tex").read_text()
+    assert "Test AUPRC (average precision)" in html and "ensemble of 3" in html and "mAP" in html
+    assert all(f"tab:{name}" in tex for name in ("auprc", "sens_at_spec90", "gains", "tta_cost"))
     costs = pd.read_csv(out / "tta_ensemble_costs.csv")
     assert costs["params"].iloc[0] == 6e6 and costs["passes_per_image"].iloc[0] == 3
     with pytest.raises(ReportError, match="unknown.*'f1'"):
