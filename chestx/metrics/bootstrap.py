@@ -143,7 +143,7 @@ class _GenericColumn:
 
     def auc(self, counts_t: np.ndarray) -> np.ndarray:
         """counts_t (C, b) -> (b,): the metric with weights (b, n) = each image's patient multiplicity."""
-        weights = np.ascontiguousarray(counts_t[self.cluster].T).astype(np.int64)  # (b, n)
+        weights = np.ascontiguousarray(counts_t[self.cluster].T).astype(np.int32)  # (b, n) multiplicities
         return np.asarray(self.fn(self.scores, self.y, weights), dtype=np.float64)
 
 
