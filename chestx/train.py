@@ -25,7 +25,8 @@ from chestx._hydra import (
     CONFIG_DIR, data_config_name, instantiate_all, instantiate_optional, run_dir_of, write_config,
 )
 from chestx.core.run_folder import (
-    METRICS_FILE, SPLIT_FILE, external_dir, failure_recorded, with_metadata, write_metrics, write_run_predictions,
+    CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, SWA_CHECKPOINT, external_dir, failure_recorded, with_metadata,
+    write_metrics, write_run_predictions,
 )
 
 from chestx.inference.tta import check_tta
@@ -87,7 +88,9 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     module.timestamps["data_ready"] = data_ready
     loggers = instantiate_all(cfg.get("logger"))
     log_resolved_config(loggers, OmegaConf.to_container(cfg, resolve=True))  # params: model.name, optimizer.lr, ...
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    swa = instantiate_optional(cfg.get("swa"))  # swa=default: Lightning's StochasticWeightAveraging
+    trainer = instantiate(cfg.trainer, callbacks=[*instantiate_all(cfg.get("callbacks")), *([swa] if swa else [])],
+                          logger=loggers or False)
     log.info("Device: %s x%d, precision %s", type(trainer.accelerator).__name__, trainer.num_devices, trainer.precision)
     return data, datamodule, module, trainer
 
@@ -174,6 +177,10 @@ def fit(run: Run) -> str | None:
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path,
                         weights_only=lightning_weights_only(ckpt_path, trusted(cfg)))
     best = getattr(run.trainer.checkpoint_callback, "best_model_path", "") or None
+    if run.cfg.get("swa"):  # the averaged weights (with recomputed BatchNorm statistics) are what SWA tests
+        best = str(run.run_dir / CHECKPOINT_DIR / SWA_CHECKPOINT)
+        run.trainer.save_checkpoint(best)
+        log.info("swa: the averaged weights saved as %s; they are tested instead of the best checkpoint", best)
     if best is None:
         log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
     return best
@@ -294,6 +301,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "best_epoch": checkpoint_epoch(run.best, trust=trusted(cfg)) if run.best else None,
         "best_checkpoint": run.best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
+        **({"swa": True} if cfg.get("swa") else {}),
         "wall_time_s": time.perf_counter() - run.started,
         **{f"n_{name}": len(ds) for name, ds in datamodule.datasets.items()},
         **(cost.summary(module) if cost else {}),

@@ -45,6 +45,7 @@ SPLIT_FILE = "split.csv"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
+SWA_CHECKPOINT = "swa.ckpt"  # swa=default: the averaged weights, tested instead of best.ckpt
 PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
 AUROC_FILE = "auroc.csv"
