@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 GAINS_CSV = "gains.csv"
 COSTS_CSV = "tta_ensemble_costs.csv"
-GAIN_COLUMNS = ("label", "run", "kind", "baseline", "baseline_path", "pathology", "auc", "auc_baseline", "gain",
-                "p_value", "p_holm")
+GAIN_COLUMNS = ("label", "replicate", "run", "kind", "baseline", "baseline_path", "pathology", "auc", "auc_baseline",
+                "gain", "p_value", "p_holm")
 
 
 def _sorted(ids: pd.DataFrame, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,8 +41,8 @@ def _rows(run: Run, kind: str, baseline: str, baseline_path: str, probs: np.ndar
           labels: np.ndarray, pathologies: list[str]) -> list[dict]:
     """Paired DeLong per pathology of `probs` (N, K) against `base` (N, K), then the mean row."""
     tests = paired_tests(np.stack([probs, base]), labels, reference=1, pathologies=pathologies)
-    common = {"label": run.label, "run": str(run.path), "kind": kind, "baseline": baseline,
-              "baseline_path": baseline_path}
+    common = {"label": run.label, "replicate": run.replicate, "run": str(run.path), "kind": kind,
+              "baseline": baseline, "baseline_path": baseline_path}
     rows = [{**common, "pathology": t.pathology, "auc": t.auc, "auc_baseline": t.auc_reference, "gain": t.diff,
              "p_value": t.p_value, "p_holm": t.p_holm} for t in tests.itertuples()]
     auc, auc_base = np.nanmean(tests["auc"]), np.nanmean(tests["auc_reference"])
@@ -100,8 +100,10 @@ def gains_frame(runs: list[Run]) -> tuple[pd.DataFrame, list[str]]:
 def gains_table(frame: pd.DataFrame) -> Table:
     """One row per comparison: mean AUROC, the baseline's, the gain, and the pathologies it changes (Holm p)."""
     rows = []
-    for (label, kind), block in frame.groupby(["label", "kind"], sort=False):
+    several = frame.groupby("label")["run"].nunique().to_dict()  # a label with several runs: name the replicate
+    for (run, kind), block in frame.groupby(["run", "kind"], sort=False):
         mean = block[block["pathology"] == MEAN].iloc[0]
+        label = mean["label"] if several[mean["label"]] == 1 else f"{mean['label']} ({mean['replicate']})"
         per = block[block["pathology"] != MEAN]
         up = [r.pathology for r in per.itertuples() if significant(r.p_holm) and r.gain > 0]
         down = [r.pathology for r in per.itertuples() if significant(r.p_holm) and r.gain < 0]
@@ -136,18 +138,20 @@ def costs_frame(runs: list[Run]) -> pd.DataFrame:
     for run in runs:
         m = run.metrics
         if m.get("ensemble"):
-            rows.append({"label": run.label, "kind": f"ensemble of {m.get('n_members')}",
+            rows.append({"label": run.label, "replicate": run.replicate,
+                         "kind": f"ensemble of {m.get('n_members')}",
                          "passes_per_image": m.get("n_members"), "params": m.get("params"), "macs": m.get("macs"),
                          "test_images_per_s": m.get("infer_images_per_s"),
                          "rate_source": "members' measured rates, one after the other"})
         if m.get("tta") and m.get("tta") != "none":
             views = m.get("tta_views") or 1
-            rows.append({"label": run.label, "kind": f"tta={m['tta']}", "passes_per_image": views,
+            rows.append({"label": run.label, "replicate": run.replicate, "kind": f"tta={m['tta']}",
+                         "passes_per_image": views,
                          "params": m.get("params"), "macs": None if m.get("macs") is None else m["macs"] * views,
                          "test_images_per_s": m.get("tta_infer_images_per_s"),
                          "rate_source": "measured TTA pass, image loading included"})
-    return pd.DataFrame(rows, columns=["label", "kind", "passes_per_image", "params", "macs", "test_images_per_s",
-                                       "rate_source"])
+    return pd.DataFrame(rows, columns=["label", "replicate", "kind", "passes_per_image", "params", "macs",
+                                       "test_images_per_s", "rate_source"])
 
 
 def costs_section(runs: list[Run], out: Path) -> Section:
@@ -156,7 +160,9 @@ def costs_section(runs: list[Run], out: Path) -> Section:
     if frame.empty:
         return Section(heading, ["No ensemble and no TTA pass among the runs."])
     frame.to_csv(out / COSTS_CSV, index=False)
-    rows = [[Cell(str(r["label"])), Cell(str(r["kind"])), Cell(str(int(r["passes_per_image"]))),
+    several = frame.groupby("label")["replicate"].nunique().to_dict()
+    rows = [[Cell(str(r["label"]) if several[r["label"]] == 1 else f"{r['label']} ({r['replicate']})"),
+             Cell(str(r["kind"])), Cell(str(int(r["passes_per_image"]))),
              Cell("n/a" if is_missing(r["params"]) else f"{r['params'] / 1e6:.2f}"),
              Cell("n/a" if is_missing(r["macs"]) else f"{r['macs'] / 1e9:.2f}"),
              Cell("n/a" if is_missing(r["test_images_per_s"]) else f"{r['test_images_per_s']:.1f}"),

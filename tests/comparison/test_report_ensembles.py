@@ -150,3 +150,16 @@ def test_ensemble_records_checkpoint_digests(clinical_run_dir: Path, tmp_path: P
         ckpt = run / "checkpoints" / "best.ckpt"
         assert row.checkpoint == str(ckpt.resolve())
         assert row.checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_a_sweep_with_its_ensemble_folder_is_found_in_order(members, tmp_path: Path) -> None:
+    """<sweep>/0, 1, 2, 10 and <sweep>/ensemble (experiment=ensemble_sample's layout): numbered runs in number
+    order, the named folder after them."""
+    from chestx.runs.discover import find_run_dirs
+
+    _, runs, _ = members
+    sweep = tmp_path / "sweep"
+    for name, run in zip(("0", "1", "2", "10"), [*runs, runs[0]]):
+        shutil.copytree(run, sweep / name)
+    build_ensemble([sweep / n for n in ("0", "1", "2")], sweep / "ensemble")
+    assert [p.name for p in find_run_dirs([sweep])] == ["0", "1", "2", "10", "ensemble"]
