@@ -34,8 +34,10 @@ log = logging.getLogger("chestx.benchmark")
 class SweepReport(Callback):
     """Hydra callback: (re)build the comparison report of the sweep folder after each job and at the end."""
 
-    def __init__(self, reference: str | None = None, resamples: int = 1000, seed: int = 0) -> None:
-        self.options = dict(reference=reference, n_resamples=int(resamples), seed=int(seed))
+    def __init__(self, reference: str | None = None, resamples: int = 1000, seed: int = 0,
+                 metrics: list[str] | None = None) -> None:
+        self.options = dict(reference=reference, n_resamples=int(resamples), seed=int(seed),
+                            metrics=list(metrics or ["auroc"]))
         self.started = time.perf_counter()
         self.machine = machine()
 

@@ -4,7 +4,9 @@
     python -m chestx.evaluate predictions=p.csv name=chexnet_published prefix=""
     python -m chestx.evaluate ckpt=outputs/train/.../checkpoints/best.ckpt data=chexpert data.root=/data
 
-With `ckpt=` (instead of `predictions=`) the checkpoint is scored on the data's test split, on the
+With `ckpt=` (instead of `predictions=`) and `tta=hflip|tencrop`, a second pass with test-time augmentation goes
+into predictions_tta.csv / auroc_tta.csv beside the plain pass (chestx.runs.tta). With `ckpt=` the checkpoint is
+scored on the data's test split, on the
 findings its training dataset and this one both define (cross-dataset: `chestx.inference.external`),
 into `external/<dataset>/` of the run folder (predictions, auroc, subgroups at the checkpoint's
 frozen thresholds, the name mapping), as `chestx.train ... test_data=[...]` does.
@@ -39,13 +41,20 @@ def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.external import thresholds_for, write_external
 
+    mode = str(cfg.get("tta") or "none")
     predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device(),
-                                   trust=trust_setting(cfg.get("trust_checkpoint")))
+                                   trust=trust_setting(cfg.get("trust_checkpoint")), tta=mode)
     data = instantiate(cfg.data)
     scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
                             num_workers=int(cfg.data.num_workers or 0))
     out = external_dir(run_dir, data_config_name(cfg))
     metrics = write_external(out, scores, thresholds_for(predictor, scores.pathologies), subgroups)
+    if mode != "none":  # the TTA pass, a predictions file of its own beside the plain pass
+        from chestx.runs.tta import write_tta
+
+        tta_scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
+                                    num_workers=int(cfg.data.num_workers or 0), tta=True)
+        metrics.update(write_tta(out, tta_scores, mode, stage=f"external_{out.name}_tta"))
     write_metrics(run_dir / METRICS_FILE, {"status": "ok", "error": None, "ckpt": str(cfg.ckpt),
                                           "model": predictor.model_name, "data": type(data).__name__, **metrics})
     return float(metrics[f"external_{out.name}/auroc_mean"])
@@ -75,6 +84,9 @@ def main(cfg: DictConfig) -> float:
                          f"got predictions={cfg.get('predictions')}, ckpt={cfg.get('ckpt')}")
     name = cfg.get("name") or Path(str(cfg.predictions or cfg.ckpt)).stem
     with failure_recorded(run_dir, model=name, seed=cfg.get("seed")):
+        if cfg.get("predictions") is not None and str(cfg.get("tta") or "none") != "none":
+            raise ValueError(f"tta={cfg.tta} re-scores a checkpoint: it needs ckpt=<a .ckpt>, not predictions= (a "
+                             "CSV holds one score per image already); drop tta= or pass ckpt=")
         write_config(run_dir, cfg)
         subgroups = instantiate_optional(cfg.get("subgroups"))
         if cfg.get("ckpt") is not None:

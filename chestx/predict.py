@@ -8,7 +8,8 @@
 The checkpoint supplies backbone, image size, normalisation and pathologies; thresholds come from
 `thresholds.csv` in its run folder (`chestx.inference.load_for_inference`). Writes to the run folder
 (outputs/predict/<date>/<time>, or `hydra.run.dir=<folder>`):
-`predictions.csv` (image_id, patient_id, path, prob_<P>, label_<P> (ground truth, empty without
+`predictions_tta.csv` with `tta=hflip|tencrop` (the same columns, the mean of the views' probabilities;
+chestx.inference.tta), `predictions.csv` (image_id, patient_id, path, prob_<P>, label_<P> (ground truth, empty without
 `labels`), pred_<P> (0/1 at the threshold)), `unreadable.csv` (path, reason) when files could not
 be decoded (they are skipped, never fatal), `heatmaps/` with `cam=true`, and with `bbox`
 `localization.csv` (one row per box) and `pointing_game.csv` (hit fraction per pathology).
@@ -29,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     inputs = OmegaConf.to_container(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs)
     cam_pathologies = list(cfg.cam_pathologies) if cfg.cam_pathologies else None
     predictor = load_for_inference(cfg.ckpt, thresholds=cfg.thresholds, device=cfg.device,
-                                   trust=trust_setting(cfg.get("trust_checkpoint")))
+                                   trust=trust_setting(cfg.get("trust_checkpoint")), tta=str(cfg.get("tta") or "none"))
     out_dir = hydra_run_dir()
     result = predict(predictor, inputs, out_dir, cam=cfg.cam, cam_pathologies=cam_pathologies, labels=cfg.labels,
                      bbox=cfg.bbox, batch_size=cfg.batch_size, target_layer=cfg.target_layer,

@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     """Exit status: 0 with at least one finished run, 1 when every run failed, 2 when no report was built."""
     try:
         result = build_report([Path(f) for f in _folders(cfg.runs)], hydra_run_dir(), cfg.reference, cfg.resamples,
-                              cfg.seed, cfg.ci, cfg.title)
+                              cfg.seed, cfg.ci, cfg.title, metrics=list(cfg.get("metrics") or ["auroc"]))
     except ReportError as error:
         log.error("%s", error)
         raise SystemExit(2) from error

@@ -25,8 +25,11 @@ from chestx._hydra import (
     CONFIG_DIR, data_config_name, instantiate_all, instantiate_optional, run_dir_of, write_config,
 )
 from chestx.core.run_folder import (
-    METRICS_FILE, SPLIT_FILE, external_dir, failure_recorded, with_metadata, write_metrics, write_run_predictions,
+    CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, SWA_CHECKPOINT, external_dir, failure_recorded, with_metadata,
+    write_metrics, write_run_predictions,
 )
+
+from chestx.inference.tta import check_tta
 
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
@@ -100,7 +103,9 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     module.timestamps["data_ready"] = data_ready
     loggers = instantiate_all(cfg.get("logger"))
     log_resolved_config(loggers, OmegaConf.to_container(cfg, resolve=True))  # params: model.name, optimizer.lr, ...
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    swa = instantiate_optional(cfg.get("swa"))  # swa=default: Lightning's StochasticWeightAveraging
+    trainer = instantiate(cfg.trainer, callbacks=[*instantiate_all(cfg.get("callbacks")), *([swa] if swa else [])],
+                          logger=loggers or False)
     log.info("Device: %s x%d, precision %s", type(trainer.accelerator).__name__, trainer.num_devices, trainer.precision)
     return data, datamodule, module, trainer
 
@@ -188,6 +193,7 @@ def start(cfg: DictConfig) -> Run:
     apply_device_defaults(cfg)
     write_config(run_dir, cfg)
     subgroups = instantiate_optional(cfg.get("subgroups"))
+    check_tta(str(cfg.get("tta") or "none"))  # a bad tta= stops the run before training
     other_data = other_test_data(cfg)
     L.seed_everything(cfg.seed, workers=True)
     data, datamodule, module, trainer = build(cfg, run_dir)
@@ -221,6 +227,10 @@ def fit(run: Run) -> str | None:
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path,
                         weights_only=lightning_weights_only(ckpt_path, trusted(cfg)))
     best = getattr(run.trainer.checkpoint_callback, "best_model_path", "") or None
+    if run.cfg.get("swa"):  # the averaged weights (with recomputed BatchNorm statistics) are what SWA tests
+        best = str(run.run_dir / CHECKPOINT_DIR / SWA_CHECKPOINT)
+        run.trainer.save_checkpoint(best)
+        log.info("swa: the averaged weights saved as %s; they are tested instead of the best checkpoint", best)
     if best is None:
         log.warning("No checkpoint was saved (fast_dev_run or no checkpoint callback): scoring the last weights")
     return best
@@ -243,6 +253,25 @@ def write_predictions_step(run: Run) -> None:
     frame = run.data.labels_only()[0].frame
     ids = {stage: with_metadata(run.data.split_frame(stage), frame) for stage in ("val", "test")}
     write_run_predictions(run.run_dir, ids, run.module.outputs, run.data.pathologies)
+
+
+def tta_step(run: Run) -> None:
+    """tta=hflip|tencrop: the best checkpoint on the test split again with test-time augmentation, into
+    predictions_tta.csv and auroc_tta.csv (chestx.runs.tta); tta=none: skipped."""
+    mode = str(run.cfg.get("tta") or "none")
+    if mode == "none":
+        return
+    if run.best is None:
+        log.warning("tta=%s: no checkpoint was saved, so there is no TTA pass", mode)
+        return
+    from chestx.inference.external import checkpoint_device, score_external
+    from chestx.inference.predictor import load_for_inference
+    from chestx.runs.tta import write_tta
+
+    predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg), tta=mode)
+    scores = score_external(predictor, run.data, batch_size=int(run.cfg.data.eval_batch_size),
+                            num_workers=int(run.cfg.data.num_workers or 0), tta=True)
+    run.metrics.update(write_tta(run.run_dir, scores, mode))
 
 
 def clinical_step(run: Run) -> None:
@@ -299,8 +328,8 @@ def model_card_step(run: Run) -> None:
 
 
 AFTER_TEST: tuple[tuple[str, Callable[[Run], None]], ...] = (
-    ("predictions", write_predictions_step), ("clinical", clinical_step), ("subgroups", subgroups_step),
-    ("other datasets", other_datasets_step), ("data files", data_files_step),
+    ("predictions", write_predictions_step), ("tta", tta_step), ("clinical", clinical_step),
+    ("subgroups", subgroups_step), ("other datasets", other_datasets_step), ("data files", data_files_step),
 )
 
 
@@ -342,6 +371,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "best_epoch": checkpoint_epoch(run.best, trust=trusted(cfg)) if run.best else None,
         "best_checkpoint": run.best, "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
+        **({"swa": True} if cfg.get("swa") else {}),
         "wall_time_s": time.perf_counter() - run.started,
         **{f"n_{name}": len(ds) for name, ds in datamodule.datasets.items()},
         **(cost.summary(module) if cost else {}),

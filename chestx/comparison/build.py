@@ -20,6 +20,8 @@ from chestx.comparison import figures as report_figures
 from chestx.comparison.cards import model_cards_section
 from chestx.comparison.compare import Comparison, compare
 from chestx.comparison.cross_dataset import cross_dataset_section
+from chestx.comparison.gains import costs_section as gain_costs_section, gains_section
+from chestx.comparison.metric_sections import metric_sections
 from chestx.comparison.pages import html_page, latex_document, markdown_page
 from chestx.comparison.published import published_section
 from chestx.comparison.sections import (
@@ -28,6 +30,7 @@ from chestx.comparison.sections import (
 from chestx.comparison.subgroups import subgroup_section
 from chestx.comparison.tables import ALPHA, Section
 from chestx.core.run_folder import select
+from chestx.metrics.ranking import metric_names
 from chestx.runs.discover import ReportError, Run, fixed_settings, label_runs, load_runs
 
 log = logging.getLogger(__name__)
@@ -144,7 +147,9 @@ def comparison_sections(comparison: Comparison | None, runs: list[Run], out: Pat
         sections = [Section("Test AUROC", ["No run finished: nothing to compare (see Runs left out)."])]
     else:
         figures = report_figures.all_figures(comparison, out / "figures")
-        sections = [auroc_section(comparison, out), cost_section(comparison.runs, out),
+        sections = [auroc_section(comparison, out), *metric_sections(comparison, out),
+                    cost_section(comparison.runs, out), gains_section(comparison.runs, out),
+                    gain_costs_section(comparison.runs, out),
                     significance_section(comparison, out), operating_points_section(comparison.runs, out),
                     subgroup_section(comparison.runs, out),
                     Section("Figures", figures=figures, files={p.name: p for p in figures.values()})]
@@ -167,13 +172,19 @@ def write_documents(out: Path, title: str, intro: list[str], sections: list[Sect
 
 def build_report(folders: list[Path], out: Path | None = None, reference: str | None = None,
                  n_resamples: int = 1000, seed: int = 0, ci: float = 0.95,
-                 title: str = "chestx benchmark: test AUROC per pathology", notes: list[str] | None = None) -> ReportResult:
+                 title: str = "chestx benchmark: test AUROC per pathology", notes: list[str] | None = None,
+                 metrics: list[str] | tuple[str, ...] = ("auroc",)) -> ReportResult:
     """Read runs under `folders`, compare the finished ones, write every file; never fails on a broken run.
 
     `reference`: the run the DeLong tests compare against (column label, model name or run folder;
-    default the best mean AUROC). Raises ReportError when nothing can be built or an option is invalid.
+    default the best mean AUROC). `metrics`: names in `chestx.metrics.ranking.METRICS`, a section each (AUROC
+    always). Raises ReportError when nothing can be built or an option is invalid.
     """
     _check_options(folders, n_resamples, ci)
+    try:
+        metrics = metric_names(list(metrics))
+    except ValueError as error:
+        raise ReportError(str(error)) from error
     started = time.perf_counter()
     folders = [Path(f) for f in folders]
     out = Path(out) if out else folders[0] / "report"
@@ -183,7 +194,7 @@ def build_report(folders: list[Path], out: Path | None = None, reference: str | 
     failures = [r for r in runs if r.status != "ok"]
     for run in failures:
         log.warning("Left out %s (%s): %s: %s", run.path, run.model, run.status, run.reason)
-    comparison = compare(runs, reference, n_resamples, seed, ci) if len(failures) < len(runs) else None
+    comparison = compare(runs, reference, n_resamples, seed, ci, tuple(metrics)) if len(failures) < len(runs) else None
     sections = comparison_sections(comparison, runs, out)
     files = {name: path for section in sections for name, path in section.files.items()}
     files |= write_documents(out, title, [*(notes or []), *_describe(comparison, runs, swept)], sections, failures)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from chestx.metrics.bootstrap import bootstrap_auroc
+from chestx.metrics.bootstrap import bootstrap_metric
 from chestx.metrics.delong import paired_tests
+from chestx.metrics.ranking import METRICS
 from chestx.runs.discover import ReportError, Run
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Comparison:
     ci: float
     bootstrap_seconds: float
     test_sets: list[TestSet] = field(default_factory=list)
+    # metrics beyond AUROC (report option metrics=[...]): name -> (per_run, summary), their value column named `name`
+    other_metrics: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = field(default_factory=dict)
 
 
 def _aligned(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -88,37 +91,40 @@ def group_test_sets(runs: list[Run]) -> list[TestSet]:
     return sets
 
 
-def _bootstrap(test_sets: list[TestSet], n_resamples: int, seed: int, ci: float) -> tuple[pd.DataFrame, float]:
+def _bootstrap(test_sets: list[TestSet], n_resamples: int, seed: int, ci: float,
+               metric: str = "auroc") -> tuple[pd.DataFrame, float]:
+    """Per run and pathology (and the mean): the metric's point value in column `metric`, lower, upper."""
     rows = []
     started = time.perf_counter()
     for ts in test_sets:
         t0 = time.perf_counter()
-        out = bootstrap_auroc(ts.probs, ts.labels, ts.patient_ids, n_resamples=n_resamples, seed=seed, ci=ci)
-        log.info("Bootstrap: %d runs x %d images (%d patients) x %d pathologies, %d resamples: %.2f s",
+        out = bootstrap_metric(ts.probs, ts.labels, ts.patient_ids, METRICS[metric].fn, n_resamples=n_resamples,
+                               seed=seed, ci=ci, warn_invalid=metric == "auroc")
+        log.info("Bootstrap %s: %d runs x %d images (%d patients) x %d pathologies, %d resamples: %.2f s", metric,
                  len(ts.runs), len(ts.image_ids), out["n_patients"], len(ts.pathologies), n_resamples,
                  time.perf_counter() - t0)
         for r, run in enumerate(ts.runs):
             for k, name in enumerate(ts.pathologies):
                 observed = ~np.isnan(ts.labels[:, k])
                 rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
-                             "fold": run.fold, "pathology": name, "auroc": out["auroc"][r, k],
+                             "fold": run.fold, "pathology": name, metric: out["value"][r, k],
                              "lower": out["lower"][r, k], "upper": out["upper"][r, k], "n_pos": int((ts.labels[observed, k] == 1).sum()),
                              "n_neg": int((ts.labels[observed, k] == 0).sum())})
             rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
-                         "fold": run.fold, "pathology": MEAN, "auroc": out["mean"][r], "lower": out["mean_lower"][r],
+                         "fold": run.fold, "pathology": MEAN, metric: out["mean"][r], "lower": out["mean_lower"][r],
                          "upper": out["mean_upper"][r], "n_pos": np.nan, "n_neg": np.nan})
     return pd.DataFrame(rows), time.perf_counter() - started
 
 
-def _summarise(per_run: pd.DataFrame) -> pd.DataFrame:
+def _summarise(per_run: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     """One row per (label, pathology): the run's value and CI, or mean +- sd over its replicates."""
     rows = []
     for (label, pathology), block in per_run.groupby(["label", "pathology"], sort=False):
-        values = block["auroc"].to_numpy(dtype=float)
+        values = block[metric].to_numpy(dtype=float)
         single = len(block) == 1
         rows.append({
             "label": label, "pathology": pathology, "n_replicates": len(block),
-            "auroc": float(values[0]) if single else float(np.nanmean(values)) if np.any(~np.isnan(values)) else np.nan,
+            metric: float(values[0]) if single else float(np.nanmean(values)) if np.any(~np.isnan(values)) else np.nan,
             "lower": float(block["lower"].iloc[0]) if single else np.nan,
             "upper": float(block["upper"].iloc[0]) if single else np.nan,
             "sd": np.nan if single else float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1 else np.nan,
@@ -168,8 +174,9 @@ def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: s
 
 
 def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 1000, seed: int = 0,
-            ci: float = 0.95) -> Comparison:
-    """Bootstrap every ok run, aggregate replicates, test every group against the reference."""
+            ci: float = 0.95, metrics: tuple[str, ...] = ("auroc",)) -> Comparison:
+    """Bootstrap every ok run, aggregate replicates, test every group against the reference. `metrics`: names in
+    `chestx.metrics.ranking.METRICS`; those beyond AUROC go to `Comparison.other_metrics` (same patient draws)."""
     ok = [r for r in runs if r.status == "ok"]
     if not ok:
         raise ReportError("no finished runs to compare (every run failed or is incomplete)")
@@ -184,5 +191,10 @@ def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 10
     summary = _summarise(per_run)
     ref = choose_reference(summary, groups, reference)
     log.info("Reference for DeLong tests: %s%s", ref, "" if reference else " (best mean AUROC)")
+    others = {}
+    for name in (m for m in metrics if m != "auroc"):
+        other, more = _bootstrap(test_sets, n_resamples, seed, ci, name)
+        others[name] = (other, _summarise(other, name))
+        seconds += more
     return Comparison(ok, groups, pathologies, per_run, summary, _delong(test_sets, groups, ref), ref,
-                      n_resamples, seed, ci, seconds, test_sets)
+                      n_resamples, seed, ci, seconds, test_sets, others)

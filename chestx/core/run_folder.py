@@ -7,6 +7,8 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
     <run>/checkpoints/best.ckpt     Lightning checkpoints          (CHECKPOINT_DIR, BEST_CHECKPOINT, LAST_CHECKPOINT)
     <run>/predictions.csv           test predictions               (PREDICTIONS_FILE; VAL_PREDICTIONS_FILE for validation)
     <run>/auroc.csv, metrics.json   AUROC per pathology, the run's summary; error.txt when it failed
+    <run>/predictions_tta.csv, auroc_tta.csv   the test split again with test-time augmentation (`tta=`), its own file
+    <ensemble>/members.csv          an ensemble's members: run folder, checkpoint and its SHA-256 (chestx.ensemble)
     <run>/thresholds.csv, operating_points.csv, calibration.csv, reliability.csv (+ .png), confusion_matrices.png,
           heatmaps/                 the clinical step (chestx.runs.clinical)
     <run>/subgroups.csv             subgroup performance (chestx.runs.subgroups)
@@ -44,10 +46,14 @@ SPLIT_FILE = "split.csv"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
+SWA_CHECKPOINT = "swa.ckpt"  # swa=default: the averaged weights, tested instead of best.ckpt
 PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
 AUROC_FILE = "auroc.csv"
 METRICS_FILE = "metrics.json"
+PREDICTIONS_TTA_FILE = "predictions_tta.csv"  # test split, test-time augmentation (metrics.json "tta": the mode)
+AUROC_TTA_FILE = "auroc_tta.csv"
+MEMBERS_FILE = "members.csv"  # an ensemble run folder's members
 ERROR_FILE = "error.txt"
 THRESHOLDS_FILE = "thresholds.csv"
 OPERATING_POINTS_FILE = "operating_points.csv"

@@ -11,9 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from chestx.core.run_folder import (
-    HEATMAP_DIR, LOCALIZATION_FILE, POINTING_GAME_FILE, PREDICTIONS_FILE, UNREADABLE_FILE, predictions_frame,
+    HEATMAP_DIR, LOCALIZATION_FILE, POINTING_GAME_FILE, PREDICTIONS_FILE, PREDICTIONS_TTA_FILE, UNREADABLE_FILE,
+    predictions_frame,
     read_predictions, write_predictions,
 )
 from chestx.inference.predictor import (
@@ -77,6 +79,7 @@ class Predictions:
 
     paths: list[Path] = field(default_factory=list)  # readable inputs
     probs: list[np.ndarray] = field(default_factory=list)  # per batch (B, K)
+    tta_probs: list[np.ndarray] = field(default_factory=list)  # per batch (B, K), with predictor.tta != "none"
     truth: list[np.ndarray] = field(default_factory=list)  # per image (K,) 1/0/NaN
     patients: list[str] = field(default_factory=list)  # per image, "" without a label row
     failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable inputs and why
@@ -101,6 +104,10 @@ def predict_batches(predictor: Predictor, files: list[Path], batch_size: int, tr
             out.failed.extend((p, f"{type(err).__name__}: {err}") for p in paths)
             continue
         probs = predictor.probabilities(x)  # (B, K)
+        if predictor.tta != "none":  # ten-crop reads its own larger resize; hflip the same input
+            x_tta = x if predictor.tta_transform is predictor.transform else \
+                torch.stack([predictor.tta_transform(img) for img in images])  # (B, C, R, R)
+            out.tta_probs.append(predictor.tta_probabilities(x_tta))  # (B, K)
         names = [p.name for p in paths]
         for p in paths:
             hit = _lookup(truth, p) if truth else None
@@ -119,9 +126,10 @@ def predict_batches(predictor: Predictor, files: list[Path], batch_size: int, tr
     return out
 
 
-def prediction_frame(predictor: Predictor, gathered: Predictions) -> pd.DataFrame:
-    """predictions.csv of `chestx.predict`: image_id, patient_id, path, prob_<P>, label_<P>, pred_<P>."""
-    probs = np.concatenate(gathered.probs)  # (N, K)
+def prediction_frame(predictor: Predictor, gathered: Predictions, tta: bool = False) -> pd.DataFrame:
+    """predictions.csv of `chestx.predict`: image_id, patient_id, path, prob_<P>, label_<P>, pred_<P>; `tta`: the
+    TTA pass's probabilities (predictions_tta.csv)."""
+    probs = np.concatenate(gathered.tta_probs if tta else gathered.probs)  # (N, K)
     ids = pd.DataFrame({"image_id": [p.name for p in gathered.paths], "patient_id": gathered.patients})
     frame = predictions_frame(ids, probs, np.stack(gathered.truth).astype(np.float32), predictor.pathologies)
     frame.insert(2, "path", [str(p) for p in gathered.paths])
@@ -176,6 +184,9 @@ def write_prediction_files(predictor: Predictor, gathered: Predictions, out_dir:
         log.warning("none of the %d images has a row in labels=%s: ground truth is empty", len(gathered.paths), labels)
     frame = prediction_frame(predictor, gathered)
     write_predictions(out_dir / PREDICTIONS_FILE, frame)
+    if gathered.tta_probs:
+        write_predictions(out_dir / PREDICTIONS_TTA_FILE, prediction_frame(predictor, gathered, tta=True))
+        log.info("tta=%s: the mean of the views' probabilities in %s", predictor.tta, out_dir / PREDICTIONS_TTA_FILE)
     probs = np.concatenate(gathered.probs)
     result: dict[str, Any] = {"failed": failed, "predictions": frame, "probs": probs,
                               "positive": predictor.positives(probs), "labels": np.stack(gathered.truth),

@@ -9,6 +9,7 @@ normalisation from the checkpoint), in float32 per image on the loader side (`Pr
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +36,13 @@ class ExternalScores:
     targets: np.ndarray  # (N, K_shared) float32 1/0/NaN
     pathologies: list[str]  # the model's names of the shared findings
     data_names: list[str]  # the same findings as the other dataset names them
+    images_per_s: float | None = None  # the scoring pass, loading included (this machine)
 
 
 def score_external(predictor: Predictor, data: ChestXData, split: str = "test", batch_size: int = 64,
-                   num_workers: int = 0) -> ExternalScores:
-    """Run `predictor` over `data`'s `split` (labels, split and files resolved as training would)."""
+                   num_workers: int = 0, tta: bool = False) -> ExternalScores:
+    """Run `predictor` over `data`'s `split` (labels, split and files resolved as training would); `tta=True`:
+    the predictor's test-time augmentation (`Predictor.tta_probabilities`, its `tta` mode) instead of one pass."""
     data.prepare()
     assert data.table is not None and data.split is not None
     pairs = shared_pathologies(predictor.pathologies, data.pathologies)
@@ -56,15 +59,18 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     frame = table.frame.iloc[rows]
     ids = frame[["image_id", "patient_id", *[c for c in META_COLUMNS if c in frame.columns]]].reset_index(drop=True)
     dataset = XrayDataset(FileSource([data.paths[i] for i in rows], data.dicom_window), targets, targets, np.zeros_like(targets, bool),
-                          predictor.transform)
+                          predictor.tta_transform if tta else predictor.transform)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    probs = np.concatenate([predictor.probabilities(batch["image"]) for batch in loader])[:, model_idx]
+    score = predictor.tta_probabilities if tta else predictor.probabilities
+    started = time.perf_counter()
+    probs = np.concatenate([score(batch["image"]) for batch in loader])[:, model_idx]
+    seconds = time.perf_counter() - started
     names = [predictor.pathologies[k] for k in model_idx]
     data_names = [data.pathologies[j] for j in data_idx]
     log.info("Scored %s on %d %s images of %s, on %d shared findings: %s", predictor.model_name, len(rows), split,
              type(data).__name__, len(names),
              ", ".join(n if n == d else f"{n} = {d}" for n, d in zip(names, data_names)))
-    return ExternalScores(type(data).__name__, ids, probs, targets, names, data_names)
+    return ExternalScores(type(data).__name__, ids, probs, targets, names, data_names, len(rows) / max(seconds, 1e-9))
 
 
 def checkpoint_device() -> str:

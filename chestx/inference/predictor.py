@@ -28,6 +28,7 @@ from chestx.core.run_folder import THRESHOLDS_FILE, run_dir_of_checkpoint
 from chestx.data.images import ImageReadError, load_grayscale
 from chestx.data.labels import find_pathology
 from chestx.data.transforms import build_transform
+from chestx.inference.tta import check_tta, tta_input_size, tta_probabilities
 from chestx.models.backbones import create_backbone
 from chestx.models.losses import OutputLayout, probabilities
 
@@ -55,12 +56,18 @@ class Predictor:
     model_name: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dicom_window: str = "voi"  # how DICOM inputs become uint8, as in training (data.dicom_window)
+    tta: str = "none"  # test-time augmentation of `tta_probabilities` (chestx.inference.tta): none | hflip | tencrop
 
     def __post_init__(self) -> None:
         self.transform: Callable[[np.ndarray], torch.Tensor] = build_transform(
             self.image_size, train=False, in_chans=self.in_chans, normalization=self.normalization,
             mean=self.mean, std=self.std,
         )
+        # the TTA pass's input: resized to 8/7 of the model's side for ten-crop, the plain transform otherwise
+        size = tta_input_size(self.image_size, self.tta)
+        self.tta_transform: Callable[[np.ndarray], torch.Tensor] = self.transform if size == self.image_size else \
+            build_transform(size, train=False, in_chans=self.in_chans, normalization=self.normalization,
+                            mean=self.mean, std=self.std)
 
     @property
     def run_dir(self) -> Path:
@@ -78,6 +85,14 @@ class Predictor:
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """(B, C, S, S) -> positive-class probabilities (B, K) float64."""
         return probabilities(self.logits(x), self.multiclass).numpy().astype(np.float64)
+
+    def tta_probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """(B, C, R, R) from `tta_transform` -> (B, K) float64: the mean of the views' probabilities, every view of
+        the batch in one forward pass (`chestx.inference.tta`)."""
+        def probs(views: torch.Tensor) -> torch.Tensor:
+            return probabilities(self.logits(views), self.multiclass)
+
+        return tta_probabilities(x, self.tta, self.image_size, probs).numpy().astype(np.float64)
 
     def positives(self, probs: np.ndarray) -> np.ndarray:
         """(B, K) probabilities -> (B, K) bool, positive at the frozen thresholds."""
@@ -110,10 +125,13 @@ def read_thresholds(path: str | Path, pathologies: Sequence[str]) -> np.ndarray:
 
 
 def load_for_inference(
-    ckpt: str | Path, thresholds: str | Path | None = None, device: str = "cpu", trust: bool = False
+    ckpt: str | Path, thresholds: str | Path | None = None, device: str = "cpu", trust: bool = False,
+    tta: str = "none",
 ) -> Predictor:
     """Checkpoint -> Predictor. `thresholds`: a thresholds.csv; default `<run>/thresholds.csv`, else 0.5.
-    `trust`: load a checkpoint that needs more than tensors and plain values (runs its code; see checkpoint_io)."""
+    `trust`: load a checkpoint that needs more than tensors and plain values (runs its code; see checkpoint_io).
+    `tta`: the test-time augmentation of `Predictor.tta_probabilities` (none | hflip | tencrop)."""
+    check_tta(tta)
     ckpt_path = Path(ckpt).expanduser()
     checkpoint = load_checkpoint(ckpt_path, trust=trust)
     info, model = _run_info(checkpoint, ckpt_path)
@@ -129,7 +147,7 @@ def load_for_inference(
         in_chans=int(info["in_chans"]), normalization=str(info["normalization"]),
         mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None,
         thresholds=values, threshold_source=source, ckpt_path=ckpt_path,
-        model_name=str(model["name"]), device=dev, dicom_window=str(info.get("dicom_window") or "voi"),
+        model_name=str(model["name"]), device=dev, dicom_window=str(info.get("dicom_window") or "voi"), tta=tta,
     )
     log.info("Loaded %s: %s, %d pathologies, %d px, thresholds from %s", ckpt_path, predictor.model_name,
              len(pathologies), predictor.image_size, source)

@@ -1,4 +1,8 @@
-"""Patient-level (cluster) bootstrap confidence intervals for AUROC, vectorised.
+"""Patient-level (cluster) bootstrap confidence intervals for AUROC or any other metric, vectorised.
+
+`bootstrap_metric` takes any metric function `fn(scores (n,), y (n,), weights (B, n) int) -> (B,)` (the ones the
+report uses: `chestx.metrics.ranking.METRICS`); `bootstrap_auroc` is it with AUROC, whose weighted form below has
+its own fast path.
 
 Images of one patient are correlated, so patients, not images, are resampled with
 replacement (cluster bootstrap: Davison & Hinkley 1997, "Bootstrap Methods and their
@@ -32,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -41,7 +46,11 @@ from chestx.metrics.auroc import _auroc_with_counts, check_eval_labels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["benchmark_bootstrap", "bootstrap_auroc", "check_patient_ids", "draw_patients", "weighted_auroc"]
+__all__ = ["MetricFn", "benchmark_bootstrap", "bootstrap_auroc", "bootstrap_metric", "check_patient_ids",
+           "draw_patients", "weighted_auroc"]
+
+# scores (n,), y (n,) in {0, 1}, weights (B, n) integer multiplicities -> (B,) values, NaN where undefined
+MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 _CHUNK_BYTES = 256 * 2**20  # working-set target per block of resamples
 
@@ -126,6 +135,18 @@ class _SortedColumn:
         return out
 
 
+class _GenericColumn:
+    """One (run, pathology) column of any metric: image weights are the patient multiplicities of its images."""
+
+    def __init__(self, fn: MetricFn, scores: np.ndarray, y: np.ndarray, cluster: np.ndarray) -> None:
+        self.fn, self.scores, self.y, self.cluster = fn, scores, y, cluster
+
+    def auc(self, counts_t: np.ndarray) -> np.ndarray:
+        """counts_t (C, b) -> (b,): the metric with weights (b, n) = each image's patient multiplicity."""
+        weights = np.ascontiguousarray(counts_t[self.cluster].T).astype(np.int32)  # (b, n) multiplicities
+        return np.asarray(self.fn(self.scores, self.y, weights), dtype=np.float64)
+
+
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted Mann-Whitney AUC. scores, labels: (n,) with labels 0/1/NaN; weights: (B, n) ints.
 
@@ -165,13 +186,34 @@ def bootstrap_auroc(
     chunk_size: int | None = None,
     warn_invalid: bool = True,
 ) -> dict[str, np.ndarray | int | float]:
-    """Patient-level bootstrap percentile CIs of per-pathology and mean AUROC.
+    """Patient-level bootstrap percentile CIs of per-pathology and mean AUROC: `bootstrap_metric` with
+    `weighted_auroc`; the point estimates (key ``auroc``, also ``value``) are sklearn's ``roc_auc_score``."""
+    return bootstrap_metric(probs, labels, patient_ids, weighted_auroc, n_resamples, seed, ci, return_resamples,
+                            chunk_size, warn_invalid)
+
+
+def bootstrap_metric(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    patient_ids: np.ndarray,
+    metric: MetricFn = weighted_auroc,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    return_resamples: bool = False,
+    chunk_size: int | None = None,
+    warn_invalid: bool = True,
+) -> dict[str, np.ndarray | int | float]:
+    """Patient-level bootstrap percentile CIs of any metric per pathology and of its mean over pathologies.
+
+    `metric(scores (n,), y (n,), weights (B, n) int) -> (B,)` (chestx.metrics.ranking); every metric sees the same
+    patient draws for the same seed, so their intervals come from the same resamples.
 
     probs: (R, N, K) scores of R runs on the same images ((N, K) is taken as R = 1);
     labels: (N, K) 1/0/NaN; patient_ids: (N,). Patients are indexed in ``np.unique``
     order, and resample b draws ``draw_patients(P, n_resamples, seed)[b]``.
 
-    Returns a dict: auroc (R, K) and mean (R,) point estimates; lower, upper (R, K);
+    Returns a dict: value (R, K) (also under ``auroc`` for AUROC) and mean (R,) point estimates; lower, upper (R, K);
     mean_lower, mean_upper (R,) for the mean over pathologies computed per resample
     (over the pathologies whose full-data AUROC is defined); n_invalid (R, K) and
     n_invalid_mean (R,) resamples left out because a class was absent; n_resamples,
@@ -198,10 +240,18 @@ def bootstrap_auroc(
     # sums of integer weights are exact below 2**24; keep a factor-2 margin.
     max_total = n_patients * int(np.bincount(cluster).max())
     dtype = np.float32 if max_total < 2**23 else np.float64
+    is_auroc = metric is weighted_auroc
     point = np.empty((r_dim, k_dim))
     for r in range(r_dim):
-        point[r] = _auroc_with_counts(probs[r], labels)[0]
-    columns: dict[tuple[int, int], _SortedColumn] = {}
+        if is_auroc:
+            point[r] = _auroc_with_counts(probs[r], labels)[0]
+            continue
+        for k in range(k_dim):
+            observed = ~np.isnan(labels[:, k])
+            y = labels[observed, k]
+            point[r, k] = metric(probs[r, observed, k], y, np.ones((1, y.size), np.int64))[0] \
+                if 0 < y.sum() < y.size else np.nan
+    columns: dict[tuple[int, int], _SortedColumn | _GenericColumn] = {}
     for r in range(r_dim):
         for k in range(k_dim):
             if np.isnan(point[r, k]):
@@ -209,11 +259,11 @@ def bootstrap_auroc(
             observed = ~np.isnan(labels[:, k])
             columns[(r, k)] = _SortedColumn(
                 probs[r, observed, k], labels[observed, k], cluster[observed], n_patients, dtype
-            )
+            ) if is_auroc else _GenericColumn(metric, probs[r, observed, k], labels[observed, k], cluster[observed])
 
     draws = draw_patients(n_patients, n_resamples, seed)  # (B, P)
-    if chunk_size is None:  # a few (m, b) float64 blocks per column in flight
-        widest = max([col.n_cuts for col in columns.values()] + [n_patients])
+    if chunk_size is None:  # a few (m, b) float64 blocks per column in flight; (b, n) ones for other metrics
+        widest = max([col.n_cuts if is_auroc else n_dim for col in columns.values()] + [n_patients])
         chunk_size = max(1, _CHUNK_BYTES // (32 * widest))
     resamples = np.full((n_resamples, r_dim, k_dim), np.nan)  # (B, R, K)
     for start in range(0, n_resamples, chunk_size):
@@ -242,7 +292,7 @@ def bootstrap_auroc(
             r, k, n_invalid[r, k], n_resamples,
         )
     out: dict[str, np.ndarray | int | float] = {
-        "auroc": point,
+        "value": point,
         "mean": mean_point,
         "lower": lower,
         "upper": upper,
@@ -254,6 +304,8 @@ def bootstrap_auroc(
         "n_patients": n_patients,
         "ci": ci,
     }
+    if is_auroc:
+        out["auroc"] = point
     if return_resamples:
         out["resamples"] = resamples
     return out

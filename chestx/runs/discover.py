@@ -125,7 +125,8 @@ def find_run_dirs(folders: list[Path]) -> list[Path]:
 
 
 def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in path.parts]
+    """0, 1, 2, 10 in number order; a named folder beside numbered ones (a sweep's `ensemble/`) after them."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def _parse_overrides(path: Path) -> dict[str, str]:

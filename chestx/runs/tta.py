@@ -1,0 +1,34 @@
+"""A run folder's test-time-augmentation pass: predictions_tta.csv and auroc_tta.csv beside the plain pass's files.
+
+Written by `chestx.train tta=hflip|tencrop` (after the plain test, with the best checkpoint) and by `chestx.evaluate
+ckpt=... tta=...` (into `external/<dataset>/`). metrics.json gets `tta` (the mode), `tta_views` (forward passes per
+image), `test_tta/auroc_mean`, `test_tta/auroc/<P>` and `tta_infer_images_per_s` (the TTA pass, loading included).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from chestx.core.run_folder import (
+    AUROC_TTA_FILE, PREDICTIONS_TTA_FILE, format_auroc_table, predictions_frame, write_auroc, write_predictions,
+)
+from chestx.inference.tta import n_views
+
+log = logging.getLogger(__name__)
+
+
+def write_tta(out_dir: Path, scores: Any, mode: str, stage: str = "test_tta") -> dict[str, Any]:
+    """Write one TTA `ExternalScores` (chestx.inference.external) into `out_dir`; returns the metrics.json entries."""
+    out = Path(out_dir)
+    write_predictions(out / PREDICTIONS_TTA_FILE, predictions_frame(scores.ids, scores.probs, scores.targets,
+                                                                    scores.pathologies))
+    table = write_auroc(out / AUROC_TTA_FILE, scores.probs, scores.targets, scores.pathologies)
+    log.info("Test AUROC with tta=%s (%d views per image, %d images):\n%s", mode, n_views(mode), len(scores.ids),
+             format_auroc_table(table))
+    metrics: dict[str, Any] = {"tta": mode, "tta_views": n_views(mode), "tta_infer_images_per_s": scores.images_per_s}
+    for row in table.itertuples():
+        key = f"{stage}/auroc_mean" if row.pathology == "mean" else f"{stage}/auroc/{row.pathology}"
+        metrics[key] = float(row.auroc) if not math.isnan(row.auroc) else float("nan")
+    return metrics
