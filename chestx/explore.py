@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir
-from chestx.data.stats import explore, format_report
+from chestx.data.labels.stats import explore, format_report
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explore")

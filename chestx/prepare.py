@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR
-from chestx.data.cache import build_cache
+from chestx.data.images.cache import build_cache
 from chestx.models.backbones import default_input_size
 
 

@@ -31,7 +31,7 @@ from chestx.core.run_folder import (
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
 
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.data.datasets.base import ChestXData
     from chestx.models.losses import OutputLayout
     from chestx.models.module import ChestXModule
@@ -59,7 +59,7 @@ class Run:
 def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
     """Data (split saved into `run_dir`, default the run folder), datamodule, module and trainer, each from its
     config group."""
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.models.backbones import check_pretrained_available, default_input_size
     from chestx.models.losses import OutputLayout, build_loss
     from chestx.runs.tracking import log_resolved_config

@@ -281,7 +281,7 @@ def unscored_pairs(runs: list[Scored]) -> dict[str, dict[str, int]]:
     Over every dataset chestx reads (`chestx.data.datasets.vocabulary.DATASET_FINDINGS`); a model's findings are
     those of its own test AUROCs (auroc.csv), the vocabulary matching them (never a NOT_SHARED finding)."""
     from chestx.data.datasets.vocabulary import DATASET_FINDINGS
-    from chestx.data.labels import NOT_SHARED, canonical_finding
+    from chestx.data.labels.table import NOT_SHARED, canonical_finding
 
     never = {canonical_finding(name) for name in NOT_SHARED}
     findings = {d: {canonical_finding(n) for n in names} - never for d, names in DATASET_FINDINGS.items()}

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 from chestx.explain.overlay import overlay
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,8 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
     PhysioNet annotations_*.csv); RSNA `patientId, x, y, width, height, Target`; SIIM `ImageId, EncodedPixels`.
     A blank image id -> DataError naming the file and lines.
     """
-    from chestx.data.datasets.rsna import read_rsna_boxes
-    from chestx.data.datasets.vindr import read_vindr_boxes
+    from chestx.data.datasets.rsna_pneumonia import read_rsna_boxes
+    from chestx.data.datasets.vindr_cxr import read_vindr_boxes
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -258,7 +258,7 @@ def _cam_plan(
 ) -> list[tuple[int, dict[int, str]]]:
     """(image index, {model output: the region file's name of that finding}) for each image with a finding the
     model predicts, in image order; findings it does not predict are logged."""
-    from chestx.data.labels import shared_pathologies
+    from chestx.data.labels.table import shared_pathologies
 
     plan = []
     for i in sorted(by_image):

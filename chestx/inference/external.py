@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from chestx.core.run_folder import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
-from chestx.data.dataset import FileSource, XrayDataset
-from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
+from chestx.data.loading.dataset import FileSource, XrayDataset
+from chestx.data.labels.table import DataError, evaluation_targets, shared_pathologies
 from chestx.data.datasets.base import ChestXData
 from chestx.inference.predictor import Predictor
 

@@ -25,9 +25,9 @@ from torch import nn
 
 from chestx.core.checkpoint_io import CheckpointError, load_checkpoint
 from chestx.core.run_folder import THRESHOLDS_FILE, run_dir_of_checkpoint
-from chestx.data.images import ImageReadError, load_grayscale
-from chestx.data.labels import find_pathology
-from chestx.data.transforms import build_transform
+from chestx.data.images.read import ImageReadError, load_grayscale
+from chestx.data.labels.table import find_pathology
+from chestx.data.loading.transforms import build_transform
 from chestx.models.backbones import create_backbone
 from chestx.models.losses import OutputLayout, probabilities
 

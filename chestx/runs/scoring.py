@@ -19,8 +19,8 @@ from chestx.core.run_folder import (
     AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, PROB_PREFIX, SPLIT_FILE, VAL_PREDICTIONS_FILE,
     format_auroc_table, predictions_frame, write_auroc, write_metrics, write_predictions,
 )
-from chestx.data.labels import LabelTable, evaluation_targets
-from chestx.data.splits import save_split
+from chestx.data.labels.table import LabelTable, evaluation_targets
+from chestx.data.labels.splits import save_split
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from chestx.core.hardware import resolve_device_defaults
-from chestx.data.datamodule import ChestXDataModule
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.loading.datamodule import ChestXDataModule
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.models.backbones import create_backbone
 from chestx.models.callbacks import peak_memory_mb
 from chestx.models.compiling import compile_net

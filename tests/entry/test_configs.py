@@ -198,7 +198,7 @@ def test_default_loggers_write_into_the_run_folder(compose, tmp_path: Path) -> N
 
 
 def test_data_configs_read_their_dataset_or_name_the_root(compose, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
     from chestx.data.datasets.base import ChestXData
 
     for option in group("data"):

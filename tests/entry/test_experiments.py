@@ -159,8 +159,8 @@ def test_chexnet_builds_sgd_with_plateau_schedule_and_flip_only(compose, tmp_pat
     _assert_plain_bce(module.loss_fn, 14)
 
     assert _first_batch(dm).shape == (16, 3, 224, 224)
-    from chestx.data.images import resize_square
-    from chestx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from chestx.data.images.read import resize_square
+    from chestx.data.loading.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     train, val = dm.datasets["train"], dm.datasets["val"]
     raw = train.pixels(0)  # a real sample image, (256, 256) uint8

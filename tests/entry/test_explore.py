@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 
 
 def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path, monkeypatch, capsys) -> None:

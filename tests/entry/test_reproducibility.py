@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from chestx.data.datamodule import worker_init
-from chestx.data.dataset import FileSource, XrayDataset
-from chestx.data.images import load_grayscale
-from chestx.data.transforms import build_transform
+from chestx.data.loading.datamodule import worker_init
+from chestx.data.loading.dataset import FileSource, XrayDataset
+from chestx.data.images.read import load_grayscale
+from chestx.data.loading.transforms import build_transform
 from chestx.train import train
 
 # the files a run writes that must not change between two runs (metrics.json holds wall times)

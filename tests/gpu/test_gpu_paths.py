@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 from chestx.models.compiling import compile_net
-from chestx.data.transforms import build_input_normalizer, build_transform
+from chestx.data.loading.transforms import build_input_normalizer, build_transform
 from chestx.inference.predictor import load_for_inference
 from chestx.core.run_folder import read_predictions
 from chestx.train import apply_device_defaults, train

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.inference.external import score_external
 from chestx.inference.predictor import load_for_inference

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.runs import tracking
 from chestx.runs.tracking import flatten_config, is_file_store, log_resolved_config, mlflow_logger, param_text
 

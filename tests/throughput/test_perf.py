@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from chestx.data.cache import cached_pixels
-from chestx.data.images import load_grayscale, resize_square
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.images.cache import cached_pixels
+from chestx.data.images.read import load_grayscale, resize_square
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.perf import main
 from chestx.throughput.loader import Decoder
 from chestx.throughput.suite import ALL_BACKBONES, check_targets, resolve_settings

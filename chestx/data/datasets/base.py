@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.image_check import UnreadableImagesError, check_dicom_window, find_unreadable
-from chestx.data.labels import DataError, LabelTable
-from chestx.data.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, save_split
+from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
+from chestx.data.labels.table import DataError, LabelTable
+from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, save_split
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv,
     select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.base import ChestXData
-from chestx.data.labels import FRAME_COLUMNS, NOT_SHARED, DataError, LabelTable, canonical_finding
+from chestx.data.labels.table import FRAME_COLUMNS, NOT_SHARED, DataError, LabelTable, canonical_finding
 
 log = logging.getLogger(__name__)
 

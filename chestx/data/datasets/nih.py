@@ -15,11 +15,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, required_text, select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData, first_existing
-from chestx.data.splits import SPLITS, list_split, official_split, random_split
+from chestx.data.labels.splits import SPLITS, list_split, official_split, random_split
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import first_existing
-from chestx.data.labels import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
+from chestx.data.datasets.dicom_meta import first_existing
+from chestx.data.labels.table import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
 from chestx.data.datasets.nih import NIH_LABEL_FILES, find_nih_images, read_nih
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, check_patient_disjoint, random_split
+from chestx.data.labels.splits import SPLITS, check_patient_disjoint, random_split
 
 log = logging.getLogger(__name__)
 

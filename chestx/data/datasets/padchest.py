@@ -36,9 +36,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
 from chestx.data.datasets.base import ChestXData, first_existing
-from chestx.data.splits import random_split
+from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 

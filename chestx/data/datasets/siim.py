@@ -28,12 +28,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import (
+from chestx.data.datasets.dicom_meta import (
     filter_views, first_existing, index_dicom_files, parse_dicom_age, read_dicom_headers,
 )
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 

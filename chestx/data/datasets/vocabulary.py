@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from chestx.data.datasets.nih_expert import EXPERT_FINDINGS, FINDING_SETS, FINDING_SOURCES
 from chestx.data.datasets.padchest import NORMAL_TERM, NOT_MAPPED, PADCHEST_FINDINGS, UNLABELLED_TERMS
-from chestx.data.datasets.rsna import RSNA_CLASSES, RSNA_FINDINGS
+from chestx.data.datasets.rsna_pneumonia import RSNA_CLASSES, RSNA_FINDINGS
 from chestx.data.datasets.siim import SIIM_PATHOLOGY
-from chestx.data.datasets.vindr import (
+from chestx.data.datasets.vindr_cxr import (
     PHYSIONET_LABELS, VINDR_FINDINGS, VINDR_KAGGLE_FINDINGS, VINDR_LABELS,
 )
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, NO_FINDING, NOT_MATCHED, NOT_SHARED,
     canonical_finding,
 )

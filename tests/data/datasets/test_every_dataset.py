@@ -104,8 +104,8 @@ def test_kfold_is_patient_disjoint_over_the_same_pool(name: str, trees, compose,
 def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Path) -> None:
     """`chestx.prepare`'s steps on its composed config (its main minus the backbone-size lookup, whose import of
     timm alone takes ~10 s): one cache of every image, equal to decoding each file (DICOM by data.dicom_window)."""
-    from chestx.data.cache import CachedPixels, build_cache
-    from chestx.data.images import load_grayscale, resize_square
+    from chestx.data.images.cache import CachedPixels, build_cache
+    from chestx.data.images.read import load_grayscale, resize_square
 
     size = 24
     cfg = compose([*trees(name), f"data.image_size={size}", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path,

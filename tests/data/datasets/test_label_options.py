@@ -12,7 +12,7 @@ import pytest
 
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.data.datasets.nih import NIHData
-from chestx.data.labels import NIH_PATHOLOGIES, DataError
+from chestx.data.labels.table import NIH_PATHOLOGIES, DataError
 
 
 @pytest.fixture(scope="module")

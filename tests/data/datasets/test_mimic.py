@@ -212,7 +212,7 @@ def mimic_tree(tmp_path_factory) -> Path:
 
 
 def mimic_data(root: Path, **options: Any):
-    from chestx.data.datasets.mimic import MIMIC_CXRData
+    from chestx.data.datasets.mimic_cxr import MIMIC_CXRData
 
     return MIMIC_CXRData(root=str(root), **options)
 
@@ -347,7 +347,7 @@ def _copy(mimic_tree: Path, dest: Path) -> Path:
 
 
 def test_missing_file_names_it_and_the_fix(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     (root / "mimic-cxr-2.0.0-split.csv.gz").unlink()
@@ -367,7 +367,7 @@ def test_uncompressed_files_are_read_too(mimic_tree: Path, tmp_path: Path) -> No
 
 
 def test_unknown_label_value_names_file_column_study_and_value(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     labels = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", dtype=str, keep_default_na=False)
@@ -379,7 +379,7 @@ def test_unknown_label_value_names_file_column_study_and_value(mimic_tree: Path,
 
 
 def test_missing_column_and_other_split_values_are_named(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz").drop(columns="ViewPosition")
@@ -395,7 +395,7 @@ def test_missing_column_and_other_split_values_are_named(mimic_tree: Path, tmp_p
 
 
 def test_options_are_checked_before_reading(mimic_tree: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     with pytest.raises(DataError, match="data.labeler='chexbert'"):
         mimic_data(mimic_tree, labeler="chexbert")
@@ -408,7 +408,7 @@ def test_options_are_checked_before_reading(mimic_tree: Path) -> None:
 def test_missing_image_stops_with_the_path(mimic_tree: Path, tmp_path: Path) -> None:
     import shutil
 
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = tmp_path / "copy"
     shutil.copytree(mimic_tree, root)

@@ -116,7 +116,7 @@ def test_one_file_per_set_and_the_random_split(ref: Reference, nih_dir: Path, tm
 
 
 def test_bad_inputs_are_named(ref: Reference, nih_dir: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
     from chestx.data.datasets.nih_expert import NIHExpertData
 
     def expert_file(frame: pd.DataFrame) -> str:
@@ -166,7 +166,7 @@ def _scores(truth: np.ndarray, seed: int) -> np.ndarray:
 def test_evaluate_an_nih_models_predictions(ref: Reference, nih_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`python -m chestx.evaluate predictions=<an NIH run's predictions.csv> data=nih_expert` (in-process): the
     CSV covers NIH's whole official test list (25,596 images), 1,962 of which Google relabelled."""
-    from chestx.data.labels import NIH_PATHOLOGIES
+    from chestx.data.labels.table import NIH_PATHOLOGIES
     from chestx.evaluate import main
 
     test_ids = (nih_dir / "test_list.txt").read_text().split()

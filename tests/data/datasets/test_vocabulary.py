@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from chestx.data.datasets.vocabulary import DATASET_FINDINGS, markdown
-from chestx.data.labels import NO_FINDING, NOT_MATCHED, canonical_finding, shared_pathologies
+from chestx.data.labels.table import NO_FINDING, NOT_MATCHED, canonical_finding, shared_pathologies
 
 
 def test_docs_table_is_current(repo_root: Path) -> None:

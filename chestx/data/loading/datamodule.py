@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from chestx.data.dataset import FileSource, PixelSource, XrayDataset
-from chestx.data.images import load_grayscale, resize_square
-from chestx.data.labels import evaluation_targets
-from chestx.data.sampling import EpochSampler, ResumableDataLoader
+from chestx.data.loading.dataset import FileSource, PixelSource, XrayDataset
+from chestx.data.images.read import load_grayscale, resize_square
+from chestx.data.labels.table import evaluation_targets
+from chestx.data.loading.sampling import EpochSampler, ResumableDataLoader
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS
-from chestx.data.transforms import InputNormalizer, build_input_normalizer, build_transform, compute_mean_std
+from chestx.data.labels.splits import SPLITS
+from chestx.data.loading.transforms import InputNormalizer, build_input_normalizer, build_transform, compute_mean_std
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ChestXDataModule(L.LightningDataModule):
     def _pixels(self, rows: np.ndarray) -> PixelSource:
         paths = self.data.paths
         if self.data.cache:  # one cache for every row of the dataset, built once, shared by the three splits
-            from chestx.data.cache import cached_pixels
+            from chestx.data.images.cache import cached_pixels
 
             if self._pixel_cache is None:
                 self._pixel_cache = cached_pixels(paths, self.image_size, cache_dir=self.data.cache_dir,

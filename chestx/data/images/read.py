@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chestx.data.image_check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
+from chestx.data.images.check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
     ImageReadError, check_complete, check_dicom_window, check_raster_header, image_error,
     looks_like_dicom, read_image_bytes,
 )
@@ -119,7 +119,7 @@ def load_grayscale(path: str | Path, dicom_window: str = "voi") -> np.ndarray:
     path = Path(path)
     data = read_image_bytes(path)  # size checked against the limit before reading
     if looks_like_dicom(data[:132], path):
-        from chestx.data.dicom import decode_dicom  # pydicom is imported only when a DICOM file is met
+        from chestx.data.images.dicom import decode_dicom  # pydicom is imported only when a DICOM file is met
 
         return decode_dicom(data, path, dicom_window)  # (H, W) uint8
     check_raster_header(data, path)  # refuses decompression bombs before any decoder sees the file

@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from chestx.data.images import (
+from chestx.data.images.read import (
     DECODE_VERSION, INTERPOLATIONS, ImageReadError, check_dicom_window, load_grayscale, resize_square,
 )
 

@@ -36,12 +36,12 @@ import pandas as pd
 from chestx.data.datasets.chexpert import (
     UncertaintyPolicies, apply_label_rules, check_label_options, chexpert_tasks, parse_label_cells, resolve_uncertainty,
 )
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
     check_columns, select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, SplitError, random_split
+from chestx.data.labels.splits import SPLITS, SplitError, random_split
 
 log = logging.getLogger(__name__)
 

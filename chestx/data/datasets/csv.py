@@ -26,9 +26,9 @@ from chestx.data.datasets.chexpert import (
     UNCERTAINTY_POLICIES, UncertaintyPolicies, apply_label_rules, check_label_options, parse_label_cells,
     resolve_uncertainty,
 )
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, select_pathologies
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, SplitError, random_split
+from chestx.data.labels.splits import SPLITS, SplitError, random_split
 
 log = logging.getLogger(__name__)
 

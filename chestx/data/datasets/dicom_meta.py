@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import DataError, DataFileNotFoundError
+from chestx.data.labels.table import DataError, DataFileNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def probe_image(path: str | Path) -> None:
             if head.startswith(JPEG_MAGIC) and jpeg_size(head) is None:  # frame header after large APPn segments
                 head += handle.read(HEAD_BYTES - len(head))
             if looks_like_dicom(head, path):
-                from chestx.data.dicom import probe_dicom
+                from chestx.data.images.dicom import probe_dicom
 
                 handle.seek(0)
                 probe_dicom(handle, path)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import SPLIT_FILE
-from chestx.data.labels import LabelTable, find_pathology
-from chestx.data.splits import SPLITS, save_split
+from chestx.data.labels.table import LabelTable, find_pathology
+from chestx.data.labels.splits import SPLITS, save_split
 
 log = logging.getLogger(__name__)
 
