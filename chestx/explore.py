@@ -8,7 +8,7 @@ Reads labels and splits as training does (`labels_only()`: the same rows, polici
 image lookup unless `data.missing_images=drop`). Writes to the run folder (outputs/explore/<date>/<time>,
 or `hydra.run.dir=<folder>`): overview.csv, label_counts.csv, cooccurrence.csv (+ .png),
 demographics.csv (+ .png), patient_overlap.csv, query_<P>.csv and split.csv (equal to the `split.csv`
-of a training run with the same data options). The statistics are `chestx.data.stats`.
+of a training run with the same data options). The statistics are `chestx.data.labels.stats`.
 """
 from __future__ import annotations
 

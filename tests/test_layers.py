@@ -24,11 +24,11 @@ def test_an_upward_import_breaks_the_layer_contract(repo_root: Path, tmp_path: P
     """The contract is not vacuous: chestx.data importing chestx.runs (the arrow issue 16 removed) is reported."""
     shutil.copytree(repo_root / "chestx", tmp_path / "chestx", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(repo_root / "pyproject.toml", tmp_path / "pyproject.toml")
-    stats = tmp_path / "chestx" / "data" / "stats.py"
+    stats = tmp_path / "chestx" / "data" / "labels" / "stats.py"
     stats.write_text(stats.read_text() + "\n\ndef _upward():\n    from chestx.runs.figures import plot_reliability\n")
     done = _lint(tmp_path)
     assert done.returncode != 0 and "packages import downwards only BROKEN" in done.stdout, done.stdout[-3000:]
-    assert "chestx.data.stats -> chestx.runs.figures" in done.stdout
+    assert "chestx.data.labels.stats -> chestx.runs.figures" in done.stdout
 
 
 def test_a_package_importing_an_entry_point_breaks_its_contract(repo_root: Path, tmp_path: Path) -> None:

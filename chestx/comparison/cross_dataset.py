@@ -6,7 +6,7 @@ with the dataset each was trained on. Columns: test datasets: a run's own test s
 `chestx.evaluate ckpt=... data=...`; the latter is put in the row of the run that trained the checkpoint when
 that run is in the report).
 
-A cell is the mean AUROC over the shared findings (the vocabulary `chestx.data.labels.FINDINGS`, listed in the
+A cell is the mean AUROC over the shared findings (the vocabulary `chestx.data.labels.table.FINDINGS`, listed in the
 external folder's mapping.csv) that have an AUROC on both test splits; the internal cell is restricted to the
 same findings, so an external number and the internal number it is compared with (Δ = external − internal)
 average the same findings. Pairwise, never a mixture: a run scored on several external datasets that share
@@ -317,7 +317,7 @@ def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]
     lines = [
         "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
         "dataset it was tested on, its own test split marked (internal). A cell is the mean test AUROC over the "
-        "findings both datasets label (chestx.data.labels.FINDINGS, docs/datasets/findings.md) that have an AUROC on both test "
+        "findings both datasets label (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md) that have an AUROC on both test "
         "splits; the internal cell is restricted to the same findings, so internal and external numbers average "
         "the same findings, and (Δ) is external − internal. Bold: the best external number of a column.",
         *_mappings(scored)]

@@ -3,7 +3,7 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
 `chestx.train`, `evaluate`, `predict`, `clinical` write them, `chestx.report` reads them back.
 
     <run>/config.yaml               the resolved config            (CONFIG_FILE; Hydra's record in .hydra/)
-    <run>/split.csv                 image_id, patient_id, split    (SPLIT_FILE, chestx.data.splits.save_split)
+    <run>/split.csv                 image_id, patient_id, split    (SPLIT_FILE, chestx.data.labels.splits.save_split)
     <run>/checkpoints/best.ckpt     Lightning checkpoints          (CHECKPOINT_DIR, BEST_CHECKPOINT, LAST_CHECKPOINT)
     <run>/predictions.csv           test predictions               (PREDICTIONS_FILE; VAL_PREDICTIONS_FILE for validation)
     <run>/auroc.csv, metrics.json   AUROC per pathology, the run's summary; error.txt when it failed

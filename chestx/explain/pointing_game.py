@@ -6,7 +6,7 @@ Wang et al. 2017 (ChestX-ray8, CVPR) give 984 boxes for 8 pathologies on 880 ima
 1024 x 1024 PNGs NIH distributes; RSNA's boxes and SIIM's masks are on the same 1024 px grid; VinDr's boxes are in
 the pixels of each original DICOM (sizes vary), so they are scaled from the loaded image's own size. For every input
 image that has regions, the Grad-CAM heatmap of each annotated finding the model predicts (matched through the
-finding vocabulary, `chestx.data.labels.shared_pathologies`: VinDr `Effusion` meets a CheXpert model's `Pleural
+finding vocabulary, `chestx.data.labels.table.shared_pathologies`: VinDr `Effusion` meets a CheXpert model's `Pleural
 Effusion`) is computed at the model input size S (the input is a resize of the whole image, so one scale per axis)
 and a region is a hit when the heatmap's peak lies in it (Zhang et al. 2016, ECCV; `pointing_game` below):
 - box: the box rescaled to S contains the peak pixel, one row per box;

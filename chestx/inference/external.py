@@ -1,6 +1,6 @@
 """Cross-dataset evaluation: a model trained on one dataset scored on another dataset's test split.
 
-Only the findings both datasets define are scored (the vocabulary `chestx.data.labels.FINDINGS`: the same name,
+Only the findings both datasets define are scored (the vocabulary `chestx.data.labels.table.FINDINGS`: the same name,
 or synonyms such as NIH `Effusion` = CheXpert `Pleural Effusion`; docs/datasets/findings.md), each under the model's own name, with
 the other dataset's ground truth as every metric reads it (`evaluation_targets`: uncertain and soft
 cells unknown). Images are preprocessed exactly as the model was trained (size, channels,
@@ -46,7 +46,7 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     if not pairs:
         raise DataError(
             f"the model predicts {predictor.pathologies} and {type(data).__name__} labels {data.pathologies}: no "
-            "finding in common (chestx.data.labels.FINDINGS, docs/datasets/findings.md), nothing to score; for CheXpert pass "
+            "finding in common (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md), nothing to score; for CheXpert pass "
             "tasks=all to score all 7 shared findings"
         )
     model_idx, data_idx = (np.array(ix) for ix in zip(*pairs))

@@ -192,7 +192,7 @@ def load_images(paths: Sequence[Path], dicom_window: str = "voi"
                 ) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
     """Read every file; unreadable ones are returned as (path, reason) and skipped, never raised.
 
-    `dicom_window`: how DICOM values become 0..255 (data.dicom_window of training; chestx.data.dicom).
+    `dicom_window`: how DICOM values become 0..255 (data.dicom_window of training; chestx.data.images.dicom).
     """
     ok: list[Path] = []
     images: list[np.ndarray] = []

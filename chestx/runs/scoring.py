@@ -3,7 +3,7 @@
 The CSV holds an image-id column and one probability column per pathology, named
 `<prefix><pathology>`. The id column is the first of `image_id` (chestx's predictions.csv),
 `Image Index` (NIH) and `Path` (CheXpert) that the CSV has, unless `id_column` names another.
-Evaluation labels follow training's rule (`chestx.data.labels.evaluation_targets`).
+Evaluation labels follow training's rule (`chestx.data.labels.table.evaluation_targets`).
 """
 from __future__ import annotations
 

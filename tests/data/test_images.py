@@ -1,6 +1,6 @@
 """Image decoding on real NIH originals (RGBA and L, 1024 px), the embedded NIH sample, and files derived from them.
 
-8-bit images decode byte for byte; deeper ones (16-bit PNG / TIFF) by min-max (chestx.data.images docstring),
+8-bit images decode byte for byte; deeper ones (16-bit PNG / TIFF) by min-max (chestx.data.images.read docstring),
 checked against an independent numpy reference.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""chestx.data.stats.explore against independent pandas counts: embedded sample, full NIH label file, CheXpert
+"""chestx.data.labels.stats.explore against independent pandas counts: embedded sample, full NIH label file, CheXpert
 train.csv. The command line (`python -m chestx.explore`): tests/entry/test_explore.py."""
 from __future__ import annotations
 

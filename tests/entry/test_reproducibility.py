@@ -2,7 +2,7 @@
 
 Also the regression test of a stall: a loader worker forked from a process whose OpenCV thread
 pool was running hung for ever in `cv2.setNumThreads` (see
-`chestx.data.datamodule._stop_opencv_threads_before_fork`). Both tests start OpenCV's pool in this
+`chestx.data.loading.datamodule._stop_opencv_threads_before_fork`). Both tests start OpenCV's pool in this
 process first, as earlier tests in the same pytest worker do, so they cover it in any test order.
 """
 from __future__ import annotations

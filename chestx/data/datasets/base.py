@@ -4,7 +4,7 @@ It does everything that is not dataset specific: patient-level k-fold over the t
 resolve image files (and stop, or drop with a warning, when some are missing or unreadable), undersample normal
 images in the training split, check that splits are patient-disjoint and save the split. A dataset (one module of
 `chestx.data.datasets` each) says how to read its label file and which rows go to which split (`load_table`) and
-where the images are (`resolve_paths`). No Lightning here: `chestx.data.datamodule` builds loaders.
+where the images are (`resolve_paths`). No Lightning here: `chestx.data.loading.datamodule` builds loaders.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class ChestXData:
         self.norm_sample = norm_sample
         self.folds = folds  # None, or K: patient-level K-fold over the train+val pool, `fold` validates
         self.fold = fold
-        self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.dicom)
+        self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.images.dicom)
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
@@ -152,7 +152,7 @@ class ChestXData:
 
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
         """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
-        DICOM pixel data and decoder; chestx.data.image_check) stop the run or are dropped (data.missing_images)."""
+        DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
         paths, missing = self.resolve_paths(table)
         if missing:
             shown = ", ".join(missing[:5])

@@ -7,7 +7,7 @@ labels, `lsr_zeros` / `lsr_ones`). Each observation column holds 1.0 (positive),
 
 The rules are reusable: `parse_label_cells` reads such columns from text (also 1 / 0 / -1, stripped),
 `apply_label_rules` turns the 1 / 0 / -1 / NaN matrix into labels and `uncertain` under the policies;
-MIMIC-CXR (`chestx.data.datasets.mimic`) and a user's CSV (`chestx.data.datasets.csv_folder`) use them as they are.
+MIMIC-CXR (`chestx.data.datasets.mimic_cxr`) and a user's CSV (`chestx.data.datasets.csv`) use them as they are.
 """
 from __future__ import annotations
 

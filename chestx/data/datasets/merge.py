@@ -4,7 +4,7 @@ are trained: Cohen et al. 2022, "TorchXRayVision: a library of chest X-ray datas
 
     python -m chestx.train data=merge 'sources=[nih_sample,chexpert]' data.sources.chexpert.root=/data   (conf/data/merge.yaml)
 
-- Findings: the union of the sources' findings under their canonical names (`chestx.data.labels.FINDINGS`: NIH
+- Findings: the union of the sources' findings under their canonical names (`chestx.data.labels.table.FINDINGS`: NIH
   `Effusion` and CheXpert `Pleural Effusion` are one column, `Pleural Effusion`), in the order the sources list them.
   A finding a source does not label is unknown (NaN) for its images, so it is masked in the loss and the metrics.
   A finding never shared (`NOT_SHARED`: No Finding) keeps one column per source, `No Finding (<source>)`.

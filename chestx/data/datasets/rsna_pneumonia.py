@@ -12,7 +12,7 @@ Files, as Kaggle ships them under `data.root`:
                                       (optional; one row per label-file row)
     stage_2_train_images/<patientId>.dcm
 Each patientId is one image (26,684 in stage 2): the id is per image, not per person, so the random split
-is per image. Sex, age and view are read from the DICOM headers (`chestx.data.dicom_meta`), or from a CSV
+is per image. Sex, age and view are read from the DICOM headers (`chestx.data.datasets.dicom_meta`), or from a CSV
 dump of them (`data.headers`, e.g. torchxrayvision's `kaggle_stage_2_train_images_dicom_headers.csv.gz`).
 
 Findings (`findings`): `Pneumonia` and `Lung Opacity` are both `Target` (an image with any box: "lung opacity

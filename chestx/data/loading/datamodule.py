@@ -40,7 +40,7 @@ def worker_init(worker_id: int) -> None:
     import torch
     from lightning.fabric.utilities.seed import pl_worker_init_function
 
-    pl_worker_init_function(worker_id)  # (augmentation is seeded per image: chestx.data.sampling)
+    pl_worker_init_function(worker_id)  # (augmentation is seeded per image: chestx.data.loading.sampling)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 

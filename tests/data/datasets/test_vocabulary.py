@@ -1,4 +1,4 @@
-"""The one finding vocabulary (chestx.data.labels.FINDINGS) over every dataset, and its table in the docs."""
+"""The one finding vocabulary (chestx.data.labels.table.FINDINGS) over every dataset, and its table in the docs."""
 from __future__ import annotations
 
 from pathlib import Path
