@@ -42,8 +42,8 @@ def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
     predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device(),
                                    trust=trust_setting(cfg.get("trust_checkpoint")))
     data = instantiate(cfg.data)
-    scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
-                            num_workers=int(cfg.data.num_workers or 0))
+    loader = instantiate(cfg.loader)  # conf/loader: eval_batch_size images per pass, num_workers loader workers
+    scores = score_external(predictor, data, batch_size=loader.eval_batch, num_workers=int(loader.num_workers or 0))
     out = external_dir(run_dir, data_config_name(cfg))
     metrics = write_external(out, scores, thresholds_for(predictor, scores.pathologies), subgroups)
     write_metrics(run_dir / METRICS_FILE, {"status": "ok", "error": None, "ckpt": str(cfg.ckpt),

@@ -70,7 +70,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     data: ChestXData = instantiate(cfg.data)
     data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
     image_size = data.image_size or default_input_size(cfg.model.name)
-    datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
+    datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans, loader=instantiate(cfg.loader))
     datamodule.setup("fit")
     data_ready = time.time()  # labels, split, image files, pixel cache: metrics.json "phases"
     layout = OutputLayout(data.multiclass, len(data.pathologies))
@@ -223,8 +223,8 @@ def other_datasets_step(run: Run) -> None:
 
     predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg))
     for name, data in datasets.items():
-        scores = score_external(predictor, data, batch_size=int(run.cfg.data.eval_batch_size),
-                                num_workers=int(run.cfg.data.num_workers or 0))
+        scores = score_external(predictor, data, batch_size=run.datamodule.eval_batch_size,
+                                num_workers=int(run.datamodule.num_workers or 0))
         run.metrics.update(write_external(external_dir(run.run_dir, name), scores,
                                           thresholds_for(predictor, scores.pathologies), run.subgroups))
 

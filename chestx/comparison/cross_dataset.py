@@ -40,7 +40,7 @@ PER_RUN_FILE = "cross_dataset_per_run.csv"
 HOW_TO = ("No run has an external/ folder. Score a run on another dataset's test split with "
           "`python -m chestx.train ... test_data=[chexpert] test_data.chexpert.root=/data/chexpert`, or an existing "
           "checkpoint with `python -m chestx.evaluate ckpt=<run>/checkpoints/best.ckpt data=chexpert "
-          "data.root=/data/chexpert data.tasks=all`.")
+          "data.root=/data/chexpert data.findings=all`.")
 UNKNOWN = "unknown"
 
 

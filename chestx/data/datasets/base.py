@@ -26,8 +26,31 @@ log = logging.getLogger(__name__)
 MISSING_POLICIES = ("error", "drop")
 
 
+# keys a data config had before issue 24 -> where they went; conf/data_common.yaml keeps them null, so that an old
+# command line (`data.tasks=all`) reaches this message instead of Hydra's "key not in struct"
+RENAMED_KEYS: dict[str, str] = {
+    "tasks": "data.findings", "pathologies": "data.findings",
+    "labels": "data.findings (data=nih_expert: data.label_source)",
+    "batch_size": "loader.batch_size", "eval_batch_size": "loader.eval_batch_size",
+    "num_workers": "loader.num_workers", "pin_memory": "loader.pin_memory",
+    "normalize_on_device": "loader.normalize_on_device",
+}
+
+
+def refuse_renamed(given: dict[str, object]) -> None:
+    """Stop on a renamed key that is set (DataError naming the new key); an unknown key is a TypeError, as Python
+    says of any unexpected argument."""
+    unknown = sorted(set(given) - set(RENAMED_KEYS))
+    if unknown:
+        raise TypeError(f"unexpected data options {unknown}")
+    used = {key: value for key, value in given.items() if value is not None}
+    if used:
+        raise DataError("; ".join(f"data.{key}={value!r} is now {RENAMED_KEYS[key]}: set that instead (e.g. "
+                                  f"{RENAMED_KEYS[key].split(' ')[0]}={value!r})" for key, value in used.items()))
+
+
 class ChestXData:
-    """A dataset as configured: labels, patient split, image files and loader settings.
+    """A dataset as configured: labels, patient split and image files (loader settings: `chestx.data.loading`).
 
     Plain Python (no Lightning): `chestx.explore`, `chestx.evaluate` and `chestx.prepare` use it
     as it is; `chestx.train` wraps it in `ChestXDataModule`. Subclasses only say how to read the
@@ -40,11 +63,6 @@ class ChestXData:
         image_size: int | None = None,
         normalization: str = "imagenet",
         augment: dict | None = None,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = 0,
-        pin_memory: bool | None = False,
-        normalize_on_device: bool = True,
         missing_images: str = "error",
         no_finding_fraction: float = 1.0,
         seed: int = 0,
@@ -54,7 +72,9 @@ class ChestXData:
         folds: int | None = None,
         fold: int | None = None,
         dicom_window: str = "voi",
+        **renamed: object,
     ) -> None:
+        refuse_renamed(renamed)
         _check_folds(folds, fold)
         check_dicom_window(dicom_window)
         if missing_images not in MISSING_POLICIES:
@@ -65,11 +85,6 @@ class ChestXData:
         self.image_size = image_size  # None: the backbone's native size (chestx.train resolves it)
         self.normalization = normalization
         self.augment = dict(augment or {})
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.normalize_on_device = normalize_on_device
         self.missing_images = missing_images
         self.no_finding_fraction = no_finding_fraction
         self.seed = seed

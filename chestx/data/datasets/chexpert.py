@@ -24,6 +24,7 @@ from chestx.data.labels.table import (
     select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
@@ -263,18 +264,18 @@ def read_chexpert(
 
 
 def chexpert_tasks(tasks: str | Sequence[str]) -> list[str]:
-    """data.tasks of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of names."""
+    """data.findings of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of names."""
     if isinstance(tasks, str):
         if tasks not in ("competition", "all"):
-            raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
+            raise DataError(f"data.findings={tasks!r}: use 'competition', 'all' or a list of pathology names")
         tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
-    return select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.tasks")
+    return select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.findings")
 
 
 class UncertaintyPolicies:
     """What a dataset with uncertain (-1) cells tells the model: one policy per output and which are 3-way.
 
-    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings), e.g. CheXpert and
+    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings, data.findings), e.g. CheXpert and
     MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
     """
 
@@ -297,6 +298,17 @@ class UncertaintyPolicies:
         return [policy == "multiclass" for policy in self.uncertainty_policies]
 
 
+def _chexpert_left_out() -> str:
+    return (f"nothing with data.findings=all (the 14 columns); the default, data.findings=competition, keeps "
+            f"the {len(CHEXPERT_COMPETITION_TASKS)} competition tasks ({_names(CHEXPERT_COMPETITION_TASKS)}). "
+            "Uncertain (-1) and blank cells are kept under data.uncertainty / data.blank, not dropped.")
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(f"`{item}`" for item in items)
+
+
+@register_dataset("chexpert", findings=CHEXPERT_PATHOLOGIES, left_out=_chexpert_left_out)
 class CheXpertData(UncertaintyPolicies, ChestXData):
     """CheXpert as Stanford ships it (`CheXpert-v1.0[-small]/train.csv`, `valid.csv`).
 
@@ -310,7 +322,7 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         uncertainty: str | dict = "ignore",
         blank: str = "zeros",
         frontal_only: bool = True,
-        tasks: str | Sequence[str] = "competition",
+        findings: str | Sequence[str] = "competition",
         lsr_zeros: Sequence[float] = (0.0, 0.3),
         lsr_ones: Sequence[float] = (0.55, 0.85),
         val_fraction: float = 0.1,
@@ -320,7 +332,7 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
         self.frontal_only = frontal_only
-        self.tasks = chexpert_tasks(tasks)
+        self.tasks = chexpert_tasks(findings)
         self.lsr_zeros = tuple(lsr_zeros)
         self.lsr_ones = tuple(lsr_ones)
         self.val_fraction = val_fraction

@@ -41,6 +41,7 @@ from chestx.data.labels.table import (
     check_columns, select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import SPLITS, SplitError, random_split
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,9 @@ def read_official_split(frame: pd.DataFrame, split_csv: Path) -> np.ndarray:
     return split
 
 
+@register_dataset("mimic_cxr", findings=CHEXPERT_PATHOLOGIES,
+                  left_out="as chexpert: the same 14 columns from the chosen labeller (data.labeler), the same "
+                           "data.findings default.")
 class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
     """MIMIC-CXR-JPG 2.0.0 / 2.1.0 (`data=mimic_cxr`); keys documented in conf/data/mimic_cxr.yaml.
 
@@ -261,7 +265,7 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         patients_csv: str | None = None,
         uncertainty: str | Mapping[str, str] = "ignore",
         blank: str = "zeros",
-        tasks: str | Sequence[str] = "competition",
+        findings: str | Sequence[str] = "competition",
         lsr_zeros: Sequence[float] = (0.0, 0.3),
         lsr_ones: Sequence[float] = (0.55, 0.85),
         **kwargs: Any,
@@ -280,7 +284,7 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         self.patients_csv = patients_csv
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
-        self.tasks = chexpert_tasks(tasks)
+        self.tasks = chexpert_tasks(findings)
         self.lsr_zeros, self.lsr_ones = tuple(lsr_zeros), tuple(lsr_ones)
         check_label_options(blank, lsr_zeros, lsr_ones)
         resolve_uncertainty(self.uncertainty, self.tasks)  # unknown policies stop now, before any file is read

@@ -38,6 +38,7 @@ import pandas as pd
 
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
 from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,18 @@ def _table_labels(parsed: list[list[str]], names: list[str], unlabelled: np.ndar
     return out
 
 
+def _left_out() -> str:
+    terms = [t for t in NOT_MAPPED if t != NORMAL_TERM and t not in UNLABELLED_TERMS]
+    names = ", ".join(f"`{t}`" for t in terms)
+    return (f"{len(terms)} report terms that are none of its findings (`NOT_MAPPED` in "
+            "chestx/data/datasets/padchest.py, data.matching=table): no finding of chestx has their "
+            "definition, so they set no column (an image with only such terms is 0 for every finding). "
+            f"`{NORMAL_TERM}` sets only frame.no_finding (PadChest has no No Finding column); "
+            f"{', '.join(f'`{t}`' for t in UNLABELLED_TERMS)} (the report could not be labelled) makes the row unknown "
+            f"(NaN). The terms: {names}.")
+
+
+@register_dataset("padchest", findings=PADCHEST_FINDINGS, left_out=_left_out)
 class PadChestData(ChestXData):
     """PadChest as BIMCV ships it: the label file in `root`, images in `root/<ImageDir>/` (the unpacked zips 0-54),
     `root/images/` or `root/` itself (one flat folder, as torchxrayvision's `imgpath`).
@@ -358,7 +371,7 @@ class PadChestData(ChestXData):
         root: str,
         csv: str | None = None,
         matching: str = "table",
-        pathologies: Sequence[str] | None = None,
+        findings: Sequence[str] | None = None,
         views: Sequence[str] | None = None,
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         drop_known_broken: bool = True,
@@ -369,7 +382,7 @@ class PadChestData(ChestXData):
             raise DataError(f"data.matching={matching!r} is not one of {list(MATCHING_RULES)}")
         self.csv = csv
         self.matching = matching
-        self.requested = list(pathologies) if pathologies else None
+        self.requested = list(findings) if findings else None
         self.views = _view_names(views) if views else None
         self.ratios = tuple(ratios)
         self.drop_known_broken = drop_known_broken

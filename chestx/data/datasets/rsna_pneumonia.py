@@ -33,6 +33,7 @@ from chestx.data.datasets.dicom_meta import (
 )
 from chestx.data.labels.table import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
 from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
 from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,21 @@ def read_rsna_boxes(
 # ------------------------------------------------------------------------------------------- data= config
 
 
+def _left_out() -> str:
+    positive, normal = RSNA_CLASSES[0], RSNA_CLASSES[-1]  # "Lung Opacity" -> Target, "Normal" -> No Finding
+    other = ", ".join(f"`{c}`" for c in RSNA_CLASSES if c not in (positive, normal))
+    return (f"the detailed class {other}: abnormal, but without an opacity suspicious for pneumonia; what is "
+            "abnormal is not named, so no finding can hold it. Those images are 0 for Pneumonia and Lung Opacity "
+            f"(`Target` 0) and not No Finding (the class `{normal}`). The default data.findings=[Pneumonia] reads one "
+            "column of the three.")
+
+
+@register_dataset(
+    "rsna_pneumonia", findings=RSNA_FINDINGS, left_out=_left_out,
+    image_pool=NIH_CXR14_ANONYMISED,  # NIH images re-issued as DICOM, new patientId per image
+    regions=Regions("box", frozenset({"patientId", "Target"}), read_rsna_boxes, float(RSNA_BOX_SIZE),
+                    "RSNA stage_2_train_labels.csv"),
+)
 class RSNAPneumoniaData(ChestXData):
     """RSNA Pneumonia Detection (stage 2 train set) as Kaggle ships it; a patient-level random split.
 

@@ -32,8 +32,11 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.dicom_meta import parse_dicom_age, read_dicom_headers
-from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
+from chestx.data.labels.table import (
+    NO_FINDING, DataError, DataFileNotFoundError, LabelTable, check_columns, refuse_blank_ids, select_pathologies,
+)
 from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.registry import Regions, register_dataset
 from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
@@ -291,6 +294,30 @@ def read_vindr_boxes(csv_path: str | Path) -> pd.DataFrame:
     return out
 
 
+def read_vindr_regions(path: str | Path) -> pd.DataFrame:
+    """`read_vindr_boxes` as the pointing game reads boxes: image_id, pathology, x, y, w, h (each image's pixels);
+    a blank image_id -> DataError naming the file and lines."""
+    refuse_blank_ids(path, "image_id", "VinDr-CXR file")
+    boxes = read_vindr_boxes(path)
+    return pd.DataFrame({"image_id": boxes["image_id"], "pathology": boxes["pathology"], "x": boxes["x_min"],
+                         "y": boxes["y_min"], "w": boxes["x_max"] - boxes["x_min"],
+                         "h": boxes["y_max"] - boxes["y_min"]})
+
+
+def _left_out() -> str:
+    unmapped = ", ".join(f"`{label}`" for label in PHYSIONET_LABELS if label not in VINDR_LABELS)
+    physionet_only = [f for f in VINDR_FINDINGS if f not in VINDR_KAGGLE_FINDINGS]
+    return (f"{unmapped} is not a finding: it is No Finding (never shared). With data.findings=kaggle (the default: "
+            f"the 14 labels both releases have) the {len(physionet_only)} labels only the PhysioNet release has are "
+            f"left out: {', '.join(f'`{f}`' for f in physionet_only)} (data.findings=all reads them from the "
+            "PhysioNet layout).")
+
+
+@register_dataset(
+    "vindr_cxr", findings=(*VINDR_FINDINGS, NO_FINDING), left_out=_left_out,
+    regions=Regions("box", frozenset({"image_id", "class_name", "x_min", "y_min", "x_max", "y_max"}),
+                    read_vindr_regions, float("nan"), "VinDr-CXR train.csv / annotations_*.csv"),
+)
 class VinDrData(ChestXData):
     """VinDr-CXR from its Kaggle layout (`train.csv`, `train/*.dicom`) or PhysioNet layout (`annotations/`,
     `train/`, `test/`); `layout=auto` recognises the folder.

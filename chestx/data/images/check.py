@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from chestx.data.labels.table import DataError
+from chestx.data.errors import DataError, ImageReadError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ HEAD_BYTES = 256 * 1024  # the JPEG frame header follows APPn segments (EXIF: at
 # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 (F7) is JPEG-LS
 _SOF_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7])
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0..7: markers without a length
-
-
-class ImageReadError(Exception):
-    """An image file cannot be read or decoded; the message names the path and the reason."""
 
 
 class UnreadableImagesError(DataError, ImageReadError):

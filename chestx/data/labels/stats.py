@@ -103,7 +103,7 @@ def patient_overlap(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
 def query(table: LabelTable, split: np.ndarray, name: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """Cases positive for `name`, and the pathologies co-occurring with it, most frequent first."""
     pathology = table.pathologies[find_pathology(name, table.pathologies, "query",
-                                                 " (data.tasks=all for every CheXpert observation)")]
+                                                 " (data.findings=all for every CheXpert observation)")]
     k = table.pathologies.index(pathology)
     pos = table.labels == 1  # (N, K)
     cases = pos[:, k]
