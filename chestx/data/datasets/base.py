@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
-from chestx.data.labels.table import DataError, LabelTable
-from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, save_split
+from chestx.data.errors import DataError, DataFileNotFoundError
+from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
+from chestx.data.labels.table import LabelTable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class ChestXData:
         folds: int | None = None,
         fold: int | None = None,
         dicom_window: str = "voi",
+        ratios: Sequence[float] = (0.7, 0.1, 0.2),
+        val_fraction: float = 0.1,
         **renamed: object,
     ) -> None:
         refuse_renamed(renamed)
@@ -93,10 +96,72 @@ class ChestXData:
         self.norm_sample = norm_sample
         self.folds = folds  # None, or K: patient-level K-fold over the train+val pool, `fold` validates
         self.fold = fold
+        self.ratios = tuple(float(r) for r in ratios)  # split(): train / val / test fractions of patients
+        self.val_fraction = float(val_fraction)  # carve_validation(): validation's share of a training file
+        self.label_path: Path | None = None  # the label file in use, once found (label_file)
         self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.images.dicom)
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
+
+    # ------------------------------------------------------------ the chores, done once for every dataset
+    label_files: tuple[str, ...] = ()  # the label file's names in data.root, first found (label_file)
+
+    def label_file(self, given: str | Path | None = None, key: str = "data.csv",
+                   names: Sequence[str] | None = None) -> Path:
+        """The label file: `given` (the dataset's key `key`, e.g. data.csv) relative to data.root when it is there,
+        else as written (absolute, or relative to the working folder); unset: the first of `names` (default
+        `label_files`) in data.root. DataFileNotFoundError naming the key and the files looked for otherwise."""
+        if given:
+            path = Path(given).expanduser()
+            path = self.root / path if not path.is_absolute() and (self.root / path).is_file() else path
+        else:
+            path = first_existing(self.root, list(names if names is not None else self.label_files), key,
+                                  type(self).__name__.removesuffix("Data"))
+        self.label_path = path
+        return path
+
+    def make_split(self, table: LabelTable, ratios: Sequence[float] | None = None) -> np.ndarray:
+        """THE split step of every dataset without an official split: seeded patient-level random split (N,) of
+        `table` by `ratios` (default data.ratios: train / val / test fractions of patients, seeded by data.seed).
+
+        The one place to add other split methods (e.g. a stratified split, a train_fraction): every dataset's
+        random split, and the validation carved out of a training file (`carve_validation`), goes through here.
+        A split that cannot be made (too few patients for a ratio) -> DataError naming the option and the file."""
+        ratios = tuple(float(r) for r in (self.ratios if ratios is None else ratios))
+        try:
+            return random_split(table.frame, ratios=ratios, seed=self.seed)
+        except SplitError as error:
+            where = f" of {str(self.label_path)!r}" if self.label_path is not None else ""
+            raise DataError(f"data.ratios={list(ratios)} (data.seed={self.seed}) on the {len(table)} rows{where}: "
+                            f"{error}") from error
+
+    def carve_validation(self, train: LabelTable, test: LabelTable) -> tuple[LabelTable, np.ndarray]:
+        """A dataset whose test set is a file of its own: validation is data.val_fraction of the training file's
+        patients (`make_split`), the test file stays apart and whole. Returns the stacked table (train rows, then test
+        rows) and its split; no training row is ever marked test."""
+        inner = self.make_split(train, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0))  # (N_train,)
+        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test), "test")]).astype("<U5")
+        return LabelTable.concat([train, test]), split
+
+    def keep_views(self, table: LabelTable, views: Sequence[str] | None) -> LabelTable:
+        """Rows of `table` whose `frame.view` is one of `views` (see `view_mask`); None keeps every row."""
+        if views is None:
+            return table
+        keep = view_mask(table.frame["view"], views, type(self).__name__.removesuffix("Data"))
+        return table if keep.all() else table.subset(keep)
+
+    def files_under_root(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
+        """`frame.path` relative to data.root (one stat per file): the image of every row, None where missing."""
+        paths: list[Path | None] = []
+        missing: list[str] = []
+        for rel in table.frame["path"].astype(str):
+            path = self.root / rel
+            found = path.is_file()
+            paths.append(path if found else None)
+            if not found:
+                missing.append(rel)
+        return paths, missing
 
     # ------------------------------------------------------------ subclass API
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
@@ -267,8 +332,32 @@ def _check_folds(folds: int | None, fold: int | None) -> None:
                         f"data.fold=0, or sweep them all with -m data.fold={','.join(map(str, range(folds)))}")
 
 
-def first_existing(root: Path, names: Sequence[str], key: str) -> Path:
+def first_existing(root: Path, names: Sequence[str], key: str, what: str = "") -> Path:
+    """The first of `names` present in `root` (a file); DataFileNotFoundError naming them, the root and the key."""
     for name in names:
-        if (root / name).exists():
-            return root / name
-    raise DataError(f"none of {list(names)} found under data.root={str(root)!r}; set {key}=<path to the label file>")
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    raise DataFileNotFoundError(f"{what + ': ' if what else ''}none of the label files {list(names)} is in "
+                                f"data.root={str(root)!r}; point data.root at the dataset folder or set "
+                                f"{key}=<path to the label file>")
+
+
+def view_mask(view: pd.Series, views: Sequence[str] | str, what: str) -> np.ndarray:
+    """(N,) bool: rows whose view is one of `views`, compared stripped and upper-cased.
+
+    The one rule for blank views: a row whose view is blank or missing is not known to be any view, so a view
+    filter never keeps it; how many such rows were left out is logged. No row kept -> DataError naming the views
+    present. (RSNA / SIIM read views from the images' DICOM headers: a view unknown because the image or its header
+    is missing stops there instead, `dicom_meta.filter_views`, so the rows kept never depend on which files exist.)"""
+    wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
+    text = view.astype("string").str.strip().str.upper()
+    blank = (text.isna() | (text == "")).to_numpy()
+    keep = text.isin(wanted).fillna(False).to_numpy(dtype=bool) & ~blank
+    present = sorted(set(text[~blank]))
+    if not keep.any():
+        raise DataError(f"data.views={wanted} keeps no row of {what}; views present: {present}")
+    if blank.any():
+        log.warning("%s view filter %s leaves out %d rows with a blank view (their view is unknown, so it cannot "
+                    "match)", what, wanted, int(blank.sum()))
+    log.info("%s view filter %s keeps %d of %d rows", what, wanted, int(keep.sum()), len(keep))
+    return keep

@@ -25,7 +25,6 @@ from chestx.data.labels.table import (
 )
 from chestx.data.datasets.base import ChestXData
 from chestx.data.datasets.registry import register_dataset
-from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +324,6 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         findings: str | Sequence[str] = "competition",
         lsr_zeros: Sequence[float] = (0.0, 0.3),
         lsr_ones: Sequence[float] = (0.55, 0.85),
-        val_fraction: float = 0.1,
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -335,7 +333,6 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         self.tasks = chexpert_tasks(findings)
         self.lsr_zeros = tuple(lsr_zeros)
         self.lsr_ones = tuple(lsr_ones)
-        self.val_fraction = val_fraction
 
     def _dataset_dir(self) -> Path:
         for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):
@@ -354,10 +351,7 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         )
         train = read_chexpert(folder / "train.csv", **options)
         test = read_chexpert(folder / "valid.csv", **options)
-        inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
-        table = LabelTable.concat([train, test])
-        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test.frame), "test")])
-        return table, split
+        return self.carve_validation(train, test)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         folder = self._dataset_dir()

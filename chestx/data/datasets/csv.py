@@ -26,10 +26,10 @@ from chestx.data.datasets.chexpert import (
     UNCERTAINTY_POLICIES, UncertaintyPolicies, apply_label_rules, check_label_options, parse_label_cells,
     resolve_uncertainty,
 )
-from chestx.data.findings.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
 from chestx.data.datasets.base import ChestXData
 from chestx.data.datasets.registry import register_dataset
-from chestx.data.findings.splits import SPLITS, SplitError, random_split
+from chestx.data.labels.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,6 @@ class CSVData(UncertaintyPolicies, ChestXData):
         findings: Sequence[str] | None = None,
         split_column: str | None = None,
         split_values: Mapping[str, Any] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         sex_column: str | None = None,
         age_column: str | None = None,
         view_column: str | None = None,
@@ -251,7 +250,6 @@ class CSVData(UncertaintyPolicies, ChestXData):
         self.labels = None if findings is None else _as_list(findings)
         self.split_column = split_column
         self.split_values = split_value_map(split_values)
-        self.ratios = tuple(float(r) for r in ratios)
         self.sex_column = sex_column
         self.age_column = age_column
         self.view_column = view_column
@@ -303,10 +301,7 @@ class CSVData(UncertaintyPolicies, ChestXData):
             log.info("Split from data.split_column=%r: %s", self.split_column,
                      {name: int((split == name).sum()) for name in SPLITS})
         else:
-            try:
-                split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
-            except SplitError as error:
-                raise DataError(f"data.ratios={list(self.ratios)} on {str(path)!r}: {error}") from error
+            split = self.make_split(table)
         if self.views:
             view = table.frame["view"].astype("object").fillna("").astype(str).str.upper().to_numpy()
             keep = np.isin(view, self.views)  # (N,)

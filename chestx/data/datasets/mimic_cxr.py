@@ -42,7 +42,7 @@ from chestx.data.labels.table import (
 )
 from chestx.data.datasets.base import ChestXData
 from chestx.data.datasets.registry import register_dataset
-from chestx.data.labels.splits import SPLITS, SplitError, random_split
+from chestx.data.labels.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,6 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         root: str,
         labeler: str = "chexpert",
         split: str = "official",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         views: Sequence[str] | None = ("PA", "AP"),
         patients_csv: str | None = None,
         uncertainty: str | Mapping[str, str] = "ignore",
@@ -278,7 +277,6 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
             raise DataError(f"data.split={split!r} is not one of {list(SPLIT_OPTIONS)}")
         self.labeler = labeler
         self.split_name = split
-        self.ratios = tuple(float(r) for r in ratios)
         self.views = None if views is None else [str(v).strip().upper() for v in
                                                  ([views] if isinstance(views, str) else views)]
         self.patients_csv = patients_csv
@@ -298,10 +296,7 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         )
         if self.split_name == "official":
             return table, read_official_split(table.frame, find_file(self.root, SPLIT_FILE, "data.root"))
-        try:
-            return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
-        except SplitError as error:
-            raise DataError(f"data.split=random data.ratios={list(self.ratios)}: {error}") from error
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         paths: list[Path | None] = []

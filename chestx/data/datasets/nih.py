@@ -21,7 +21,7 @@ from chestx.data.labels.table import (
 )
 from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.datasets.registry import NIH_CXR14, Regions, register_dataset
-from chestx.data.labels.splits import SPLITS, list_split, official_split, random_split
+from chestx.data.labels.splits import SPLITS, list_split, official_split
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,6 @@ class NIHData(ChestXData):
         csv: str | None = None,
         split: str = "official",
         split_dir: str | None = None,
-        val_fraction: float = 0.1,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         include_no_finding: bool = False,
         views: Sequence[str] | None = None,
         chexnet_labels: str = "csv",
@@ -285,8 +283,6 @@ class NIHData(ChestXData):
         self.csv = csv
         self.split_name = split
         self.split_dir = split_dir
-        self.val_fraction = val_fraction
-        self.ratios = tuple(ratios)
         self.include_no_finding = include_no_finding
         self.views = list(views) if views else None
         self.findings = select_pathologies(list(findings), NIH_PATHOLOGIES, "data.findings (NIH)") if findings else None
@@ -310,7 +306,7 @@ class NIHData(ChestXData):
             if self.chexnet_labels == "lists":
                 table = with_list_labels(table, read_list_labels(lists.values()))
         else:
-            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
+            split = self.make_split(table)
         keep = split != ""
         if not keep.all():
             log.info("%d rows are in none of the split lists and are left out", int((~keep).sum()))

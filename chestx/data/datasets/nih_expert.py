@@ -35,12 +35,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.datasets.dicom_meta import first_existing
 from chestx.data.labels.table import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
 from chestx.data.datasets.nih import NIH_LABEL_FILES, find_nih_images, read_nih
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.datasets.registry import NIH_CXR14, register_dataset
-from chestx.data.labels.splits import SPLITS, check_patient_disjoint, random_split
+from chestx.data.labels.splits import SPLITS, check_patient_disjoint
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,6 @@ class NIHExpertData(ChestXData):
         label_source: str = "expert",
         findings: str | Sequence[str] = "nih",
         split: str = "google",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -156,7 +154,6 @@ class NIHExpertData(ChestXData):
         self.label_source = label_source
         self.findings = resolve_findings(findings)
         self.split_name = split
-        self.ratios = tuple(ratios)
 
     def _expert_file(self) -> str | Path | Mapping[str, str | Path]:
         if self.expert_csv:
@@ -199,7 +196,7 @@ class NIHExpertData(ChestXData):
             split = expert["set"].to_numpy().astype("<U5")
             check_patient_disjoint(frame["patient_id"].to_numpy(), split)
         else:
-            split = random_split(frame, ratios=self.ratios, seed=self.seed)
+            split = self.make_split(table)
         log.info("NIH expert labels (%s) of %d images for %s: split %s", self.label_source, len(frame), self.findings,
                  {s: int((split == s).sum()) for s in SPLITS})
         return table, split

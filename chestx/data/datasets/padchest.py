@@ -39,7 +39,6 @@ import pandas as pd
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
 from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.datasets.registry import register_dataset
-from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +372,6 @@ class PadChestData(ChestXData):
         matching: str = "table",
         findings: Sequence[str] | None = None,
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         drop_known_broken: bool = True,
         **kwargs,
     ) -> None:
@@ -384,7 +382,6 @@ class PadChestData(ChestXData):
         self.matching = matching
         self.requested = list(findings) if findings else None
         self.views = _view_names(views) if views else None
-        self.ratios = tuple(ratios)
         self.drop_known_broken = drop_known_broken
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
@@ -400,7 +397,7 @@ class PadChestData(ChestXData):
             else:
                 log.warning("PadChest: keeping %d images torchxrayvision lists as missing or broken "
                             "(data.drop_known_broken=false)", int(broken.sum()))
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         found = find_padchest_images(self.root, table.frame["image_id"].tolist(), table.frame["image_dir"].tolist())

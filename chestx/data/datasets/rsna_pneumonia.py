@@ -29,12 +29,11 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.dicom_meta import (
-    filter_views, first_existing, parse_dicom_age, read_dicom_headers, read_header_csv,
+    filter_views, parse_dicom_age, read_dicom_headers, read_header_csv,
 )
 from chestx.data.labels.table import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
-from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,6 @@ class RSNAPneumoniaData(ChestXData):
         headers: str | None = None,
         findings: Sequence[str] = ("Pneumonia",),
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -220,7 +218,6 @@ class RSNAPneumoniaData(ChestXData):
         self.headers = headers
         self.findings = [findings] if isinstance(findings, str) else list(findings)
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self.ratios = tuple(ratios)
         self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
@@ -284,7 +281,7 @@ class RSNAPneumoniaData(ChestXData):
         keep = filter_views(self.views, frame["view"], "RSNA")
         if not keep.all():
             table = table.subset(keep)
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         files = self._image_files()

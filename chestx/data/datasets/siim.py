@@ -29,12 +29,11 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.dicom_meta import (
-    filter_views, first_existing, index_dicom_files, parse_dicom_age, read_dicom_headers,
+    filter_views, index_dicom_files, parse_dicom_age, read_dicom_headers,
 )
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, first_existing
 from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
-from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +201,6 @@ class SIIMData(ChestXData):
         image_dir: str | None = None,
         patient_ids: str = "image",
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -213,7 +211,6 @@ class SIIMData(ChestXData):
         self.image_dir = image_dir
         self.patient_ids = patient_ids
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self.ratios = tuple(ratios)
         self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
@@ -254,7 +251,7 @@ class SIIMData(ChestXData):
         keep = filter_views(self.views, frame["view"], "SIIM")
         if not keep.all():
             table = table.subset(keep)
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         files = self._image_files()

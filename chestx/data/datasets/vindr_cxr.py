@@ -37,7 +37,6 @@ from chestx.data.labels.table import (
 )
 from chestx.data.datasets.base import ChestXData
 from chestx.data.datasets.registry import Regions, register_dataset
-from chestx.data.labels.splits import random_split
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +333,6 @@ class VinDrData(ChestXData):
         csv: str | None = None,
         findings: str | Sequence[str] = "kaggle",
         aggregation: str = "any",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
-        val_fraction: float = 0.1,
         dicom_demographics: bool = False,
         **kwargs,
     ) -> None:
@@ -348,8 +345,6 @@ class VinDrData(ChestXData):
         self.csv = csv
         self.findings = findings if isinstance(findings, str) else list(findings)
         self.aggregation = aggregation
-        self.ratios = tuple(ratios)
-        self.val_fraction = val_fraction
         self.dicom_demographics = dicom_demographics
 
     @property
@@ -378,13 +373,11 @@ class VinDrData(ChestXData):
             table = read_vindr(self._kaggle_csv(), self.findings, self.aggregation)
             log.info("VinDr-CXR Kaggle layout: its test labels were never released, so train / val / test are an "
                      "image-level random split of train.csv (ratios %s, seed %d)", self.ratios, self.seed)
-            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
+            split = self.make_split(table)
         else:
             train = read_vindr(self.root / PHYSIONET_TRAIN, self.findings, self.aggregation, image_folder="train")
             test = read_vindr(self.root / PHYSIONET_TEST, self.findings, image_folder="test")
-            inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
-            table = LabelTable.concat([train, test])
-            split = np.concatenate([inner, np.full(len(test), "test")]).astype("<U5")
+            table, split = self.carve_validation(train, test)
         if self.dicom_demographics:
             table = self._with_demographics(table)
         return table, split
