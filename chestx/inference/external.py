@@ -47,7 +47,7 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
         raise DataError(
             f"the model predicts {predictor.pathologies} and {type(data).__name__} labels {data.pathologies}: no "
             "finding in common (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md), nothing to score; for CheXpert pass "
-            "tasks=all to score all 7 shared findings"
+            "findings=all to score all 7 shared findings"
         )
     model_idx, data_idx = (np.array(ix) for ix in zip(*pairs))
     rows = np.flatnonzero(data.split == split)

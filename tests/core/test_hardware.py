@@ -75,7 +75,7 @@ def test_train_config_on_a_gpu_machine(compose, tmp_path: Path, fake_cuda, caplo
 
 def test_every_item_can_still_be_set(compose, tmp_path: Path, fake_cuda) -> None:
     cfg = compose(["data=nih", "data.root=/data", "trainer.precision=16-mixed", "module.channels_last=false",
-                   "data.num_workers=3", "data.pin_memory=false", "trainer.benchmark=false",
+                   "loader.num_workers=3", "loader.pin_memory=false", "trainer.benchmark=false",
                    "module.compile=max-autotune"], tmp_path)
     assert apply_device_defaults(cfg) == {}
     assert (cfg.trainer.precision, cfg.module.channels_last, cfg.data.num_workers, cfg.data.pin_memory) == (

@@ -67,11 +67,11 @@ def test_same_seed_same_bytes_with_workers(compose, tiny_overrides, tmp_path: Pa
     does a run without workers: each image's augmentation is seeded from (seed, epoch, image), not per worker.
     Another seed changes the run (the seed reaches the split, the weights and the augmentation)."""
     overrides = [o for o in tiny_overrides if not o.startswith(("data.num_workers", "clinical."))]
-    overrides += ["data.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
+    overrides += ["loader.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
     for name in ("a", "b"):
         train(compose(overrides, tmp_path / name))
-    train(compose([*overrides, "data.num_workers=0"], tmp_path / "none"))
-    train(compose([*overrides, "data.num_workers=0", "seed=1"], tmp_path / "seed1"))
+    train(compose([*overrides, "loader.num_workers=0"], tmp_path / "none"))
+    train(compose([*overrides, "loader.num_workers=0", "seed=1"], tmp_path / "seed1"))
     assert "num_workers: 2" in (tmp_path / "a" / "config.yaml").read_text()
     for filename in SAME_BYTES:
         first, second = (tmp_path / "a" / filename).read_bytes(), (tmp_path / "b" / filename).read_bytes()

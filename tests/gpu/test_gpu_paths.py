@@ -31,7 +31,7 @@ from chestx.train import apply_device_defaults, train
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]
 
-GPU_RUN = ("data.image_size=64", "data.batch_size=16", "data.eval_batch_size=64", "trainer.max_epochs=1",
+GPU_RUN = ("data.image_size=64", "loader.batch_size=16", "loader.eval_batch_size=64", "trainer.max_epochs=1",
            "trainer.limit_train_batches=4", "logger=none", "clinical=none", "model=resnet18",
            "trainer.accelerator=gpu", "trainer.devices=1")
 

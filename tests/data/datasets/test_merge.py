@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from chestx.data.labels.table import CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError
 
-MERGE = ["data=merge", "sources=[nih_sample,chexpert]", "data.sources.chexpert.tasks=all"]
+MERGE = ["data=merge", "sources=[nih_sample,chexpert]", "data.sources.chexpert.findings=all"]
 
 
 @pytest.fixture()

@@ -142,8 +142,8 @@ def test_bad_inputs_are_named(ref: Reference, nih_dir: Path, tmp_path: Path) -> 
         NIHExpertData(root=str(nih_dir), findings=["Nodules"])
     with pytest.raises(DataError, match=r"data.findings='all'"):
         NIHExpertData(root=str(nih_dir), findings="all")
-    with pytest.raises(DataError, match=r"data.labels='nlp'"):
-        NIHExpertData(root=str(nih_dir), labels="nlp")
+    with pytest.raises(DataError, match=r"data.label_source='nlp'"):
+        NIHExpertData(root=str(nih_dir), label_source="nlp")
     with pytest.raises(DataError, match=r"data.split='official'"):
         NIHExpertData(root=str(nih_dir), split="official")
     with pytest.raises(DataFileNotFoundError, match=r"none of the label files \['google2019_nih-chest-xray-labels"):
@@ -181,7 +181,7 @@ def test_evaluate_an_nih_models_predictions(ref: Reference, nih_dir: Path, tmp_p
     for labels in ("expert", "original"):
         run = tmp_path / labels
         monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"predictions={csv}", "data=nih_expert",
-                                          f"data.root={nih_dir}", f"data.labels={labels}", f"hydra.run.dir={run}"])
+                                          f"data.root={nih_dir}", f"data.label_source={labels}", f"hydra.run.dir={run}"])
         main()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["n_test"] == 1_962 and metrics["data"] == "NIHExpertData"

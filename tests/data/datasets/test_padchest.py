@@ -443,7 +443,7 @@ def test_explore_train_evaluate_on_real_rows(padchest_dir: Path, compose: Callab
 
     root = build_padchest_tree(padchest_dir, tmp_path / "padchest")
     cfg = compose([*tiny_overrides, "data=padchest", f"data.root={root}", "model=resnet56v2", "data.image_size=32",
-                   "data.pathologies=[Effusion,Cardiomegaly,Pneumonia,Infiltration,'Support Devices']"],
+                   "data.findings=[Effusion,Cardiomegaly,Pneumonia,Infiltration,'Support Devices']"],
                   tmp_path / "run")
     table, split = instantiate(cfg.data).labels_only()
     result = explore(table, split, tmp_path / "explore", figures=False)
