@@ -7,9 +7,9 @@ the ordered file list):
     index.json   format version, size, interpolation, decoding rule, root, relative paths,
                  (bytes, mtime_ns) per file
 
-Why this format: reading one 224 px image is a page-cache memcpy (~89,000 images/s per core on the
-project's shared 2-core Xeon, `chestx.perf`), against ~900/s for re-decoding 224 px PNG files and
-~40/s for decoding + resizing the 1024 px originals (README, "Scaling out"). DataLoader workers share the mapping through the page
+Why this format: reading one 224 px image is a page-cache memcpy (134,102 images/s on one core of an
+idle 2-core Intel Xeon @ 2.80 GHz VM, `make perf`), against 1,687/s for re-decoding 224 px PNG files and
+77/s for decoding + resizing the 1024 px originals (docs/scaling.md, "Measured with make perf"). DataLoader workers share the mapping through the page
 cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
 
 Validity: a cache is used only if its folder has a complete `index.json` whose size, interpolation,

@@ -2,6 +2,7 @@
 (`data.folds=2 data.fold=0|1`) over the train+val pool with the test split untouched, and the pixel cache that
 `python -m chestx.prepare` builds (DICOM included), through the real composed config. No training runs.
 
+The datasets are the registry's (`chestx.data.datasets.registry`): each gets a tree here or a reason in NO_TREE.
 The trees are the ones the per-dataset test files build (their `build_*` functions, imported, smaller here);
 label files come from ../shared/data, so a dataset whose file is absent is skipped.
 """
@@ -15,7 +16,20 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
-DATASETS = ("csv", "mimic_cxr", "padchest", "vindr_cxr", "rsna_pneumonia", "siim")
+from chestx.data.datasets.registry import registered
+
+# Every registered dataset (chestx.data.datasets.registry) gets a fixture tree below, or says here why it has none.
+NO_TREE: dict[str, str] = {
+    "merge": "a union of other datasets, tested on nih_sample + chexpert trees in test_merge.py",
+    "nih_expert": "its rows are NIH images named by Google's file: needs NIH's full label file and those images "
+                  "(test_nih_expert.py reads the real files)",
+}
+DATASETS = tuple(name for name in registered() if name not in NO_TREE)
+
+
+def test_every_registered_dataset_has_a_tree_or_a_reason() -> None:
+    assert set(NO_TREE) <= set(registered()), f"NO_TREE names datasets that are not registered: {set(NO_TREE)}"
+    assert DATASETS and set(DATASETS) | set(NO_TREE) == set(registered())
 
 
 def _shared_file(shared_data: Path, relative: str) -> Path:
@@ -25,8 +39,18 @@ def _shared_file(shared_data: Path, relative: str) -> Path:
     return path
 
 
-def _build(name: str, dest: Path, shared_data: Path) -> list[str]:
+def _build(name: str, dest: Path, shared_data: Path, request: pytest.FixtureRequest) -> list[str]:
     """Write `name`'s fixture tree under `dest`; returns the overrides that point its data config at it."""
+    if name == "nih":
+        return ["data=nih_sample"]  # the 621 real NIH images embedded in the repository
+    if name == "chexpert":
+        return ["data=chexpert", f"data.root={request.getfixturevalue('chexpert_tree')}"]
+    if name == "openi":
+        from test_openi import REPORTS, build_openi_tree
+
+        openi = _shared_file(shared_data, f"openi/{REPORTS}").parent
+        build_openi_tree(openi, dest, request.getfixturevalue("sample_root"), n_reports=40)
+        return ["data=openi", f"data.root={dest}"]
     if name == "csv":
         from test_csv_dataset import _cli_options, build_user_folder
 
@@ -60,17 +84,17 @@ def _build(name: str, dest: Path, shared_data: Path) -> list[str]:
         raw = pd.read_csv(_shared_file(shared_data, SIIM_GZ), dtype=str)
         build_siim_tree(raw, dest, n_pos=10, n_neg=14)
         return ["data=siim", f"data.root={dest}"]
-    raise ValueError(f"no fixture tree for data={name}")
+    raise ValueError(f"no fixture tree for data={name}: add one to _build, or say why in NO_TREE")
 
 
 @pytest.fixture(scope="module")
-def trees(shared_data: Path, tmp_path_factory) -> Callable[[str], list[str]]:
+def trees(shared_data: Path, tmp_path_factory, request: pytest.FixtureRequest) -> Callable[[str], list[str]]:
     """`trees(name)`: the overrides of `name`'s fixture tree, built once per module on first use."""
     built: dict[str, list[str]] = {}
 
     def get(name: str) -> list[str]:
         if name not in built:
-            built[name] = _build(name, tmp_path_factory.mktemp(name), shared_data)
+            built[name] = _build(name, tmp_path_factory.mktemp(name), shared_data, request)
         return built[name]
 
     return get
