@@ -240,8 +240,8 @@ def read_vindr(
     available = [f for f in finding_of if f is not None]
     names = _findings(findings, available)
     source = [finding_of.index(name) for name in names]
-    findings_only = [i for i, f in enumerate(finding_of) if f is not None]
-    normal = (labels[:, findings_only] == 0).all(axis=1)  # (N,) no label of the file is positive (or unknown)
+    labels_only = [i for i, f in enumerate(finding_of) if f is not None]
+    normal = (labels[:, labels_only] == 0).all(axis=1)  # (N,) no label of the file is positive (or unknown)
     if NO_FINDING_LABEL in label_names and "rad_id" not in raw.columns and "class_name" not in raw.columns:
         given = labels[:, label_names.index(NO_FINDING_LABEL)] == 1
         if (given != normal).any():

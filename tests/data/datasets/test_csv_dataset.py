@@ -156,7 +156,7 @@ def test_user_csv_conforms(user_folder, uncertainty: Any, blank: str, views: lis
     root, text = user_folder
     options = dict(SPLIT_KEYS if with_split else USER_KEYS, uncertainty=uncertainty, blank=blank, views=views, seed=4)
     data = csv_data(root, **options)
-    table, split = data.findings_only()
+    table, split = data.labels_only()
     ref = reference(text, FINDINGS, "normal", uncertainty, blank)
     if with_split:
         ref_split = text["fold"].map({"training": "train", "validation": "val", "tuning": "val",
@@ -303,7 +303,7 @@ def _write(root: Path, text: pd.DataFrame, name: str = "bad.csv") -> str:
 
 
 def test_unknown_label_value_names_file_column_row_and_value(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     bad = text.copy()
@@ -319,7 +319,7 @@ def test_unknown_label_value_names_file_column_row_and_value(user_folder) -> Non
 
 
 def test_text_column_taken_as_label_names_the_fix(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     name = _write(root, text.assign(comment="follow-up in 3 months"))
@@ -328,7 +328,7 @@ def test_text_column_taken_as_label_names_the_fix(user_folder) -> None:
 
 
 def test_patient_in_two_splits_is_named(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     bad = text.copy()
@@ -340,7 +340,7 @@ def test_patient_in_two_splits_is_named(user_folder) -> None:
 
 
 def test_unmapped_split_value_and_bad_split_values_are_named(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     with pytest.raises(DataError, match=r"values \['holdout', 'training', 'tuning', 'validation'\].*split_values"):
@@ -352,7 +352,7 @@ def test_unmapped_split_value_and_bad_split_values_are_named(user_folder) -> Non
 @pytest.mark.parametrize("key, column", [("image_column", "filename"), ("patient_column", "PatientID"),
                                          ("age_column", "Age")])
 def test_missing_column_names_the_key_and_the_columns(user_folder, key: str, column: str) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, _ = user_folder
     with pytest.raises(DataError, match=rf"data.{key}='{column}' is not a column of .*labels.csv.*'file', 'patient'"):
@@ -362,7 +362,7 @@ def test_missing_column_names_the_key_and_the_columns(user_folder, key: str, col
 
 
 def test_missing_file_and_missing_keys(user_folder, tmp_path: Path) -> None:
-    from chestx.data.findings.table import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
 
     root, _ = user_folder
     with pytest.raises(DataFileNotFoundError, match=r"label file not found: .*nope.csv.*data.csv"):
@@ -374,7 +374,7 @@ def test_missing_file_and_missing_keys(user_folder, tmp_path: Path) -> None:
 
 
 def test_duplicate_and_blank_rows_are_named(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     twice = pd.concat([text, text.iloc[[5]]], ignore_index=True)
@@ -400,7 +400,7 @@ def test_duplicate_and_blank_rows_are_named(user_folder) -> None:
 
 
 def test_options_are_checked_at_once(user_folder) -> None:
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     root, _ = user_folder
     with pytest.raises(DataError, match=r"data.views=\['PA'\] needs data.view_column"):
@@ -416,7 +416,7 @@ def test_options_are_checked_at_once(user_folder) -> None:
 def test_missing_and_unreadable_images_are_named(user_folder, tmp_path: Path) -> None:
     from chestx.data.loading.dataset import FileSource
     from chestx.data.images.read import ImageReadError
-    from chestx.data.findings.table import DataError
+    from chestx.data.labels.table import DataError
 
     _, text = user_folder
     root = tmp_path / "copy"
