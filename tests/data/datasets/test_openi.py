@@ -91,7 +91,7 @@ def test_data_openi_views_and_patient_split(openi_dir: Path, compose, tmp_path: 
     counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
     assert counts == {"train": 2_508, "val": 356, "test": 727}
     with pytest.raises(Exception, match="data.views=\\['XX'\\] keeps no row"):
-        instantiate(compose(["data=openi", f"data.root={openi_dir}", "data.views=[XX]"], tmp_path)).labels_only()
+        instantiate(compose(["data=openi", f"data.root={openi_dir}", "data.views=[XX]"], tmp_path).data).labels_only()
 
 
 def build_openi_tree(openi_dir: Path, dest: Path, sample_root: Path, n_reports: int = 40, size: int = 32) -> Path:
