@@ -146,3 +146,25 @@ def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Pat
         np.testing.assert_array_equal(pixels(i), want, err_msg=f"data={name}: {data.paths[i]}")
     assert pixels.array.std() > 0, f"data={name}: the cache holds blank images"
     assert build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window) == folder
+
+
+@pytest.mark.parametrize("old, new", [("data.tasks=all", "data.findings"), ("data.pathologies=[Edema]", "data.findings"),
+                                      ("data.labels=[Edema]", "data.findings"), ("data.batch_size=8", "loader.batch_size"),
+                                      ("data.num_workers=2", "loader.num_workers")])
+def test_renamed_keys_are_refused_naming_the_new_key(old: str, new: str, compose, tmp_path: Path) -> None:
+    from chestx.data.errors import DataError
+
+    cfg = compose([old], tmp_path)  # data=nih_sample: every dataset config shares conf/data_common.yaml
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg.data)
+    error = caught.value.__cause__ if caught.value.__cause__ is not None else caught.value
+    assert isinstance(error, DataError) and f"{old.split('=')[0]}=" in str(error) and f"is now {new}" in str(error)
+
+
+def test_loader_group_fills_the_datamodule(compose, tmp_path: Path) -> None:
+    from chestx.data.loading.datamodule import ChestXDataModule
+
+    cfg = compose(["loader.batch_size=4", "loader.eval_batch_size=null", "loader.num_workers=0",
+                   "loader.pin_memory=false"], tmp_path)
+    module = ChestXDataModule(instantiate(cfg.data), 32, loader=instantiate(cfg.loader))
+    assert (module.batch_size, module.eval_batch_size, module.num_workers) == (4, 4, 0)

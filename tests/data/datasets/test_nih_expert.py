@@ -66,7 +66,7 @@ def test_reference_matches_the_published_figures(ref: Reference, nih_dir: Path) 
 def test_cells_match_the_reference(labels: str, findings: str, ref: Reference, nih_dir: Path) -> None:
     from chestx.data.datasets.nih_expert import NIHExpertData
 
-    table, split = NIHExpertData(root=str(nih_dir), labels=labels, findings=findings).labels_only()
+    table, split = NIHExpertData(root=str(nih_dir), label_source=labels, findings=findings).labels_only()
     names = ["Pneumothorax", "Nodule", "Mass"] if findings == "nih" else FOUR
     assert table.pathologies == names
     assert list(table.frame["image_id"]) == list(ref.google["Image Index"])
@@ -87,7 +87,7 @@ def test_test_set_positives_under_both_label_sets(nih_dir: Path) -> None:
 
     counts = {}
     for labels in ("expert", "original"):
-        table, split = NIHExpertData(root=str(nih_dir), labels=labels).labels_only()
+        table, split = NIHExpertData(root=str(nih_dir), label_source=labels).labels_only()
         counts[labels] = np.nansum(table.labels[split == "test"], axis=0).astype(int).tolist()
     assert counts == {"expert": [195, 295, 295], "original": [200, 237, 237]}
 
