@@ -67,8 +67,7 @@ def test_datamodule_cached_items_equal_uncached(sample_root: Path, tmp_path: Pat
     from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.data.datasets.nih import NIHData
 
-    options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random",
-                   num_workers=0)
+    options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random")
     plain = ChestXDataModule(NIHData(**options), image_size=64)
     cached = ChestXDataModule(NIHData(**options, cache=True, cache_dir=str(tmp_path)), image_size=64)
     plain.setup()

@@ -376,7 +376,7 @@ def test_datamodule_decodes_dicom_once_with_the_configured_window(tmp_path: Path
     from chestx.data.images.read import resize_square
 
     files, _ = _dataset_files(tmp_path, gray)
-    options = dict(missing_images="drop", num_workers=0, pin_memory=False, dicom_window="minmax")
+    options = dict(missing_images="drop", dicom_window="minmax")  # loader: LoaderOptions() (0 workers, no pinning)
     plain = ChestXDataModule(DicomFolder.make(files, **options), image_size=32)
     cached = ChestXDataModule(DicomFolder.make(files, cache=True, cache_dir=str(tmp_path / "c"), **options),
                               image_size=32)

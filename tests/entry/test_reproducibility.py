@@ -66,7 +66,7 @@ def test_same_seed_same_bytes_with_workers(compose, tiny_overrides, tmp_path: Pa
     """Two in-process runs with 2 persistent loader workers (augmentation on) write identical files, and so
     does a run without workers: each image's augmentation is seeded from (seed, epoch, image), not per worker.
     Another seed changes the run (the seed reaches the split, the weights and the augmentation)."""
-    overrides = [o for o in tiny_overrides if not o.startswith(("data.num_workers", "clinical."))]
+    overrides = [o for o in tiny_overrides if not o.startswith(("loader.num_workers", "clinical."))]
     overrides += ["loader.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
     for name in ("a", "b"):
         train(compose(overrides, tmp_path / name))

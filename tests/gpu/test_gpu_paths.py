@@ -68,8 +68,8 @@ def test_defaults_on_a_real_gpu(compose, tmp_path: Path) -> None:
     cfg = compose(["data=nih", "data.root=/data"], tmp_path)
     apply_device_defaults(cfg)
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    assert cfg.trainer.precision == expected and cfg.module.channels_last and cfg.data.pin_memory
-    assert cfg.data.num_workers >= 1
+    assert cfg.trainer.precision == expected and cfg.module.channels_last and cfg.loader.pin_memory
+    assert cfg.loader.num_workers >= 1
     assert cfg.trainer.benchmark is True and cfg.module.compile is False  # cuDNN autotuning; compile not measured yet
 
 

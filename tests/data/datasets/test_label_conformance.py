@@ -521,6 +521,8 @@ def chexpert_datamodule(chexpert_dir: Path, **options: Any) -> Any:
 
     options.setdefault("seed", SEED)
     options.setdefault("val_fraction", VAL_FRACTION)
+    if "tasks" in options:  # the reference's name; the dataset's key is data.findings
+        options["findings"] = options.pop("tasks")
     return CheXpertData(root=str(chexpert_dir), **options)
 
 
