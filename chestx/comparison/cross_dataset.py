@@ -317,7 +317,8 @@ def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]
     lines = [
         "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
         "dataset it was tested on, its own test split marked (internal). A cell is the mean test AUROC over the "
-        "findings both datasets label (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md) that have an AUROC on both test "
+        "findings both datasets label (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md) that have an "
+        "AUROC on both test "
         "splits; the internal cell is restricted to the same findings, so internal and external numbers average "
         "the same findings, and (Δ) is external − internal. Bold: the best external number of a column.",
         *_mappings(scored)]

@@ -46,7 +46,8 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     if not pairs:
         raise DataError(
             f"the model predicts {predictor.pathologies} and {type(data).__name__} labels {data.pathologies}: no "
-            "finding in common (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md), nothing to score; for CheXpert pass "
+            "finding in common (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md), nothing to score; for "
+            "CheXpert pass "
             "findings=all to score all 7 shared findings"
         )
     model_idx, data_idx = (np.array(ix) for ix in zip(*pairs))

@@ -216,7 +216,8 @@ def test_image_size_null_trains_at_the_backbone_size(compose, tmp_path: Path) ->
     backbone when chestx.train builds the run (299 for InceptionV3)."""
     from chestx.train import build
 
-    cfg = compose(["model=inceptionv3", "data.image_size=null", "loader.num_workers=0", "loader.pin_memory=false", "logger=none",
+    cfg = compose(["model=inceptionv3", "data.image_size=null", "loader.num_workers=0", "loader.pin_memory=false",
+                   "logger=none",
                    "trainer.accelerator=cpu"], tmp_path)
     _, datamodule, _, _ = build(cfg)
     assert datamodule.image_size == default_input_size("inceptionv3") == 299

@@ -263,7 +263,8 @@ def read_chexpert(
 
 
 def chexpert_tasks(tasks: str | Sequence[str]) -> list[str]:
-    """data.findings of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of names."""
+    """data.findings of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of
+    names."""
     if isinstance(tasks, str):
         if tasks not in ("competition", "all"):
             raise DataError(f"data.findings={tasks!r}: use 'competition', 'all' or a list of pathology names")
@@ -274,8 +275,8 @@ def chexpert_tasks(tasks: str | Sequence[str]) -> list[str]:
 class UncertaintyPolicies:
     """What a dataset with uncertain (-1) cells tells the model: one policy per output and which are 3-way.
 
-    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings, data.findings), e.g. CheXpert and
-    MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
+    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings, data.findings), e.g.
+    CheXpert and MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
     """
 
     uncertainty: str | dict

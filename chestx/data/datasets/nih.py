@@ -291,7 +291,8 @@ class NIHData(ChestXData):
         csv = Path(self.csv) if self.csv else first_existing(
             self.root, list(NIH_LABEL_FILES), "data.csv"
         )
-        table = read_nih(csv, self.findings or NIH_PATHOLOGIES, include_no_finding=self.include_no_finding, views=self.views)
+        table = read_nih(csv, self.findings or NIH_PATHOLOGIES, include_no_finding=self.include_no_finding,
+                         views=self.views)
         split_dir = Path(self.split_dir) if self.split_dir else self.root
         if self.split_name == "official":
             split = official_split(

@@ -144,7 +144,8 @@ class NIHExpertData(ChestXData):
     ) -> None:
         super().__init__(root=root, **kwargs)
         if label_source not in LABEL_SETS:
-            raise DataError(f"data.label_source={label_source!r} is not one of {list(LABEL_SETS)}: 'expert' = Google's adjudicated "
+            raise DataError(f"data.label_source={label_source!r} is not one of {list(LABEL_SETS)}: 'expert' = "
+                            "Google's adjudicated "
                             "labels, 'original' = NIH's NLP labels of the same images")
         if split not in SPLIT_RULES:
             raise DataError(f"data.split={split!r} is not one of {list(SPLIT_RULES)}: 'google' = Google's val / test "

@@ -2,8 +2,8 @@
 
 The rule lives in `chestx.data.labels.table` (FINDINGS: canonical names and their synonyms; NOT_SHARED; NOT_MATCHED);
 this module lists every registered dataset's findings and what each dataset's files hold that no finding reads
-(`left_out`), both as the datasets declare them (`chestx.data.datasets.registry`), and renders the dataset x finding table of
-docs/datasets/findings.md (`python -m chestx.data.datasets.vocabulary > docs/datasets/findings.md`; a test
+(`left_out`), both as the datasets declare them (`chestx.data.datasets.registry`), and renders the dataset x finding
+table of docs/datasets/findings.md (`python -m chestx.data.datasets.vocabulary > docs/datasets/findings.md`; a test
 checks the file is current).
 """
 from __future__ import annotations

@@ -9,8 +9,8 @@ the ordered file list):
 
 Why this format: reading one 224 px image is a page-cache memcpy (134,102 images/s on one core of an
 idle 2-core Intel Xeon @ 2.80 GHz VM, `make perf`), against 1,687/s for re-decoding 224 px PNG files and
-77/s for decoding + resizing the 1024 px originals (docs/scaling.md, "Measured with make perf"). DataLoader workers share the mapping through the page
-cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
+77/s for decoding + resizing the 1024 px originals (docs/scaling.md, "Measured with make perf"). DataLoader
+workers share the mapping through the page cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
 
 Validity: a cache is used only if its folder has a complete `index.json` whose size, interpolation,
 decoding rule (`chestx.data.images.read.DECODE_VERSION` and `data.dicom_window`: DICOM files are

@@ -119,7 +119,8 @@ class ChestXDataModule(L.LightningDataModule):
     """Datasets and loaders of the three splits of `data`, at `image_size` with `in_chans` channels, batched as
     `loader` says (default: `LoaderOptions()`)."""
 
-    def __init__(self, data: ChestXData, image_size: int, in_chans: int = 3, loader: LoaderOptions | None = None) -> None:
+    def __init__(self, data: ChestXData, image_size: int, in_chans: int = 3,
+                 loader: LoaderOptions | None = None) -> None:
         super().__init__()
         self.data = data
         self.image_size = int(image_size)

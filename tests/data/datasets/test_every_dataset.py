@@ -148,9 +148,10 @@ def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Pat
     assert build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window) == folder
 
 
-@pytest.mark.parametrize("old, new", [("data.tasks=all", "data.findings"), ("data.pathologies=[Edema]", "data.findings"),
-                                      ("data.labels=[Edema]", "data.findings"), ("data.batch_size=8", "loader.batch_size"),
-                                      ("data.num_workers=2", "loader.num_workers")])
+@pytest.mark.parametrize("old, new", [
+    ("data.tasks=all", "data.findings"), ("data.pathologies=[Edema]", "data.findings"),
+    ("data.labels=[Edema]", "data.findings"), ("data.batch_size=8", "loader.batch_size"),
+    ("data.num_workers=2", "loader.num_workers")])
 def test_renamed_keys_are_refused_naming_the_new_key(old: str, new: str, compose, tmp_path: Path) -> None:
     from chestx.data.errors import DataError
 

@@ -181,7 +181,8 @@ def test_evaluate_an_nih_models_predictions(ref: Reference, nih_dir: Path, tmp_p
     for labels in ("expert", "original"):
         run = tmp_path / labels
         monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"predictions={csv}", "data=nih_expert",
-                                          f"data.root={nih_dir}", f"data.label_source={labels}", f"hydra.run.dir={run}"])
+                                          f"data.root={nih_dir}", f"data.label_source={labels}",
+                                          f"hydra.run.dir={run}"])
         main()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["n_test"] == 1_962 and metrics["data"] == "NIHExpertData"

@@ -20,7 +20,8 @@ METADATA = "nlmcxr_dicom_metadata.csv.gz"
 XRV_NAMES = sorted(["Atelectasis", "Fibrosis", "Pneumonia", "Effusion", "Lesion", "Cardiomegaly", "Calcified Granuloma",
                     "Fracture", "Edema", "Granuloma", "Emphysema", "Hernia", "Mass", "Nodule", "Opacity",
                     "Infiltration", "Pleural_Thickening", "Pneumothorax"])
-XRV_SYNONYMS = {"Pleural_Thickening": ["pleural thickening"], "Infiltration": ["Infiltrate"], "Atelectasis": ["Atelectases"]}
+XRV_SYNONYMS = {"Pleural_Thickening": ["pleural thickening"], "Infiltration": ["Infiltrate"],
+                "Atelectasis": ["Atelectases"]}
 XRV_RENAMES = {"Opacity": "Lung Opacity", "Lesion": "Lung Lesion"}
 
 
