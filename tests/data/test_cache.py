@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from chestx.data.images.read import cache as cache_mod
+from chestx.data.images import cache as cache_mod
 from chestx.data.images.cache import INDEX, PIXELS, CachedPixels, build_cache, cached_pixels
 from chestx.data.images.read import ImageReadError, load_grayscale, resize_square
 from chestx.data.labels.table import DataError

@@ -20,7 +20,7 @@ from pydicom.uid import (
     JPEG2000Lossless, JPEGLSLossless, ExplicitVRLittleEndian, RLELossless, UID, generate_uid,
 )
 
-from chestx.data.images.read import dicom as dicom_mod
+from chestx.data.images import dicom as dicom_mod
 from chestx.data.images.check import ImageReadError, probe_image
 from chestx.data.images.read import load_grayscale
 
