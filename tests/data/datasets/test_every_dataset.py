@@ -169,3 +169,21 @@ def test_loader_group_fills_the_datamodule(compose, tmp_path: Path) -> None:
                    "loader.pin_memory=false"], tmp_path)
     module = ChestXDataModule(instantiate(cfg.data), 32, loader=instantiate(cfg.loader))
     assert (module.batch_size, module.eval_batch_size, module.num_workers) == (4, 4, 0)
+
+
+def test_one_name_everywhere() -> None:
+    """Registry name = config name = run-folder name (from a config's _target_ or a checkpoint's class name); the
+    names older run folders wrote (`chestx.data.datasets.vindr.VinDrData`, `VinDrData` -> `vindr`) read back."""
+    from chestx.core.run_folder import dataset_name
+    from chestx.data.datasets.vocabulary import DATASET_FINDINGS
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "data"
+    for name, info in registered().items():
+        assert (conf / f"{name}.yaml").is_file(), f"dataset {name} has no conf/data/{name}.yaml"
+        assert dataset_name(f"{info.cls.__module__}.{info.cls.__name__}") == name
+        assert dataset_name(info.cls.__name__) == name and info.cls.name == name
+    assert set(DATASET_FINDINGS) == {n for n, i in registered().items() if i.findings}
+    for old, new in [("chestx.data.datasets.vindr.VinDrData", "vindr_cxr"), ("VinDrData", "vindr_cxr"),
+                     ("chestx.data.datasets.mimic.MIMIC_CXRData", "mimic_cxr"), ("RSNAPneumoniaData", "rsna_pneumonia"),
+                     ("chestx.data.datasets.csv_folder.CSVData", "csv"), ("NIHExpertData", "nih_expert")]:
+        assert dataset_name(old) == new
