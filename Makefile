@@ -11,7 +11,7 @@ ARGS ?=
 .PHONY: help venv test test-fast train benchmark perf clean
 
 help:
-	@echo "make train       train DenseNet121 on the embedded real NIH sample (5 epochs, 128 px, ~4 min on 2 cores) and print its test AUROC table"
+	@echo "make train       train DenseNet121 on the embedded real NIH sample (5 epochs, 128 px, ~2-2.5 min on a 2-core VM, README) and print its test AUROC table"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-fast   skip tests marked slow"
 	@echo "make benchmark   sweep the five backbones and build the comparison report (DATA=nih ROOT=/data/ChestX-ray14 for the real thing)"

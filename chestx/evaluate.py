@@ -45,15 +45,15 @@ def score_checkpoint(cfg: DictConfig, run_dir: Path, subgroups: Any) -> float:
     predictor = load_for_inference(Path(str(cfg.ckpt)).expanduser(), device=checkpoint_device(),
                                    trust=trust_setting(cfg.get("trust_checkpoint")), tta=mode)
     data = instantiate(cfg.data)
-    scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
-                            num_workers=int(cfg.data.num_workers or 0))
+    loader = instantiate(cfg.loader)  # conf/loader: eval_batch_size images per pass, num_workers loader workers
+    scores = score_external(predictor, data, batch_size=loader.eval_batch, num_workers=int(loader.num_workers or 0))
     out = external_dir(run_dir, data_config_name(cfg))
     metrics = write_external(out, scores, thresholds_for(predictor, scores.pathologies), subgroups)
     if mode != "none":  # the TTA pass, a predictions file of its own beside the plain pass
         from chestx.runs.tta import write_tta
 
-        tta_scores = score_external(predictor, data, batch_size=int(cfg.data.eval_batch_size),
-                                    num_workers=int(cfg.data.num_workers or 0), tta=True)
+        tta_scores = score_external(predictor, data, batch_size=int(cfg.loader.eval_batch_size),
+                                    num_workers=int(cfg.loader.num_workers or 0), tta=True)
         metrics.update(write_tta(out, tta_scores, mode, stage=f"external_{out.name}_tta"))
     write_metrics(run_dir / METRICS_FILE, {"status": "ok", "error": None, "ckpt": str(cfg.ckpt),
                                           "model": predictor.model_name, "data": type(data).__name__, **metrics})

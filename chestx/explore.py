@@ -8,7 +8,7 @@ Reads labels and splits as training does (`labels_only()`: the same rows, polici
 image lookup unless `data.missing_images=drop`). Writes to the run folder (outputs/explore/<date>/<time>,
 or `hydra.run.dir=<folder>`): overview.csv, label_counts.csv, cooccurrence.csv (+ .png),
 demographics.csv (+ .png), patient_overlap.csv, query_<P>.csv and split.csv (equal to the `split.csv`
-of a training run with the same data options). The statistics are `chestx.data.stats`.
+of a training run with the same data options). The statistics are `chestx.data.labels.stats`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR, hydra_run_dir
-from chestx.data.stats import explore, format_report
+from chestx.data.labels.stats import explore, format_report
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explore")

@@ -7,7 +7,7 @@
 It composes the same `data` config as `chestx.train` (the size: `data.image_size`, else the native
 size of `backbone`), so the cache it builds is exactly the one a training run with the same
 overrides and `data.cache=true` finds and reuses (same files,
-same size, same interpolation; see chestx.data.cache). Decoding runs on all cores with a progress
+same size, same interpolation; see chestx.data.images.cache). Decoding runs on all cores with a progress
 bar; an interrupted run resumes; unreadable images are listed with their paths. The cache goes to
 `data.cache_dir`; the run folder (outputs/prepare/<date>/<time>, or `hydra.run.dir=<folder>`)
 gets the log.
@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR
-from chestx.data.cache import build_cache
+from chestx.data.images.cache import build_cache
 from chestx.models.backbones import default_input_size
 
 

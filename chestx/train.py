@@ -34,7 +34,7 @@ from chestx.inference.tta import check_tta
 if TYPE_CHECKING:  # torch and Lightning are imported when a run starts, so `--help` answers at once
     import lightning.pytorch as L
 
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.data.datasets.base import ChestXData
     from chestx.models.losses import OutputLayout
     from chestx.models.module import ChestXModule
@@ -62,7 +62,7 @@ class Run:
 def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, ChestXDataModule, ChestXModule, L.Trainer]:
     """Data (split saved into `run_dir`, default the run folder), datamodule, module and trainer, each from its
     config group."""
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.models.backbones import check_pretrained_available, default_input_size
     from chestx.models.losses import OutputLayout, build_loss
     from chestx.runs.tracking import log_resolved_config
@@ -80,7 +80,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
     data: ChestXData = instantiate(cfg.data)
     data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
     image_size = data.image_size or preprocessing.get("input_size") or default_input_size(cfg.model.name)
-    datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans)
+    datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans, loader=instantiate(cfg.loader))
     if preprocessing and datamodule.normalization == "imagenet" and cfg.model.in_chans == len(preprocessing["mean"]):
         # the encoder's statistics instead of ImageNet's, as fixed statistics ("dataset" with them preset)
         datamodule.normalization = "dataset"
@@ -269,8 +269,8 @@ def tta_step(run: Run) -> None:
     from chestx.runs.tta import write_tta
 
     predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg), tta=mode)
-    scores = score_external(predictor, run.data, batch_size=int(run.cfg.data.eval_batch_size),
-                            num_workers=int(run.cfg.data.num_workers or 0), tta=True)
+    scores = score_external(predictor, run.data, batch_size=int(run.cfg.loader.eval_batch_size),
+                            num_workers=int(run.cfg.loader.num_workers or 0), tta=True)
     run.metrics.update(write_tta(run.run_dir, scores, mode))
 
 
@@ -302,8 +302,8 @@ def other_datasets_step(run: Run) -> None:
 
     predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg))
     for name, data in datasets.items():
-        scores = score_external(predictor, data, batch_size=int(run.cfg.data.eval_batch_size),
-                                num_workers=int(run.cfg.data.num_workers or 0))
+        scores = score_external(predictor, data, batch_size=run.datamodule.eval_batch_size,
+                                num_workers=int(run.datamodule.num_workers or 0))
         run.metrics.update(write_external(external_dir(run.run_dir, name), scores,
                                           thresholds_for(predictor, scores.pathologies), run.subgroups))
 

@@ -68,9 +68,9 @@ _FIXTURES = Path(__file__).resolve().parent / "data"
 # A tiny but real run: embedded NIH sample, 64 px, a few batches, CPU, no loggers.
 _TINY = (
     "data.image_size=64",
-    "data.num_workers=0",
-    "data.batch_size=8",
-    "data.eval_batch_size=64",
+    "loader.num_workers=0",
+    "loader.batch_size=8",
+    "loader.eval_batch_size=64",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
     "trainer.accelerator=cpu",

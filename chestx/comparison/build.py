@@ -41,7 +41,8 @@ HTML_FILE = "report.html"
 
 SETTING_KEYS = (  # resolved config values stated in the report (those all columns share; the others named)
     ("data._target_", "data"), ("data.split", "split"), ("data.ratios", "ratios"), ("data.folds", "k-fold folds"),
-    ("data.image_size", "image px"), ("data.batch_size", "batch"), ("trainer.max_epochs", "max epochs"),
+    ("data.image_size", "image px"), ("data.batch_size", "batch"), ("loader.batch_size", "batch"),
+    ("trainer.max_epochs", "max epochs"),
     ("trainer.limit_train_batches", "train batches/epoch"), ("optimizer._target_", "optimizer"),
     ("optimizer.lr", "lr"), ("loss._target_", "loss"), ("model.pretrained", "pretrained"),
 )

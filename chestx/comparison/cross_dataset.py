@@ -6,7 +6,7 @@ with the dataset each was trained on. Columns: test datasets: a run's own test s
 `chestx.evaluate ckpt=... data=...`; the latter is put in the row of the run that trained the checkpoint when
 that run is in the report).
 
-A cell is the mean AUROC over the shared findings (the vocabulary `chestx.data.labels.FINDINGS`, listed in the
+A cell is the mean AUROC over the shared findings (the vocabulary `chestx.data.labels.table.FINDINGS`, listed in the
 external folder's mapping.csv) that have an AUROC on both test splits; the internal cell is restricted to the
 same findings, so an external number and the internal number it is compared with (Δ = external − internal)
 average the same findings. Pairwise, never a mixture: a run scored on several external datasets that share
@@ -40,7 +40,7 @@ PER_RUN_FILE = "cross_dataset_per_run.csv"
 HOW_TO = ("No run has an external/ folder. Score a run on another dataset's test split with "
           "`python -m chestx.train ... test_data=[chexpert] test_data.chexpert.root=/data/chexpert`, or an existing "
           "checkpoint with `python -m chestx.evaluate ckpt=<run>/checkpoints/best.ckpt data=chexpert "
-          "data.root=/data/chexpert data.tasks=all`.")
+          "data.root=/data/chexpert data.findings=all`.")
 UNKNOWN = "unknown"
 
 
@@ -281,7 +281,7 @@ def unscored_pairs(runs: list[Scored]) -> dict[str, dict[str, int]]:
     Over every dataset chestx reads (`chestx.data.datasets.vocabulary.DATASET_FINDINGS`); a model's findings are
     those of its own test AUROCs (auroc.csv), the vocabulary matching them (never a NOT_SHARED finding)."""
     from chestx.data.datasets.vocabulary import DATASET_FINDINGS
-    from chestx.data.labels import NOT_SHARED, canonical_finding
+    from chestx.data.labels.table import NOT_SHARED, canonical_finding
 
     never = {canonical_finding(name) for name in NOT_SHARED}
     findings = {d: {canonical_finding(n) for n in names} - never for d, names in DATASET_FINDINGS.items()}
@@ -317,7 +317,8 @@ def _notes(scored: list[Scored], without: list[Run], several: bool) -> list[str]
     lines = [
         "Rows: a configuration (replicates averaged: mean ± sd) and the dataset it was trained on; columns: the "
         "dataset it was tested on, its own test split marked (internal). A cell is the mean test AUROC over the "
-        "findings both datasets label (chestx.data.labels.FINDINGS, docs/datasets/findings.md) that have an AUROC on both test "
+        "findings both datasets label (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md) that have an "
+        "AUROC on both test "
         "splits; the internal cell is restricted to the same findings, so internal and external numbers average "
         "the same findings, and (Δ) is external − internal. Bold: the best external number of a column.",
         *_mappings(scored)]

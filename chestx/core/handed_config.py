@@ -14,7 +14,7 @@ file's data node (to find the test images) only through `handed_node`, which ref
   a plain dict without interpolations is its own resolution;
 - every `_target_`, at any depth (nested nodes, list items, `_args_`, merge sources), is exactly one of `allowed`
   (chestx's dataset classes: `chestx.data.datasets.dataset_targets()`), never a prefix of one: Hydra follows
-  attributes, so `chestx.data.datasets.csv_folder.pd.read_pickle` is `pandas.read_pickle`;
+  attributes, so `chestx.data.datasets.csv.pd.read_pickle` is `pandas.read_pickle`;
 - no other Hydra key (`_args_`, `_partial_`, `_recursive_`, `_convert_`): chestx's data configs use none.
 
 Each refusal names the file, the key path (`data.sources.x._target_`, `data.views[1]`) and the target or value.

@@ -108,8 +108,8 @@ class DeviceDefaults:
 
     precision: str  # trainer.precision
     channels_last: bool  # module.channels_last
-    num_workers: int  # data.num_workers (DataLoader workers per training process)
-    pin_memory: bool  # data.pin_memory
+    num_workers: int  # loader.num_workers (DataLoader workers per training process)
+    pin_memory: bool  # loader.pin_memory
     reason: str
     benchmark: bool = False  # trainer.benchmark (cuDNN autotuning)
     compile: bool | str = False  # module.compile (torch.compile: false, true or a mode)
@@ -185,8 +185,8 @@ def resolve_device_defaults(
 DEFAULT_KEYS: dict[str, str] = {
     "trainer.precision": "precision",
     "module.channels_last": "channels_last",
-    "data.num_workers": "num_workers",
-    "data.pin_memory": "pin_memory",
+    "loader.num_workers": "num_workers",
+    "loader.pin_memory": "pin_memory",
     "trainer.benchmark": "benchmark",
     "module.compile": "compile",
 }

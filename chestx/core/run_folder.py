@@ -3,7 +3,7 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
 `chestx.train`, `evaluate`, `predict`, `clinical` write them, `chestx.report` reads them back.
 
     <run>/config.yaml               the resolved config            (CONFIG_FILE; Hydra's record in .hydra/)
-    <run>/split.csv                 image_id, patient_id, split    (SPLIT_FILE, chestx.data.splits.save_split)
+    <run>/split.csv                 image_id, patient_id, split    (SPLIT_FILE, chestx.data.labels.splits.save_split)
     <run>/checkpoints/best.ckpt     Lightning checkpoints          (CHECKPOINT_DIR, BEST_CHECKPOINT, LAST_CHECKPOINT)
     <run>/predictions.csv           test predictions               (PREDICTIONS_FILE; VAL_PREDICTIONS_FILE for validation)
     <run>/auroc.csv, metrics.json   AUROC per pathology, the run's summary; error.txt when it failed
@@ -125,11 +125,29 @@ def select(config: dict[str, Any], key: str) -> Any:
     return node
 
 
+# Names run folders written before the dataset registry (issue 24) give their datasets: the old module of a data class
+# (`chestx.data.datasets.vindr.VinDrData`) or the old class-name rule (`RSNAPneumoniaData` -> `rsnapneumonia`), each
+# read back as the dataset's one name.
+LEGACY_DATASET_NAMES: dict[str, str] = {
+    "vindr": "vindr_cxr", "rsna": "rsna_pneumonia", "rsnapneumonia": "rsna_pneumonia", "mimic": "mimic_cxr",
+    "csv_folder": "csv", "nihexpert": "nih_expert", "merged": "merge",
+}
+DATASETS_PACKAGE = "chestx.data.datasets"
+
+
 def dataset_name(data_class: str) -> str:
-    """The name of a dataset in run folders and reports when its config name is unknown: the class name of its
-    `chestx.data` source without `Data`, lower-cased (`NIHData` -> `nih`, `CheXpertData` -> `chexpert`).
-    A dataset's config name (`data=nih_sample`, `test_data=[chexpert]`) wins wherever it is known."""
-    return str(data_class).rsplit(".", 1)[-1].removesuffix("Data").lower()
+    """The name of a dataset in run folders and reports when its config name is unknown: for a data class's path
+    (`chestx.data.datasets.vindr_cxr.VinDrData`) its module, which is the dataset's registered name
+    (`chestx.data.datasets.registry`); for a bare class name, the class name without `Data`, lower-cased
+    (`NIHData` -> `nih`). Names of older run folders are read back as today's (`LEGACY_DATASET_NAMES`: `vindr` ->
+    `vindr_cxr`). A dataset's config name (`data=nih_sample`, `test_data=[chexpert]`) wins wherever it is known."""
+    text = str(data_class)
+    module, _, cls = text.rpartition(".")
+    if module.startswith(DATASETS_PACKAGE + "."):
+        name = module.rsplit(".", 1)[-1]
+    else:
+        name = cls.removesuffix("Data").lower()
+    return LEGACY_DATASET_NAMES.get(name, name)
 
 
 def external_dir(run_dir: str | Path, dataset: str) -> Path:

@@ -6,7 +6,7 @@ Wang et al. 2017 (ChestX-ray8, CVPR) give 984 boxes for 8 pathologies on 880 ima
 1024 x 1024 PNGs NIH distributes; RSNA's boxes and SIIM's masks are on the same 1024 px grid; VinDr's boxes are in
 the pixels of each original DICOM (sizes vary), so they are scaled from the loaded image's own size. For every input
 image that has regions, the Grad-CAM heatmap of each annotated finding the model predicts (matched through the
-finding vocabulary, `chestx.data.labels.shared_pathologies`: VinDr `Effusion` meets a CheXpert model's `Pleural
+finding vocabulary, `chestx.data.labels.table.shared_pathologies`: VinDr `Effusion` meets a CheXpert model's `Pleural
 Effusion`) is computed at the model input size S (the input is a resize of the whole image, so one scale per axis)
 and a region is a hit when the heatmap's peak lies in it (Zhang et al. 2016, ECCV; `pointing_game` below):
 - box: the box rescaled to S contains the peak pixel, one row per box;
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chestx.data.labels import DataError
+from chestx.data.datasets.nih import read_nih_boxes as read_bbox_list  # noqa: F401 (NIH box list, re-exported)
+from chestx.data.labels.table import DataError
 from chestx.explain.overlay import overlay
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ Box = tuple[float, float, float, float]  # (x, y, w, h) in pixels
 Size = Union[int, float, Sequence[float]]  # (W, H), or the side of a square image
 
 BBOX_SOURCE_SIZE = 1024  # NIH boxes are in the coordinates of the 1024 px PNGs
-BBOX_LABEL_NAMES = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one label differently
 BOX, MASK = "box", "mask"  # the `region` column of `read_boxes` and of the pointing game's rows
 
 
@@ -137,52 +137,6 @@ def pointing_game(cam: np.ndarray, region: Union[Sequence[float], Region], toler
     return region.scaled((width, height)).contains(peak[1], peak[0], tolerance)
 
 
-def _refuse_blank_ids(path: Path, column: str, what: str) -> None:
-    """DataError naming the file and lines when a row's image id (`column`) is blank."""
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: str(c).strip() == column)
-    blank = np.flatnonzero((raw.iloc[:, 0].str.strip() == "").to_numpy())
-    if blank.size:
-        lines = ", ".join(str(i + 2) for i in blank[:5]) + (" ..." if blank.size > 5 else "")
-        raise DataError(f"{str(path)!r}: {blank.size} rows of this {what} have a blank {column!r} (line {lines}); "
-                        "each row needs the image it is drawn on: fill in the id or delete the row")
-
-
-def read_bbox_list(path: str | Path) -> pd.DataFrame:
-    """BBox_List_2017.csv -> image_id, pathology, x, y, w, h (1024 px coordinates), one row per box.
-
-    A blank `Image Index` -> DataError naming the file and lines."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"bbox={str(path)!r} does not exist; pass bbox=<path to BBox_List_2017.csv>")
-    raw = pd.read_csv(path)
-    if "Image Index" not in raw.columns or "Finding Label" not in raw.columns or raw.shape[1] < 6:
-        raise ValueError(f"bbox={str(path)!r} is not NIH's BBox_List_2017.csv (columns {list(raw.columns)[:6]})")
-    _refuse_blank_ids(path, "Image Index", "NIH box list")
-    coords = raw.iloc[:, 2:6].astype(float).to_numpy()  # 'Bbox [x', 'y', 'w', 'h]'
-    return pd.DataFrame({
-        "image_id": raw["Image Index"].astype(str).str.strip(),
-        "pathology": raw["Finding Label"].astype(str).replace(BBOX_LABEL_NAMES),
-        "x": coords[:, 0], "y": coords[:, 1], "w": coords[:, 2], "h": coords[:, 3],
-    })
-
-
-def read_siim_regions(path: str | Path, extension: str = ".dcm") -> pd.DataFrame:
-    """SIIM-ACR train-rle.csv -> one mask region per image with pneumothorax: image_id (`<ImageId><extension>`),
-    pathology, x, y, w, h (bounding box of the union of the image's masks, 1024 px), masks (the image's run-length
-    strings, decoded again by `region_of`: a decoded mask is 1 MiB). Rows checked by `read_siim_rows`."""
-    from chestx.data.datasets.siim import NO_MASK, SIIM_PATHOLOGY, read_siim_rows, rle_decode
-
-    rows = read_siim_rows(path)
-    rows = rows[rows["encoded"] != NO_MASK]
-    records = []
-    for image_id, encoded in rows.groupby("image_id", sort=False)["encoded"]:
-        union = np.logical_or.reduce([rle_decode(e) for e in encoded])  # (1024, 1024)
-        x, y, w, h = Region.of_mask(union).box
-        records.append({"image_id": image_id + extension, "pathology": SIIM_PATHOLOGY, "x": x, "y": y, "w": w,
-                        "h": h, "masks": tuple(encoded)})
-    return pd.DataFrame(records, columns=["image_id", "pathology", "x", "y", "w", "h", "masks"])
-
-
 def read_boxes(path: str | Path) -> pd.DataFrame:
     """Any supported region file -> image_id, pathology, x, y, w, h, source_size, region, masks (one row per region).
 
@@ -193,32 +147,19 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
     PhysioNet annotations_*.csv); RSNA `patientId, x, y, width, height, Target`; SIIM `ImageId, EncodedPixels`.
     A blank image id -> DataError naming the file and lines.
     """
-    from chestx.data.datasets.rsna import read_rsna_boxes
-    from chestx.data.datasets.vindr import read_vindr_boxes
+    from chestx.data.datasets.registry import registered
 
     path = Path(path).expanduser()
+    regions = [info.regions for info in registered().values() if info.regions is not None]
+    files = ", ".join(r.files for r in regions)
     if not path.is_file():
-        raise FileNotFoundError(f"bbox={str(path)!r} does not exist; pass bbox=<a box file: NIH BBox_List_2017.csv, "
-                                "VinDr-CXR train.csv / annotations_*.csv, RSNA stage_2_train_labels.csv, SIIM train-rle.csv>")
+        raise FileNotFoundError(f"bbox={str(path)!r} does not exist; pass bbox=<a box file: {files}>")
     columns = {str(c).strip() for c in pd.read_csv(path, nrows=0).columns}
-    kind = BOX
-    if {"Image Index", "Finding Label"} <= columns:
-        boxes, size = read_bbox_list(path), float(BBOX_SOURCE_SIZE)
-    elif {"image_id", "class_name", "x_min", "y_min", "x_max", "y_max"} <= columns:
-        _refuse_blank_ids(path, "image_id", "VinDr-CXR file")
-        vindr = read_vindr_boxes(path)
-        boxes = pd.DataFrame({"image_id": vindr["image_id"], "pathology": vindr["pathology"], "x": vindr["x_min"],
-                              "y": vindr["y_min"], "w": vindr["x_max"] - vindr["x_min"],
-                              "h": vindr["y_max"] - vindr["y_min"]})
-        size = np.nan  # each image's own pixels
-    elif {"patientId", "Target"} <= columns:
-        boxes, size = read_rsna_boxes(path), float(BBOX_SOURCE_SIZE)  # blank patientId: DataError with lines
-    elif {"ImageId", "EncodedPixels"} <= columns:
-        boxes, size, kind = read_siim_regions(path), float(BBOX_SOURCE_SIZE), MASK  # blank ImageId: DataError
-    else:
-        raise ValueError(f"bbox={str(path)!r}: not a box file chestx knows (columns {sorted(columns)[:8]}); pass NIH's "
-                         "BBox_List_2017.csv, VinDr-CXR's train.csv / annotations_*.csv, RSNA's "
-                         "stage_2_train_labels.csv or SIIM's train-rle.csv")
+    found = next((r for r in regions if r.columns <= columns), None)
+    if found is None:
+        raise ValueError(f"bbox={str(path)!r}: not a box file chestx knows (columns {sorted(columns)[:8]}); pass "
+                         f"{files}")
+    boxes, size, kind = found.read(path), found.source_size, found.kind  # blank image ids: DataError with lines
     log.info("Read %d %ss of %d images from %s", len(boxes), kind, boxes["image_id"].nunique(), path)
     if "masks" not in boxes.columns:
         boxes = boxes.assign(masks=None)
@@ -258,7 +199,7 @@ def _cam_plan(
 ) -> list[tuple[int, dict[int, str]]]:
     """(image index, {model output: the region file's name of that finding}) for each image with a finding the
     model predicts, in image order; findings it does not predict are logged."""
-    from chestx.data.labels import shared_pathologies
+    from chestx.data.labels.table import shared_pathologies
 
     plan = []
     for i in sorted(by_image):

@@ -34,7 +34,7 @@ def read_ground_truth(path: str | Path, pathologies: Sequence[str]) -> dict[str,
     (uncertain -> unknown) and a chestx `predictions.csv` (image_id, label_<P>).
     """
     from chestx.data.datasets.chexpert import read_chexpert
-    from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING
+    from chestx.data.labels.table import NIH_PATHOLOGIES, NO_FINDING
 
     path = Path(path).expanduser()
     if not path.is_file():

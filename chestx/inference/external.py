@@ -1,6 +1,6 @@
 """Cross-dataset evaluation: a model trained on one dataset scored on another dataset's test split.
 
-Only the findings both datasets define are scored (the vocabulary `chestx.data.labels.FINDINGS`: the same name,
+Only the findings both datasets define are scored (the vocabulary `chestx.data.labels.table.FINDINGS`: the same name,
 or synonyms such as NIH `Effusion` = CheXpert `Pleural Effusion`; docs/datasets/findings.md), each under the model's own name, with
 the other dataset's ground truth as every metric reads it (`evaluation_targets`: uncertain and soft
 cells unknown). Images are preprocessed exactly as the model was trained (size, channels,
@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from chestx.core.run_folder import META_COLUMNS  # the label file's metadata carried into predictions.csv (subgroups)
-from chestx.data.dataset import FileSource, XrayDataset
-from chestx.data.labels import DataError, evaluation_targets, shared_pathologies
+from chestx.data.loading.dataset import FileSource, XrayDataset
+from chestx.data.labels.table import DataError, evaluation_targets, shared_pathologies
 from chestx.data.datasets.base import ChestXData
 from chestx.inference.predictor import Predictor
 
@@ -49,8 +49,9 @@ def score_external(predictor: Predictor, data: ChestXData, split: str = "test", 
     if not pairs:
         raise DataError(
             f"the model predicts {predictor.pathologies} and {type(data).__name__} labels {data.pathologies}: no "
-            "finding in common (chestx.data.labels.FINDINGS, docs/datasets/findings.md), nothing to score; for CheXpert pass "
-            "tasks=all to score all 7 shared findings"
+            "finding in common (chestx.data.labels.table.FINDINGS, docs/datasets/findings.md), nothing to score; for "
+            "CheXpert pass "
+            "findings=all to score all 7 shared findings"
         )
     model_idx, data_idx = (np.array(ix) for ix in zip(*pairs))
     rows = np.flatnonzero(data.split == split)

@@ -25,9 +25,9 @@ from torch import nn
 
 from chestx.core.checkpoint_io import CheckpointError, load_checkpoint
 from chestx.core.run_folder import THRESHOLDS_FILE, run_dir_of_checkpoint
-from chestx.data.images import ImageReadError, load_grayscale
-from chestx.data.labels import find_pathology
-from chestx.data.transforms import build_transform
+from chestx.data.images.read import ImageReadError, load_grayscale
+from chestx.data.labels.table import find_pathology
+from chestx.data.loading.transforms import build_transform
 from chestx.inference.tta import check_tta, tta_input_size, tta_probabilities
 from chestx.models.backbones import create_backbone
 from chestx.models.losses import OutputLayout, probabilities
@@ -217,7 +217,7 @@ def load_images(paths: Sequence[Path], dicom_window: str = "voi"
                 ) -> tuple[list[Path], list[np.ndarray], list[tuple[Path, str]]]:
     """Read every file; unreadable ones are returned as (path, reason) and skipped, never raised.
 
-    `dicom_window`: how DICOM values become 0..255 (data.dicom_window of training; chestx.data.dicom).
+    `dicom_window`: how DICOM values become 0..255 (data.dicom_window of training; chestx.data.images.dicom).
     """
     ok: list[Path] = []
     images: list[np.ndarray] = []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
-from chestx.data.cache import default_cache_dir
+from chestx.data.images.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from chestx.data.datasets.vocabulary import DATASET_FINDINGS
-from chestx.data.labels import canonical_finding
+from chestx.data.labels.table import canonical_finding
 
 REGISTRY_FILE = Path(__file__).with_name("results.yaml")
 SPLITS = ("official", "chexnet", "own", "hidden")

@@ -255,7 +255,7 @@ def render_card(run_dir: str | Path) -> str:
              f"status `{_j(metrics.get('status'))}`.",
              f"- Recipe (config.yaml): optimizer `{_c(config, 'optimizer._target_')}`, lr "
              f"`{_c(config, 'optimizer.lr')}`, loss `{_c(config, 'loss._target_')}`, batch "
-             f"`{_c(config, 'data.batch_size')}`, max epochs `{_c(config, 'trainer.max_epochs')}`, seed "
+             f"`{_c(config, 'loader.batch_size')}`, max epochs `{_c(config, 'trainer.max_epochs')}`, seed "
              f"`{_c(config, 'seed')}`.",
              f"- Command that reproduces it: `{_command(run_dir, config)}`", "",
              "## Uses (Mitchell et al.: Intended Use)", "",

@@ -34,7 +34,9 @@ IGNORED_KEY_PREFIXES = ("hydra.", "paths.")
 REPLICATE_KEYS = ("seed", "data.fold")  # runs differing only in these are replicates of one configuration
 IGNORED_KEYS = frozenset({
     *REPLICATE_KEYS, "data.num_workers", "data.pin_memory", "data.root", "data.cache", "data.cache_dir",
-    "data.eval_batch_size", "logger", "trainer.accelerator", "trainer.devices", "ckpt_path",
+    "data.eval_batch_size", "loader.num_workers", "loader.pin_memory", "loader.eval_batch_size",
+    "loader.persistent_workers", "loader.prefetch_factor", "logger", "trainer.accelerator", "trainer.devices",
+    "ckpt_path",
     "predictions", "ckpt", "prefix", "id_column", "name", "allow_missing", "task_name", "trust_checkpoint",
 })
 

@@ -3,7 +3,7 @@
 The CSV holds an image-id column and one probability column per pathology, named
 `<prefix><pathology>`. The id column is the first of `image_id` (chestx's predictions.csv),
 `Image Index` (NIH) and `Path` (CheXpert) that the CSV has, unless `id_column` names another.
-Evaluation labels follow training's rule (`chestx.data.labels.evaluation_targets`).
+Evaluation labels follow training's rule (`chestx.data.labels.table.evaluation_targets`).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from chestx.core.run_folder import (
     AUROC_FILE, META_COLUMNS, METRICS_FILE, PREDICTIONS_FILE, PROB_PREFIX, SPLIT_FILE, VAL_PREDICTIONS_FILE,
     format_auroc_table, predictions_frame, write_auroc, write_metrics, write_predictions,
 )
-from chestx.data.labels import LabelTable, evaluation_targets
-from chestx.data.splits import save_split
+from chestx.data.labels.table import LabelTable, evaluation_targets
+from chestx.data.labels.splits import save_split
 
 log = logging.getLogger(__name__)
 

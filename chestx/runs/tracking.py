@@ -1,5 +1,5 @@
 """MLflow tracking of training runs (`logger=mlflow`): the logger that `conf/logger/mlflow.yaml` builds, and
-the resolved config logged as run params to every logger (`model.name`, `optimizer.lr`, `data.batch_size`).
+the resolved config logged as run params to every logger (`model.name`, `optimizer.lr`, `loader.batch_size`).
 
 Metrics need nothing here: Lightning's MLFlowLogger receives the keys every logger gets (`val/auroc_mean`,
 `val/auroc/<pathology>`, `train/loss_epoch`). MLflow is imported only when a logger is built (it takes seconds).

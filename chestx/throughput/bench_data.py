@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.base import ChestXData
-from chestx.data.labels import NIH_PATHOLOGIES, LabelTable
-from chestx.data.splits import SPLITS
+from chestx.data.labels.table import NIH_PATHOLOGIES, LabelTable
+from chestx.data.labels.splits import SPLITS
 
 
 class BenchData(ChestXData):

@@ -47,8 +47,8 @@ def epoch_command(root: Path, run_dir: Path, model: str, size: int, batch_size: 
     limits = ([f"trainer.limit_{stage}_batches={int(limit_batches)}" for stage in ("train", "val", "test")]
               if limit_batches else [])
     return [sys.executable, "-m", "chestx.train", "data=nih", f"data.root={root}", f"model={model}",
-            "model.pretrained=false", f"data.image_size={size}", f"data.batch_size={batch_size}",
-            f"data.eval_batch_size={eval_batch_size}", f"data.cache={str(bool(cache)).lower()}",
+            "model.pretrained=false", f"data.image_size={size}", f"loader.batch_size={batch_size}",
+            f"loader.eval_batch_size={eval_batch_size}", f"data.cache={str(bool(cache)).lower()}",
             f"data.cache_dir={cache_dir}", "trainer.max_epochs=1", f"trainer.accelerator={accelerator}",
             "logger=none", "clinical=none", "subgroups=none", *limits, f"hydra.run.dir={run_dir}", *args]
 

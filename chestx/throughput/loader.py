@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from chestx.data.cache import CachedPixels
-from chestx.data.images import load_grayscale, resize_square
+from chestx.data.images.cache import CachedPixels
+from chestx.data.images.read import load_grayscale, resize_square
 
 log = logging.getLogger(__name__)
 

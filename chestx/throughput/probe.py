@@ -21,7 +21,7 @@ from typing import Sequence
 import lightning.pytorch as L
 import torch
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.models.backbones import create_backbone
 from chestx.models.losses import MaskedBCELoss
 from chestx.models.module import ChestXModule
@@ -58,7 +58,7 @@ def epoch_seconds(net: torch.nn.Module, files: Sequence[Path], size: int, batch_
     data = BenchData(files, {"train": batch_size * batches, "val": 1, "test": 1}, batch_size=batch_size,
                      eval_batch_size=batch_size, num_workers=0, pin_memory=False, normalize_on_device=True,
                      cache=True, cache_dir=str(cache_dir) if cache_dir else None, seed=0, augment=dict(NO_AUGMENT))
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
 
     datamodule = ChestXDataModule(data, size, in_chans=3)
     module = ChestXModule(net, list(NIH_PATHOLOGIES), MaskedBCELoss(), functools.partial(torch.optim.Adam, lr=1e-4),

@@ -112,8 +112,8 @@ def loader_rate(dataset: Any, batch_size: int, workers: int, min_seconds: float,
     import cv2
     import torch
 
-    from chestx.data.datamodule import worker_init
-    from chestx.data.sampling import EpochSampler, ResumableDataLoader
+    from chestx.data.loading.datamodule import worker_init
+    from chestx.data.loading.sampling import EpochSampler, ResumableDataLoader
 
     threads = cv2.getNumThreads(), torch.get_num_threads()
     cv2.setNumThreads(1)
@@ -138,10 +138,10 @@ def loader_rate(dataset: Any, batch_size: int, workers: int, min_seconds: float,
 def measure_scale(nih_dir: Path, sample_images: Path, work: Path, size: int, cache_images: int | None,
                   workers: list[int], batch_size: int, min_seconds: float, cache_dir: Path) -> dict[str, Any]:
     """Every figure of the scale part (see the module docstring); `work` holds the tree (reused) and split.csv."""
-    from chestx.data.cache import cached_pixels
-    from chestx.data.dataset import XrayDataset
+    from chestx.data.images.cache import cached_pixels
+    from chestx.data.loading.dataset import XrayDataset
     from chestx.data.datasets.nih import find_nih_images
-    from chestx.data.transforms import build_transform
+    from chestx.data.loading.transforms import build_transform
 
     root, tree_seconds = build_nih_tree(nih_dir, sample_images, work / "nih_full")
     log.info("simulated NIH tree: %s (%.1f s to link)", root, tree_seconds)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from chestx.data.datasets.chexpert import read_chexpert
 from chestx.data.datasets.padchest import read_padchest
-from chestx.data.labels import LabelTable
+from chestx.data.labels.table import LabelTable
 from chestx.data.stratify import (
     SPLIT_NAMES,
     finding_deviation,

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from chestx.core.hardware import machine, native_bf16, resolve_device_defaults
-from chestx.data.cache import CachedPixels, cached_pixels
+from chestx.data.images.cache import CachedPixels, cached_pixels
 from chestx.models.backbones import BACKBONES
 from chestx.throughput.epoch import format_epoch, measure_epoch
 from chestx.throughput.loader import bench_loader, write_resized_pngs

@@ -32,8 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from chestx.core.hardware import resolve_device_defaults
-from chestx.data.datamodule import ChestXDataModule
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.loading.datamodule import ChestXDataModule, LoaderOptions
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.models.backbones import create_backbone
 from chestx.models.callbacks import peak_memory_mb
 from chestx.models.compiling import compile_net
@@ -96,10 +96,10 @@ def make_datamodule(files: Sequence[Path], size: int, batch_size: int, eval_batc
     """The training run's datamodule over `files` repeated into `n_batches` training and test batches (one
     validation row), from the pixel cache under `cache_dir`, with chestx.train's default augmentation."""
     rows = {"train": batch_size * n_batches, "val": 1, "test": eval_batch_size * n_batches}
-    data = BenchData(files, rows, batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=workers,
-                     pin_memory=pin_memory, normalize_on_device=True, cache=True,
-                     cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
-    datamodule = ChestXDataModule(data, size, in_chans=in_chans)
+    data = BenchData(files, rows, cache=True, cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
+    loader = LoaderOptions(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=workers,
+                           pin_memory=pin_memory, normalize_on_device=True)
+    datamodule = ChestXDataModule(data, size, in_chans=in_chans, loader=loader)
     datamodule.setup("fit")
     return datamodule
 

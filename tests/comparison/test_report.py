@@ -26,8 +26,8 @@ from chestx.core.run_folder import read_predictions
 from chestx.core.hardware import machine
 
 SWEEP = [
-    "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "data.num_workers=0", "data.batch_size=8",
-    "data.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "report.resamples=200",
+    "model=resnet18,mobilenetv2,inceptionv3", "data.image_size=64", "loader.num_workers=0", "loader.batch_size=8",
+    "loader.eval_batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "report.resamples=200",
 ]
 
 

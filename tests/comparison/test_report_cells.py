@@ -23,7 +23,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 DASH = "—"
-TINY = ("data.image_size=32", "data.num_workers=0", "data.batch_size=8", "data.eval_batch_size=64",
+TINY = ("data.image_size=32", "loader.num_workers=0", "loader.batch_size=8", "loader.eval_batch_size=64",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.accelerator=cpu", "logger=none",
         "clinical.cams=0", "data.seed=0")
 

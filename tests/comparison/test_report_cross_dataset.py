@@ -60,7 +60,7 @@ def sweep(clinical_run_dir: Path, chexpert_tree: Path, sample_root: Path, tmp_pa
     root = tmp_path_factory.mktemp("cross_dataset_report")
     runs = root / "sweep"
     predictor = load_for_inference(clinical_run_dir / "checkpoints" / "best.ckpt")
-    chexpert = score_external(predictor, CheXpertData(root=str(chexpert_tree), tasks="all"), batch_size=64)
+    chexpert = score_external(predictor, CheXpertData(root=str(chexpert_tree), findings="all"), batch_size=64)
     nih = score_external(predictor, NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"),
                                             split="random"), batch_size=64)
     for seed in (0, 1):  # one configuration, two seeds, scored on CheXpert (7 shared findings) and NIH (all 14)
@@ -75,7 +75,7 @@ def sweep(clinical_run_dir: Path, chexpert_tree: Path, sample_root: Path, tmp_pa
     (other / "checkpoints").symlink_to(clinical_run_dir / "checkpoints")  # its checkpoint, scored by chestx.evaluate
     monkeypatch_module.setattr(sys, "argv", [
         "chestx.evaluate", f"ckpt={other / 'checkpoints' / 'best.ckpt'}", "data=chexpert",
-        f"data.root={chexpert_tree}", "data.tasks=all", "subgroups=none", f"hydra.run.dir={root / 'evaluate'}"])
+        f"data.root={chexpert_tree}", "data.findings=all", "subgroups=none", f"hydra.run.dir={root / 'evaluate'}"])
     evaluate_main()
     _copy_run(clinical_run_dir, runs / "3", ["model=resnet18", "optimizer.lr=0.1"], 0)  # no external/
     build_report([runs, root / "evaluate"], root / "report", n_resamples=50)

@@ -28,7 +28,7 @@ from chestx.core.checkpoint_io import (
 )
 from chestx.core.run_folder import read_predictions
 
-TINY_RUN = ("data.image_size=96", "data.num_workers=0", "data.batch_size=8", "data.eval_batch_size=64",
+TINY_RUN = ("data.image_size=96", "loader.num_workers=0", "loader.batch_size=8", "loader.eval_batch_size=64",
             "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.accelerator=cpu", "logger=none",
             "model=resnet18")  # as conftest's clinical_run_dir, whose checkpoint the payloads carry
 

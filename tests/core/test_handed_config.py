@@ -40,10 +40,10 @@ def _payload(run: Path) -> tuple[dict, Path]:
 
 def _variants(data: dict, call: dict) -> dict[str, tuple[dict, str, str]]:
     """name -> (whole config.yaml, the key path named, the target named) of each way to reach `call`."""
-    prefix = dict(call, _target_="chestx.data.datasets.csv_folder.pd.read_pickle")
+    prefix = dict(call, _target_="chestx.data.datasets.csv.pd.read_pickle")
     return {
         # issue 25, bypass 1: a prefix of chestx's dataset modules, then an attribute path to pandas
-        "prefix": ({"data": prefix}, "data._target_", "chestx.data.datasets.csv_folder.pd.read_pickle"),
+        "prefix": ({"data": prefix}, "data._target_", "chestx.data.datasets.csv.pd.read_pickle"),
         # issue 25, bypass 2: an interpolation to a top-level node that the unresolved check never saw
         "interpolation": ({"payload": call, "data": {**data, "root": "${payload}"}}, "data.root", "${payload}"),
         "nested_node": ({"data": {**data, "root": {"inner": call}}}, "data.root.inner._target_", READ_PICKLE),

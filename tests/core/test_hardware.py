@@ -60,14 +60,14 @@ def test_train_config_on_a_gpu_machine(compose, tmp_path: Path, fake_cuda, caplo
     caplog.set_level(logging.INFO, logger="chestx.core.hardware")
     cfg = compose(["data=nih", "data.root=/data"], tmp_path)
     filled = apply_device_defaults(cfg)
-    assert filled == {"trainer.precision": "bf16-mixed", "module.channels_last": True, "data.num_workers": 15,
-                      "data.pin_memory": True, "trainer.benchmark": True, "module.compile": False}
+    assert filled == {"trainer.precision": "bf16-mixed", "module.channels_last": True, "loader.num_workers": 15,
+                      "loader.pin_memory": True, "trainer.benchmark": True, "module.compile": False}
     assert cfg.trainer.benchmark is True and cfg.module.compile is False
-    assert cfg.trainer.precision == "bf16-mixed" and cfg.module.channels_last and cfg.data.num_workers == 15
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.module.channels_last and cfg.loader.num_workers == 15
     assert "Defaults from the hardware (CUDA GPU (bf16)" in caplog.text
     ddp = compose(["data=nih", "data.root=/data", "trainer=ddp"], tmp_path)  # devices=-1: both GPUs
     apply_device_defaults(ddp)
-    assert ddp.data.num_workers == 7 and ddp.trainer.precision == "bf16-mixed"
+    assert ddp.loader.num_workers == 7 and ddp.trainer.precision == "bf16-mixed"
     exact = compose(["data=nih", "data.root=/data", "trainer.deterministic=true"], tmp_path)
     apply_device_defaults(exact)
     assert exact.trainer.benchmark is False
@@ -75,10 +75,10 @@ def test_train_config_on_a_gpu_machine(compose, tmp_path: Path, fake_cuda, caplo
 
 def test_every_item_can_still_be_set(compose, tmp_path: Path, fake_cuda) -> None:
     cfg = compose(["data=nih", "data.root=/data", "trainer.precision=16-mixed", "module.channels_last=false",
-                   "data.num_workers=3", "data.pin_memory=false", "trainer.benchmark=false",
+                   "loader.num_workers=3", "loader.pin_memory=false", "trainer.benchmark=false",
                    "module.compile=max-autotune"], tmp_path)
     assert apply_device_defaults(cfg) == {}
-    assert (cfg.trainer.precision, cfg.module.channels_last, cfg.data.num_workers, cfg.data.pin_memory) == (
+    assert (cfg.trainer.precision, cfg.module.channels_last, cfg.loader.num_workers, cfg.loader.pin_memory) == (
         "16-mixed", False, 3, False)
     assert cfg.trainer.benchmark is False and cfg.module.compile == "max-autotune"
     cpu = compose(["data=nih", "data.root=/data", "trainer=cpu"], tmp_path)  # explicit CPU on a GPU machine
@@ -90,6 +90,6 @@ def test_train_config_on_this_cpu(compose, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose(["data=nih", "data.root=/data"], tmp_path)
     apply_device_defaults(cfg)
-    assert cfg.trainer.precision == "32-true" and cfg.module.channels_last is False and cfg.data.pin_memory is False
-    assert 1 <= cfg.data.num_workers <= 4
+    assert cfg.trainer.precision == "32-true" and cfg.module.channels_last is False and cfg.loader.pin_memory is False
+    assert 1 <= cfg.loader.num_workers <= 4
     assert cfg.trainer.benchmark is False and cfg.module.compile is False

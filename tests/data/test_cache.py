@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from chestx.data import cache as cache_mod
-from chestx.data.cache import INDEX, PIXELS, CachedPixels, build_cache, cached_pixels
-from chestx.data.images import ImageReadError, load_grayscale, resize_square
-from chestx.data.labels import DataError
+from chestx.data.images import cache as cache_mod
+from chestx.data.images.cache import INDEX, PIXELS, CachedPixels, build_cache, cached_pixels
+from chestx.data.images.read import ImageReadError, load_grayscale, resize_square
+from chestx.data.labels.table import DataError
 
 
 def _sample_images(sample_root: Path, tmp_path: Path, n: int) -> list[Path]:
@@ -64,11 +64,10 @@ def test_cache_equals_decoding_on_real_1024px_originals(fullres_fixtures: Path, 
 @pytest.mark.slow
 def test_datamodule_cached_items_equal_uncached(sample_root: Path, tmp_path: Path) -> None:
     """The real NIH sample through ChestXDataModule: same tensors with and without data.cache (threaded build)."""
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.data.datasets.nih import NIHData
 
-    options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random",
-                   num_workers=0)
+    options = dict(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"), split="random")
     plain = ChestXDataModule(NIHData(**options), image_size=64)
     cached = ChestXDataModule(NIHData(**options, cache=True, cache_dir=str(tmp_path)), image_size=64)
     plain.setup()
@@ -195,7 +194,7 @@ def test_prepare_cli_builds_the_cache_train_reuses(repo_root: Path, sample_root:
     assert "pixel cache:" in proc.stdout and "621 images" in proc.stdout
     folders = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / INDEX).is_file()
-    from chestx.data.datamodule import ChestXDataModule
+    from chestx.data.loading.datamodule import ChestXDataModule
     from chestx.data.datasets.nih import NIHData
 
     dm = ChestXDataModule(NIHData(root=str(sample_root), csv=str(sample_root / "Data_Entry_sample.csv"),

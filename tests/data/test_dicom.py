@@ -20,9 +20,9 @@ from pydicom.uid import (
     JPEG2000Lossless, JPEGLSLossless, ExplicitVRLittleEndian, RLELossless, UID, generate_uid,
 )
 
-from chestx.data import dicom as dicom_mod
-from chestx.data.image_check import ImageReadError, probe_image
-from chestx.data.images import load_grayscale
+from chestx.data.images import dicom as dicom_mod
+from chestx.data.images.check import ImageReadError, probe_image
+from chestx.data.images.read import load_grayscale
 
 CR = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 DX = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
@@ -307,7 +307,7 @@ class DicomFolder:
     def make(files: list[Path], **options):
         import pandas as pd
 
-        from chestx.data.labels import LabelTable
+        from chestx.data.labels.table import LabelTable
         from chestx.data.datasets.base import ChestXData
 
         class _Folder(ChestXData):
@@ -346,8 +346,8 @@ def _dataset_files(tmp_path: Path, gray: np.ndarray) -> tuple[list[Path], list[P
 
 
 def test_chestxdata_stops_or_drops_unreadable_dicom(tmp_path: Path, gray: np.ndarray, caplog) -> None:
-    from chestx.data.image_check import UnreadableImagesError
-    from chestx.data.labels import DataError
+    from chestx.data.images.check import UnreadableImagesError
+    from chestx.data.labels.table import DataError
 
     files, unreadable = _dataset_files(tmp_path, gray)
     data = DicomFolder.make(files)
@@ -371,13 +371,13 @@ def test_datamodule_decodes_dicom_once_with_the_configured_window(tmp_path: Path
     """data.dicom_window reaches the uncached loader and the resize cache (whose key records it)."""
     import json
 
-    from chestx.data.cache import INDEX, CachedPixels
-    from chestx.data.datamodule import ChestXDataModule
-    from chestx.data.dataset import FileSource
-    from chestx.data.images import resize_square
+    from chestx.data.images.cache import INDEX, CachedPixels
+    from chestx.data.loading.datamodule import ChestXDataModule
+    from chestx.data.loading.dataset import FileSource
+    from chestx.data.images.read import resize_square
 
     files, _ = _dataset_files(tmp_path, gray)
-    options = dict(missing_images="drop", num_workers=0, pin_memory=False, dicom_window="minmax")
+    options = dict(missing_images="drop", dicom_window="minmax")  # loader: LoaderOptions() (0 workers, no pinning)
     plain = ChestXDataModule(DicomFolder.make(files, **options), image_size=32)
     cached = ChestXDataModule(DicomFolder.make(files, cache=True, cache_dir=str(tmp_path / "c"), **options),
                               image_size=32)

@@ -14,11 +14,11 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, generate_uid
 
-from chestx.data.image_check import (
+from chestx.data.images.check import (
     DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, ImageReadError, j2k_size, jpeg_size, max_image_pixels, png_size,
     probe_image,
 )
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Image decoding on real NIH originals (RGBA and L, 1024 px), the embedded NIH sample, and files derived from them.
 
-8-bit images decode byte for byte; deeper ones (16-bit PNG / TIFF) by min-max (chestx.data.images docstring),
+8-bit images decode byte for byte; deeper ones (16-bit PNG / TIFF) by min-max (chestx.data.images.read docstring),
 checked against an independent numpy reference.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chestx.data.images import ImageReadError, _decode_pillow, load_grayscale, resize_square
-from chestx.data.labels import DataError
+from chestx.data.images.read import ImageReadError, _decode_pillow, load_grayscale, resize_square
+from chestx.data.labels.table import DataError
 
 RGBA = "00000100_000.png"
 GRAY = "00000075_000.png"
@@ -82,7 +82,7 @@ def test_sixteen_bit_tiff_and_constant_image(tmp_path: Path, gray: np.ndarray) -
 
 def test_setup_check_reads_tiff_headers_wherever_they_are(tmp_path: Path, gray: np.ndarray) -> None:
     """libtiff (OpenCV) writes the IFD after the pixels, Pillow before them: both pass the header check."""
-    from chestx.data.image_check import probe_image
+    from chestx.data.images.check import probe_image
 
     values = gray.astype(np.uint16) * 64  # (1024, 1024) 16-bit
     cv2.imwrite(str(tmp_path / "cv.tif"), values)
@@ -162,7 +162,7 @@ def test_setup_check_stops_or_drops_unreadable_nih_images(sample_root: Path, tmp
     import struct
     import zlib
 
-    from chestx.data.image_check import UnreadableImagesError, find_unreadable
+    from chestx.data.images.check import UnreadableImagesError, find_unreadable
     from chestx.data.datasets.nih import NIHData
 
     root = tmp_path / "nih"

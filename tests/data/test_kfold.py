@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.data.datasets.nih import NIHData
-from chestx.data.splits import SplitError, kfold_split, patient_folds
+from chestx.data.labels.splits import SplitError, kfold_split, patient_folds
 
 
 def _nih(nih_dir: Path, **kwargs) -> NIHData:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 from chestx.data.datasets.nih import read_nih
 
 
@@ -31,7 +31,7 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def test_nih_blank_sex_view_age_stay_unknown(sample_csv: pd.DataFrame, tmp_path: Path) -> None:
-    from chestx.data.stats import demographics
+    from chestx.data.labels.stats import demographics
     from chestx.metrics.subgroups import subgroup_masks
 
     frame = sample_csv.copy()
@@ -61,7 +61,7 @@ def test_nih_blank_ids_stop_naming_the_line(sample_csv: pd.DataFrame, tmp_path: 
 
 
 def test_split_and_bootstrap_refuse_missing_patient_ids() -> None:
-    from chestx.data.splits import SplitError, check_patient_disjoint, random_split
+    from chestx.data.labels.splits import SplitError, check_patient_disjoint, random_split
     from chestx.metrics.bootstrap import bootstrap_auroc
 
     frame = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "patient_id": ["1", None, "2", np.nan]})

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from chestx.data.dataset import FileSource, XrayDataset
-from chestx.data.sampling import EpochSampler, ResumableDataLoader, item_seed
-from chestx.data.transforms import build_transform
+from chestx.data.loading.dataset import FileSource, XrayDataset
+from chestx.data.loading.sampling import EpochSampler, ResumableDataLoader, item_seed
+from chestx.data.loading.transforms import build_transform
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.splits import (
+from chestx.data.labels.splits import (
     SPLITS,
     SplitError,
     check_patient_disjoint,

@@ -1,4 +1,4 @@
-"""chestx.data.stats.explore against independent pandas counts: embedded sample, full NIH label file, CheXpert
+"""chestx.data.labels.stats.explore against independent pandas counts: embedded sample, full NIH label file, CheXpert
 train.csv. The command line (`python -m chestx.explore`): tests/entry/test_explore.py."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.data.datasets.nih import NIHData
-from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
-from chestx.data.stats import explore, format_report
+from chestx.data.labels.table import CHEXPERT_COMPETITION_TASKS, NIH_PATHOLOGIES
+from chestx.data.labels.stats import explore, format_report
 
 
 def _nih_truth(csv: Path, rows: pd.Series | None = None) -> pd.DataFrame:

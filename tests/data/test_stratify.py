@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chestx.data.datasets.nih import read_nih
-from chestx.data.splits import check_patient_disjoint
+from chestx.data.labels.splits import check_patient_disjoint
 from chestx.data.stratify import (
     SPLIT_NAMES,
     StratifyError,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from chestx.data.images import load_grayscale
-from chestx.data.transforms import (
+from chestx.data.images.read import load_grayscale
+from chestx.data.loading.transforms import (
     IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, TransformError, build_input_normalizer, build_transform, compute_mean_std,
 )
 

@@ -79,8 +79,8 @@ def test_two_stage_recipe_end_to_end_and_in_the_report(compose, tiny_overrides, 
     assert report is not None
 
 
-RUN = ("experiment=auc_margin_sample", *TINY_NET, "data.batch_size=8", "data.ratios=[0.4,0.1,0.5]",
-       "data.num_workers=0", "trainer.max_epochs=1", "stage_two.trainer.max_epochs=1", "trainer.accelerator=cpu",
+RUN = ("experiment=auc_margin_sample", *TINY_NET, "loader.batch_size=8", "data.ratios=[0.4,0.1,0.5]",
+       "loader.num_workers=0", "trainer.max_epochs=1", "stage_two.trainer.max_epochs=1", "trainer.accelerator=cpu",
        "logger=none", "clinical=none", "subgroups=none",
        "callbacks.time_checkpoint.train_time_interval.minutes=0.0067")  # a mid-epoch last.ckpt every 0.4 s
 
@@ -153,7 +153,7 @@ def test_loss_policies_sweep_crosses_losses_with_policies_in_one_report(repo_roo
     done = subprocess.run(
         [sys.executable, "-m", "chestx.train", "-m", "experiment=loss_policies", f"data.root={chexpert_tree}",
          "objective=bce,auc_margin", "data.uncertainty=zeros,ones", *TINY_NET, "trainer.max_epochs=1",
-         "trainer.limit_train_batches=2", "data.num_workers=0", "data.eval_batch_size=64", "trainer.accelerator=cpu",
+         "trainer.limit_train_batches=2", "loader.num_workers=0", "loader.eval_batch_size=64", "trainer.accelerator=cpu",
          "logger=none", "clinical=none", "subgroups=none", f"hydra.sweep.dir={sweep}"],
         cwd=repo_root, timeout=TIMEOUT_S, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

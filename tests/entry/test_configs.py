@@ -237,7 +237,7 @@ def test_default_loggers_write_into_the_run_folder(compose, tmp_path: Path) -> N
 
 
 def test_data_configs_read_their_dataset_or_name_the_root(compose, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
     from chestx.data.datasets.base import ChestXData
 
     for option in group("data"):
@@ -255,7 +255,8 @@ def test_image_size_null_trains_at_the_backbone_size(compose, tmp_path: Path) ->
     backbone when chestx.train builds the run (299 for InceptionV3)."""
     from chestx.train import build
 
-    cfg = compose(["model=inceptionv3", "data.image_size=null", "data.num_workers=0", "logger=none",
+    cfg = compose(["model=inceptionv3", "data.image_size=null", "loader.num_workers=0", "loader.pin_memory=false",
+                   "logger=none",
                    "trainer.accelerator=cpu"], tmp_path)
     _, datamodule, _, _ = build(cfg)
     assert datamodule.image_size == default_input_size("inceptionv3") == 299

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from chestx.core.run_folder import read_predictions
 from chestx.train import train
-SPLIT = ["data.ratios=[0.6,0.15,0.25]", "data.eval_batch_size=8", "clinical=none"]
+SPLIT = ["data.ratios=[0.6,0.15,0.25]", "loader.eval_batch_size=8", "clinical=none"]
 WORLD = 2
 # variables a distributed run reads: none may leak into the DDP subprocess from another test of this worker
 # (GROUP_RANK: LightningEnvironment's node rank when NODE_RANK is unset)

@@ -31,10 +31,10 @@ from chestx._hydra import instantiate_all
 
 # no download in tests: the ImageNet recipes (IMAGENET_RECIPES) train from scratch in the fast_dev_runs and builds
 SCRATCH = ["model.pretrained=false"]
-FAST = ["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.image_size=64", "data.eval_batch_size=16",
-        "data.num_workers=0", "data.pin_memory=false", "logger=none", "clinical=none", *SCRATCH]
+FAST = ["trainer.fast_dev_run=true", "trainer.accelerator=cpu", "data.image_size=64", "loader.eval_batch_size=16",
+        "loader.num_workers=0", "loader.pin_memory=false", "logger=none", "clinical=none", *SCRATCH]
 # what a build in this process needs besides the recipe: no loader processes, no loggers writing files, no download
-IN_PROCESS = ["data.num_workers=0", "data.pin_memory=false", "logger=none", "trainer.accelerator=cpu", *SCRATCH]
+IN_PROCESS = ["loader.num_workers=0", "loader.pin_memory=false", "logger=none", "trainer.accelerator=cpu", *SCRATCH]
 CHEXPERT_TASKS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 # the real recipes start from ImageNet weights (model.pretrained=true); the embedded-sample ones (make benchmark,
 # make train), the CIFAR-style ResNet-56 (no ImageNet weights exist) and the policy comparison train from scratch
@@ -159,8 +159,8 @@ def test_chexnet_builds_sgd_with_plateau_schedule_and_flip_only(compose, tmp_pat
     _assert_plain_bce(module.loss_fn, 14)
 
     assert _first_batch(dm).shape == (16, 3, 224, 224)
-    from chestx.data.images import resize_square
-    from chestx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from chestx.data.images.read import resize_square
+    from chestx.data.loading.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     train, val = dm.datasets["train"], dm.datasets["val"]
     raw = train.pixels(0)  # a real sample image, (256, 256) uint8
@@ -475,7 +475,7 @@ def test_imagenet_recipe_backbone_without_network_fails_with_the_same_message(co
 def test_train_build_stops_on_missing_weights_before_reading_the_data(compose, offline_hub, tmp_path: Path) -> None:
     from chestx.train import build
 
-    cfg = compose(["experiment=chexnet", "data=nih", "data.root=/nonexistent", "data.num_workers=0", "logger=none",
+    cfg = compose(["experiment=chexnet", "data=nih", "data.root=/nonexistent", "loader.num_workers=0", "logger=none",
                    "trainer.accelerator=cpu"], tmp_path)
     with pytest.raises(RuntimeError, match=r"`model\.weights=/path/to/file"):
         build(cfg)

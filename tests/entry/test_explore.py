@@ -1,5 +1,5 @@
 """`python -m chestx.explore` (in-process): every file in the Hydra run dir, and the split it reports is the one
-training saves. The tables themselves (chestx.data.stats): tests/data/test_stats.py."""
+training saves. The tables themselves (chestx.data.labels.stats): tests/data/test_stats.py."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 
 
 def test_cli_writes_into_the_hydra_run_dir(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -2,7 +2,7 @@
 
 Also the regression test of a stall: a loader worker forked from a process whose OpenCV thread
 pool was running hung for ever in `cv2.setNumThreads` (see
-`chestx.data.datamodule._stop_opencv_threads_before_fork`). Both tests start OpenCV's pool in this
+`chestx.data.loading.datamodule._stop_opencv_threads_before_fork`). Both tests start OpenCV's pool in this
 process first, as earlier tests in the same pytest worker do, so they cover it in any test order.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from chestx.data.datamodule import worker_init
-from chestx.data.dataset import FileSource, XrayDataset
-from chestx.data.images import load_grayscale
-from chestx.data.transforms import build_transform
+from chestx.data.loading.datamodule import worker_init
+from chestx.data.loading.dataset import FileSource, XrayDataset
+from chestx.data.images.read import load_grayscale
+from chestx.data.loading.transforms import build_transform
 from chestx.train import train
 
 # the files a run writes that must not change between two runs (metrics.json holds wall times)
@@ -66,12 +66,12 @@ def test_same_seed_same_bytes_with_workers(compose, tiny_overrides, tmp_path: Pa
     """Two in-process runs with 2 persistent loader workers (augmentation on) write identical files, and so
     does a run without workers: each image's augmentation is seeded from (seed, epoch, image), not per worker.
     Another seed changes the run (the seed reaches the split, the weights and the augmentation)."""
-    overrides = [o for o in tiny_overrides if not o.startswith(("data.num_workers", "clinical."))]
-    overrides += ["data.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
+    overrides = [o for o in tiny_overrides if not o.startswith(("loader.num_workers", "clinical."))]
+    overrides += ["loader.num_workers=2", "model=timm", "model.name=test_resnet", "data.image_size=32", "clinical=none"]
     for name in ("a", "b"):
         train(compose(overrides, tmp_path / name))
-    train(compose([*overrides, "data.num_workers=0"], tmp_path / "none"))
-    train(compose([*overrides, "data.num_workers=0", "seed=1"], tmp_path / "seed1"))
+    train(compose([*overrides, "loader.num_workers=0"], tmp_path / "none"))
+    train(compose([*overrides, "loader.num_workers=0", "seed=1"], tmp_path / "seed1"))
     assert "num_workers: 2" in (tmp_path / "a" / "config.yaml").read_text()
     for filename in SAME_BYTES:
         first, second = (tmp_path / "a" / filename).read_bytes(), (tmp_path / "b" / filename).read_bytes()

@@ -22,7 +22,8 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-RUN = ("model=timm", "model.name=test_resnet", "data.image_size=32", "data.batch_size=8", "data.ratios=[0.4,0.1,0.5]", "data.num_workers=0", "trainer.max_epochs=2",
+RUN = ("model=timm", "model.name=test_resnet", "data.image_size=32", "loader.batch_size=8", "data.ratios=[0.4,0.1,0.5]",
+       "loader.num_workers=0", "trainer.max_epochs=2",
        "trainer.accelerator=cpu", "logger=none", "clinical=none", "subgroups=none", "callbacks.early_stopping=null",
        "callbacks.time_checkpoint.train_time_interval.minutes=0.0067")  # 0.4 s
 FILES = ("predictions.csv", "predictions_val.csv", "auroc.csv", "split.csv")

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from chestx._hydra import CONFIG_DIR
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 from chestx.models.module import NaNLossError
 from chestx.core.run_folder import read_predictions
 from chestx.train import train
@@ -151,7 +151,7 @@ def test_missing_images_error_then_drop(compose, sample_root: Path, tmp_path: Pa
 
 
 def test_truncated_image_names_its_path(compose, sample_root: Path, tmp_path: Path, tiny_overrides) -> None:
-    from chestx.data.images import ImageReadError
+    from chestx.data.images.read import ImageReadError
 
     root = _partial_sample(sample_root, tmp_path, keep=621)
     for path in (root / "images").glob("*.png"):  # truncate every image: the first batch hits one

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.labels import CHEXPERT_COMPETITION_TASKS
+from chestx.data.labels.table import CHEXPERT_COMPETITION_TASKS
 from chestx.core.run_folder import read_predictions
 from chestx.train import train
 

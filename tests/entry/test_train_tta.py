@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from chestx.core.run_folder import read_metrics, read_predictions
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 
 
 @pytest.mark.slow

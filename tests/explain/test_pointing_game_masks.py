@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chestx.data.labels import DataError
+from chestx.data.labels.table import DataError
 from chestx.explain.pointing_game import Region, pointing_game, pointing_game_rows, read_bbox_list, read_boxes
 
 SIIM_GZ = "siim/siim-pneumothorax-train-rle.csv.gz"

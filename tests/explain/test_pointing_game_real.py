@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.inference.predictor import Predictor
 from chestx.explain.pointing_game import read_bbox_list
 from chestx.models import create_backbone
@@ -36,7 +36,7 @@ def predictor(tmp_path_factory) -> Predictor:
 
 def _independent(predictor: Predictor, files: list[Path], boxes: pd.DataFrame) -> list[tuple[int, int, bool]]:
     """Recompute every heatmap one box at a time: (peak row, peak col, argmax in box) by hand."""
-    from chestx.data.images import load_grayscale
+    from chestx.data.images.read import load_grayscale
     from chestx.explain.gradcam import compute_cams
 
     hits = []

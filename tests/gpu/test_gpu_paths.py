@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 from chestx.models.compiling import compile_net
-from chestx.data.transforms import build_input_normalizer, build_transform
+from chestx.data.loading.transforms import build_input_normalizer, build_transform
 from chestx.inference.predictor import load_for_inference
 from chestx.core.run_folder import read_predictions
 from chestx.train import apply_device_defaults, train
@@ -31,7 +31,7 @@ from chestx.train import apply_device_defaults, train
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]
 
-GPU_RUN = ("data.image_size=64", "data.batch_size=16", "data.eval_batch_size=64", "trainer.max_epochs=1",
+GPU_RUN = ("data.image_size=64", "loader.batch_size=16", "loader.eval_batch_size=64", "trainer.max_epochs=1",
            "trainer.limit_train_batches=4", "logger=none", "clinical=none", "model=resnet18",
            "trainer.accelerator=gpu", "trainer.devices=1")
 
@@ -68,8 +68,8 @@ def test_defaults_on_a_real_gpu(compose, tmp_path: Path) -> None:
     cfg = compose(["data=nih", "data.root=/data"], tmp_path)
     apply_device_defaults(cfg)
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    assert cfg.trainer.precision == expected and cfg.module.channels_last and cfg.data.pin_memory
-    assert cfg.data.num_workers >= 1
+    assert cfg.trainer.precision == expected and cfg.module.channels_last and cfg.loader.pin_memory
+    assert cfg.loader.num_workers >= 1
     assert cfg.trainer.benchmark is True and cfg.module.compile is False  # cuDNN autotuning; compile not measured yet
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.images import load_grayscale
+from chestx.data.images.read import load_grayscale
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.inference.external import score_external
 from chestx.inference.predictor import load_for_inference
@@ -17,7 +17,7 @@ from chestx.inference.predictor import load_for_inference
 @pytest.fixture(scope="module")
 def nih_on_chexpert(clinical_run_dir: Path, chexpert_tree: Path):
     predictor = load_for_inference(clinical_run_dir / "checkpoints" / "best.ckpt")
-    return predictor, score_external(predictor, CheXpertData(root=str(chexpert_tree), tasks="all"), batch_size=32)
+    return predictor, score_external(predictor, CheXpertData(root=str(chexpert_tree), findings="all"), batch_size=32)
 
 
 def test_scores_the_shared_findings_against_an_independent_reading(nih_on_chexpert, chexpert_tree: Path) -> None:
@@ -40,8 +40,8 @@ def test_scores_the_shared_findings_against_an_independent_reading(nih_on_chexpe
 def test_no_shared_finding_is_a_clear_error(clinical_run_dir: Path, chexpert_tree: Path) -> None:
     predictor = load_for_inference(clinical_run_dir / "checkpoints" / "best.ckpt")
     predictor.pathologies = ["Mass"] * len(predictor.pathologies)  # a model of findings CheXpert does not label
-    with pytest.raises(ValueError, match="no finding in common.*tasks=all"):
-        score_external(predictor, CheXpertData(root=str(chexpert_tree), tasks="all"))
+    with pytest.raises(ValueError, match="no finding in common.*findings=all"):
+        score_external(predictor, CheXpertData(root=str(chexpert_tree), findings="all"))
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_train_with_test_data_writes_external_folder(compose, tiny_overrides, ch
     assert {p.name for p in out.iterdir()} >= {"predictions.csv", "auroc.csv", "subgroups.csv", "mapping.csv",
                                                "thresholds.csv"}
     ids, probs, labels, names = read_predictions(out / "predictions.csv")
-    assert len(ids) == 202 and len(names) == 7 and names[2] == "Effusion"  # test_data chexpert: tasks=all
+    assert len(ids) == 202 and len(names) == 7 and names[2] == "Effusion"  # test_data chexpert: findings=all
     assert {"sex", "age", "view"} <= set(ids.columns)
     aucs = [roc_auc_score(labels[~np.isnan(labels[:, k]), k], probs[~np.isnan(labels[:, k]), k])
             for k in range(len(names)) if len(np.unique(labels[~np.isnan(labels[:, k]), k])) == 2]
@@ -98,7 +98,7 @@ def test_evaluate_scores_an_existing_checkpoint_on_another_dataset(nih_on_chexpe
     _, scores = nih_on_chexpert
     run = tmp_path / "evaluate"
     monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"ckpt={clinical_run_dir / 'checkpoints' / 'best.ckpt'}",
-                                      "data=chexpert", f"data.root={chexpert_tree}", "data.tasks=all",
+                                      "data=chexpert", f"data.root={chexpert_tree}", "data.findings=all",
                                       f"hydra.run.dir={run}"])
     main()
     out = run / "external" / "chexpert"

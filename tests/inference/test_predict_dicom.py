@@ -33,7 +33,7 @@ def _dicom(path: Path, stored: np.ndarray, center: int, width: int) -> Path:
 
 def test_predict_scores_a_dicom_file_as_its_decoded_pixels(clinical_run_dir: Path, sample_root: Path,
                                                           tmp_path: Path) -> None:
-    from chestx.data.images import load_grayscale
+    from chestx.data.images.read import load_grayscale
     from chestx.inference.batch import predict
     from chestx.inference.predictor import load_for_inference
 

@@ -12,8 +12,8 @@ import torch
 from torchvision import transforms
 
 from chestx.core.run_folder import read_predictions
-from chestx.data.images import load_grayscale
-from chestx.data.transforms import build_transform
+from chestx.data.images.read import load_grayscale
+from chestx.data.loading.transforms import build_transform
 from chestx.inference.batch import predict
 from chestx.inference.predictor import load_for_inference
 from chestx.inference.tta import check_tta, n_views, tta_input_size

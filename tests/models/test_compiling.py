@@ -71,7 +71,7 @@ def test_compiled_training_run_records_compile_time_into_the_chestx_cache(repo_r
     env["CHESTX_CACHE_DIR"] = str(tmp_path / "cache")
     out = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "chestx.train", "model=timm", "model.name=test_resnet",
-                    "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=0",
+                    "data.image_size=32", "loader.batch_size=4", "loader.eval_batch_size=8", "loader.num_workers=0",
                     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=0",
                     "trainer.accelerator=cpu", "test=false", "logger=none", "callbacks=none", "clinical=none",
                     "subgroups=none", "scheduler=none", "module.compile=true", f"hydra.run.dir={out}"],

@@ -18,7 +18,7 @@ def _state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_probe_keeps_backbone_weights_and_bn_buffers_bit_identical(compose, tiny_overrides, tmp_path: Path) -> None:
     cfg = compose([*tiny_overrides, "model=resnet18", "experiment=linear_probe", "trainer.max_epochs=2",
-                   "data.image_size=32", "trainer.limit_train_batches=1.0", "data.batch_size=64",
+                   "data.image_size=32", "trainer.limit_train_batches=1.0", "loader.batch_size=64",
                    "trainer.limit_val_batches=1"], tmp_path)
     _, datamodule, module, trainer = build(cfg, tmp_path)
     before = _state(module.net)

@@ -112,7 +112,7 @@ def test_label_files_of_each_dataset_class(shared_data: Path) -> None:
     """data_files.csv digests the file each dataset class reads (real shared label files)."""
     from chestx.data.datasets.chexpert import CheXpertData
     from chestx.data.datasets.padchest import PadChestData
-    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
     from chestx.data.datasets.siim import SIIMData
     from chestx.runs.card import label_files
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.runs import tracking
 from chestx.runs.tracking import flatten_config, is_file_store, log_resolved_config, mlflow_logger, param_text
 
@@ -228,4 +228,4 @@ def test_params_are_the_resolved_config(mlflow_run) -> None:
     assert params.get("model.name") == cfg.model.name == "resnet56v2", sorted(params)[:20]
     expected = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     assert {k: params.get(k) for k in expected} == {k: param_text(v) for k, v in expected.items()}
-    assert params["optimizer.lr"] == str(cfg.optimizer.lr) and params["data.batch_size"] == "8"
+    assert params["optimizer.lr"] == str(cfg.optimizer.lr) and params["loader.batch_size"] == "8"

@@ -27,11 +27,11 @@ def test_phase_durations_from_the_phase_times() -> None:
 
 def test_command_is_a_chestx_train_run_with_the_users_overrides_last(tmp_path: Path) -> None:
     command = epoch_command(tmp_path / "nih", tmp_path / "run", "resnet18", 32, 4, 8, 2, False, tmp_path / "cache",
-                            "cpu", ["module.compile=true", "data.batch_size=2"])
+                            "cpu", ["module.compile=true", "loader.batch_size=2"])
     assert command[:3] == [sys.executable, "-m", "chestx.train"]
     assert "data=nih" in command and f"data.root={tmp_path / 'nih'}" in command and "trainer.max_epochs=1" in command
     assert {"trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"} <= set(command)
-    assert command[-2:] == ["module.compile=true", "data.batch_size=2"]  # Hydra: the last value of a key wins
+    assert command[-2:] == ["module.compile=true", "loader.batch_size=2"]  # Hydra: the last value of a key wins
     whole = epoch_command(tmp_path / "nih", tmp_path / "run", "densenet121", 224, 128, 256, None, True,
                           tmp_path / "cache", "gpu")
     assert not any("limit_" in c for c in whole) and "data.cache=true" in whole and "trainer.accelerator=gpu" in whole

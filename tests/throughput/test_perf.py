@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from chestx.data.cache import cached_pixels
-from chestx.data.images import load_grayscale, resize_square
-from chestx.data.labels import NIH_PATHOLOGIES
+from chestx.data.images.cache import cached_pixels
+from chestx.data.images.read import load_grayscale, resize_square
+from chestx.data.labels.table import NIH_PATHOLOGIES
 from chestx.perf import main
 from chestx.throughput.loader import Decoder
 from chestx.throughput.suite import ALL_BACKBONES, check_targets, resolve_settings
@@ -83,8 +83,8 @@ def test_perf_batches_are_the_training_datamodules(sample_root: Path, compose, t
     files = _one_file_per_row(tmp_path, sorted((sample_root / "images").glob("*.png"))[:5], rows)
     cfg = compose(["data=csv", f"data.root={tmp_path / 'images'}", f"data.csv={tmp_path / 'labels.csv'}",
                    "data.image_column=path", "data.patient_column=patient", "data.split_column=split",
-                   f"data.image_size={size}", f"data.batch_size={batch}", f"data.eval_batch_size={batch}",
-                   "data.num_workers=1", "data.pin_memory=false", "data.cache=true",
+                   f"data.image_size={size}", f"loader.batch_size={batch}", f"loader.eval_batch_size={batch}",
+                   "loader.num_workers=1", "loader.pin_memory=false", "data.cache=true",
                    f"data.cache_dir={tmp_path / 'cache'}", "model=resnet18", "logger=none", "trainer.accelerator=cpu"],
                   tmp_path / "run")
     _, training, _, _ = build(cfg, tmp_path / "run")

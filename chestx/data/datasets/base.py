@@ -4,7 +4,7 @@ It does everything that is not dataset specific: patient-level k-fold over the t
 resolve image files (and stop, or drop with a warning, when some are missing or unreadable), undersample normal
 images in the training split, check that splits are patient-disjoint and save the split. A dataset (one module of
 `chestx.data.datasets` each) says how to read its label file and which rows go to which split (`load_table`) and
-where the images are (`resolve_paths`). No Lightning here: `chestx.data.datamodule` builds loaders.
+where the images are (`resolve_paths`). No Lightning here: `chestx.data.loading.datamodule` builds loaders.
 """
 from __future__ import annotations
 
@@ -17,17 +17,41 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.image_check import UnreadableImagesError, check_dicom_window, find_unreadable
-from chestx.data.labels import DataError, LabelTable
-from chestx.data.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, save_split
+from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
+from chestx.data.errors import DataError, DataFileNotFoundError
+from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
+from chestx.data.labels.table import LabelTable
 
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
 
 
+# keys a data config had before issue 24 -> where they went; conf/data_common.yaml keeps them null, so that an old
+# command line (`data.tasks=all`) reaches this message instead of Hydra's "key not in struct"
+RENAMED_KEYS: dict[str, str] = {
+    "tasks": "data.findings", "pathologies": "data.findings",
+    "labels": "data.findings (data=nih_expert: data.label_source)",
+    "batch_size": "loader.batch_size", "eval_batch_size": "loader.eval_batch_size",
+    "num_workers": "loader.num_workers", "pin_memory": "loader.pin_memory",
+    "normalize_on_device": "loader.normalize_on_device",
+}
+
+
+def refuse_renamed(given: dict[str, object]) -> None:
+    """Stop on a renamed key that is set (DataError naming the new key); an unknown key is a TypeError, as Python
+    says of any unexpected argument."""
+    unknown = sorted(set(given) - set(RENAMED_KEYS))
+    if unknown:
+        raise TypeError(f"unexpected data options {unknown}")
+    used = {key: value for key, value in given.items() if value is not None}
+    if used:
+        raise DataError("; ".join(f"data.{key}={value!r} is now {RENAMED_KEYS[key]}: set that instead (e.g. "
+                                  f"{RENAMED_KEYS[key].split(' ')[0]}={value!r})" for key, value in used.items()))
+
+
 class ChestXData:
-    """A dataset as configured: labels, patient split, image files and loader settings.
+    """A dataset as configured: labels, patient split and image files (loader settings: `chestx.data.loading`).
 
     Plain Python (no Lightning): `chestx.explore`, `chestx.evaluate` and `chestx.prepare` use it
     as it is; `chestx.train` wraps it in `ChestXDataModule`. Subclasses only say how to read the
@@ -40,11 +64,6 @@ class ChestXData:
         image_size: int | None = None,
         normalization: str = "imagenet",
         augment: dict | None = None,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = 0,
-        pin_memory: bool | None = False,
-        normalize_on_device: bool = True,
         missing_images: str = "error",
         no_finding_fraction: float = 1.0,
         seed: int = 0,
@@ -54,7 +73,11 @@ class ChestXData:
         folds: int | None = None,
         fold: int | None = None,
         dicom_window: str = "voi",
+        ratios: Sequence[float] = (0.7, 0.1, 0.2),
+        val_fraction: float = 0.1,
+        **renamed: object,
     ) -> None:
+        refuse_renamed(renamed)
         _check_folds(folds, fold)
         check_dicom_window(dicom_window)
         if missing_images not in MISSING_POLICIES:
@@ -65,11 +88,6 @@ class ChestXData:
         self.image_size = image_size  # None: the backbone's native size (chestx.train resolves it)
         self.normalization = normalization
         self.augment = dict(augment or {})
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.normalize_on_device = normalize_on_device
         self.missing_images = missing_images
         self.no_finding_fraction = no_finding_fraction
         self.seed = seed
@@ -78,10 +96,72 @@ class ChestXData:
         self.norm_sample = norm_sample
         self.folds = folds  # None, or K: patient-level K-fold over the train+val pool, `fold` validates
         self.fold = fold
-        self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.dicom)
+        self.ratios = tuple(float(r) for r in ratios)  # split(): train / val / test fractions of patients
+        self.val_fraction = float(val_fraction)  # carve_validation(): validation's share of a training file
+        self.label_path: Path | None = None  # the label file in use, once found (label_file)
+        self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.images.dicom)
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
+
+    # ------------------------------------------------------------ the chores, done once for every dataset
+    label_files: tuple[str, ...] = ()  # the label file's names in data.root, first found (label_file)
+
+    def label_file(self, given: str | Path | None = None, key: str = "data.csv",
+                   names: Sequence[str] | None = None) -> Path:
+        """The label file: `given` (the dataset's key `key`, e.g. data.csv) relative to data.root when it is there,
+        else as written (absolute, or relative to the working folder); unset: the first of `names` (default
+        `label_files`) in data.root. DataFileNotFoundError naming the key and the files looked for otherwise."""
+        if given:
+            path = Path(given).expanduser()
+            path = self.root / path if not path.is_absolute() and (self.root / path).is_file() else path
+        else:
+            path = first_existing(self.root, list(names if names is not None else self.label_files), key,
+                                  type(self).__name__.removesuffix("Data"))
+        self.label_path = path
+        return path
+
+    def make_split(self, table: LabelTable, ratios: Sequence[float] | None = None) -> np.ndarray:
+        """THE split step of every dataset without an official split: seeded patient-level random split (N,) of
+        `table` by `ratios` (default data.ratios: train / val / test fractions of patients, seeded by data.seed).
+
+        The one place to add other split methods (e.g. a stratified split, a train_fraction): every dataset's
+        random split, and the validation carved out of a training file (`carve_validation`), goes through here.
+        A split that cannot be made (too few patients for a ratio) -> DataError naming the option and the file."""
+        ratios = tuple(float(r) for r in (self.ratios if ratios is None else ratios))
+        try:
+            return random_split(table.frame, ratios=ratios, seed=self.seed)
+        except SplitError as error:
+            where = f" of {str(self.label_path)!r}" if self.label_path is not None else ""
+            raise DataError(f"data.ratios={list(ratios)} (data.seed={self.seed}) on the {len(table)} rows{where}: "
+                            f"{error}") from error
+
+    def carve_validation(self, train: LabelTable, test: LabelTable) -> tuple[LabelTable, np.ndarray]:
+        """A dataset whose test set is a file of its own: validation is data.val_fraction of the training file's
+        patients (`make_split`), the test file stays apart and whole. Returns the stacked table (train rows, then test
+        rows) and its split; no training row is ever marked test."""
+        inner = self.make_split(train, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0))  # (N_train,)
+        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test), "test")]).astype("<U5")
+        return LabelTable.concat([train, test]), split
+
+    def keep_views(self, table: LabelTable, views: Sequence[str] | None) -> LabelTable:
+        """Rows of `table` whose `frame.view` is one of `views` (see `view_mask`); None keeps every row."""
+        if views is None:
+            return table
+        keep = view_mask(table.frame["view"], views, type(self).__name__.removesuffix("Data"))
+        return table if keep.all() else table.subset(keep)
+
+    def files_under_root(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
+        """`frame.path` relative to data.root (one stat per file): the image of every row, None where missing."""
+        paths: list[Path | None] = []
+        missing: list[str] = []
+        for rel in table.frame["path"].astype(str):
+            path = self.root / rel
+            found = path.is_file()
+            paths.append(path if found else None)
+            if not found:
+                missing.append(rel)
+        return paths, missing
 
     # ------------------------------------------------------------ subclass API
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
@@ -152,7 +232,7 @@ class ChestXData:
 
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
         """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
-        DICOM pixel data and decoder; chestx.data.image_check) stop the run or are dropped (data.missing_images)."""
+        DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
         paths, missing = self.resolve_paths(table)
         if missing:
             shown = ", ".join(missing[:5])
@@ -252,8 +332,32 @@ def _check_folds(folds: int | None, fold: int | None) -> None:
                         f"data.fold=0, or sweep them all with -m data.fold={','.join(map(str, range(folds)))}")
 
 
-def first_existing(root: Path, names: Sequence[str], key: str) -> Path:
+def first_existing(root: Path, names: Sequence[str], key: str, what: str = "") -> Path:
+    """The first of `names` present in `root` (a file); DataFileNotFoundError naming them, the root and the key."""
     for name in names:
-        if (root / name).exists():
-            return root / name
-    raise DataError(f"none of {list(names)} found under data.root={str(root)!r}; set {key}=<path to the label file>")
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    raise DataFileNotFoundError(f"{what + ': ' if what else ''}none of the label files {list(names)} is in "
+                                f"data.root={str(root)!r}; point data.root at the dataset folder or set "
+                                f"{key}=<path to the label file>")
+
+
+def view_mask(view: pd.Series, views: Sequence[str] | str, what: str) -> np.ndarray:
+    """(N,) bool: rows whose view is one of `views`, compared stripped and upper-cased.
+
+    The one rule for blank views: a row whose view is blank or missing is not known to be any view, so a view
+    filter never keeps it; how many such rows were left out is logged. No row kept -> DataError naming the views
+    present. (RSNA / SIIM read views from the images' DICOM headers: a view unknown because the image or its header
+    is missing stops there instead, `dicom_meta.filter_views`, so the rows kept never depend on which files exist.)"""
+    wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
+    text = view.astype("string").str.strip().str.upper()
+    blank = (text.isna() | (text == "")).to_numpy()
+    keep = text.isin(wanted).fillna(False).to_numpy(dtype=bool) & ~blank
+    present = sorted(set(text[~blank]))
+    if not keep.any():
+        raise DataError(f"data.views={wanted} keeps no row of {what}; views present: {present}")
+    if blank.any():
+        log.warning("%s view filter %s leaves out %d rows with a blank view (their view is unknown, so it cannot "
+                    "match)", what, wanted, int(blank.sum()))
+    log.info("%s view filter %s keeps %d of %d rows", what, wanted, int(keep.sum()), len(keep))
+    return keep

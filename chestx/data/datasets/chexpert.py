@@ -7,7 +7,7 @@ labels, `lsr_zeros` / `lsr_ones`). Each observation column holds 1.0 (positive),
 
 The rules are reusable: `parse_label_cells` reads such columns from text (also 1 / 0 / -1, stripped),
 `apply_label_rules` turns the 1 / 0 / -1 / NaN matrix into labels and `uncertain` under the policies;
-MIMIC-CXR (`chestx.data.datasets.mimic`) and a user's CSV (`chestx.data.datasets.csv_folder`) use them as they are.
+MIMIC-CXR (`chestx.data.datasets.mimic_cxr`) and a user's CSV (`chestx.data.datasets.csv`) use them as they are.
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv,
     select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -263,19 +263,20 @@ def read_chexpert(
 
 
 def chexpert_tasks(tasks: str | Sequence[str]) -> list[str]:
-    """data.tasks of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of names."""
+    """data.findings of a dataset labelled by the CheXpert labeller: `competition` (5), `all` (14) or a list of
+    names."""
     if isinstance(tasks, str):
         if tasks not in ("competition", "all"):
-            raise DataError(f"data.tasks={tasks!r}: use 'competition', 'all' or a list of pathology names")
+            raise DataError(f"data.findings={tasks!r}: use 'competition', 'all' or a list of pathology names")
         tasks = CHEXPERT_COMPETITION_TASKS if tasks == "competition" else CHEXPERT_PATHOLOGIES
-    return select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.tasks")
+    return select_pathologies(list(tasks), CHEXPERT_PATHOLOGIES, "data.findings")
 
 
 class UncertaintyPolicies:
     """What a dataset with uncertain (-1) cells tells the model: one policy per output and which are 3-way.
 
-    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings), e.g. CheXpert and
-    MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
+    For datasets with `uncertainty` (data.uncertainty) and `tasks` (the selected findings, data.findings), e.g.
+    CheXpert and MIMIC-CXR (keys: the CheXpert labeller's 14); a labelled folder overrides `uncertainty_keys` with its columns.
     """
 
     uncertainty: str | dict
@@ -297,6 +298,17 @@ class UncertaintyPolicies:
         return [policy == "multiclass" for policy in self.uncertainty_policies]
 
 
+def _chexpert_left_out() -> str:
+    return (f"nothing with data.findings=all (the 14 columns); the default, data.findings=competition, keeps "
+            f"the {len(CHEXPERT_COMPETITION_TASKS)} competition tasks ({_names(CHEXPERT_COMPETITION_TASKS)}). "
+            "Uncertain (-1) and blank cells are kept under data.uncertainty / data.blank, not dropped.")
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(f"`{item}`" for item in items)
+
+
+@register_dataset("chexpert", findings=CHEXPERT_PATHOLOGIES, left_out=_chexpert_left_out)
 class CheXpertData(UncertaintyPolicies, ChestXData):
     """CheXpert as Stanford ships it (`CheXpert-v1.0[-small]/train.csv`, `valid.csv`).
 
@@ -310,20 +322,18 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         uncertainty: str | dict = "ignore",
         blank: str = "zeros",
         frontal_only: bool = True,
-        tasks: str | Sequence[str] = "competition",
+        findings: str | Sequence[str] = "competition",
         lsr_zeros: Sequence[float] = (0.0, 0.3),
         lsr_ones: Sequence[float] = (0.55, 0.85),
-        val_fraction: float = 0.1,
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
         self.frontal_only = frontal_only
-        self.tasks = chexpert_tasks(tasks)
+        self.tasks = chexpert_tasks(findings)
         self.lsr_zeros = tuple(lsr_zeros)
         self.lsr_ones = tuple(lsr_ones)
-        self.val_fraction = val_fraction
 
     def _dataset_dir(self) -> Path:
         for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):
@@ -342,10 +352,7 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         )
         train = read_chexpert(folder / "train.csv", **options)
         test = read_chexpert(folder / "valid.csv", **options)
-        inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
-        table = LabelTable.concat([train, test])
-        split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test.frame), "test")])
-        return table, split
+        return self.carve_validation(train, test)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         folder = self._dataset_dir()

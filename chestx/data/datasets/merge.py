@@ -4,7 +4,7 @@ are trained: Cohen et al. 2022, "TorchXRayVision: a library of chest X-ray datas
 
     python -m chestx.train data=merge 'sources=[nih_sample,chexpert]' data.sources.chexpert.root=/data   (conf/data/merge.yaml)
 
-- Findings: the union of the sources' findings under their canonical names (`chestx.data.labels.FINDINGS`: NIH
+- Findings: the union of the sources' findings under their canonical names (`chestx.data.labels.table.FINDINGS`: NIH
   `Effusion` and CheXpert `Pleural Effusion` are one column, `Pleural Effusion`), in the order the sources list them.
   A finding a source does not label is unknown (NaN) for its images, so it is masked in the loss and the metrics.
   A finding never shared (`NOT_SHARED`: No Finding) keeps one column per source, `No Finding (<source>)`.
@@ -12,8 +12,8 @@ are trained: Cohen et al. 2022, "TorchXRayVision: a library of chest X-ray datas
   `<source>/<image id>`. k-fold (`data.folds`) and `data.no_finding_fraction` of the merged config act on the union;
   each source's own options (uncertainty policy, views, split) act on its rows.
 - Patients: ids become `<source>/<patient id>`, so sources from different image collections never share a patient.
-  Sources drawn from one collection (`IMAGE_POOLS`: NIH ChestX-ray14 holds nih, nih_sample, nih_expert, and the
-  images of rsna_pneumonia and siim) may hold the same patients:
+  Sources drawn from one collection (each dataset's `image_pool` in the registry: NIH ChestX-ray14 holds nih,
+  nih_sample, nih_expert, and the images of rsna_pneumonia and siim) may hold the same patients:
   - where they carry the collection's real patient ids (nih, nih_sample, nih_expert), the ids become
     `<pool key>/<patient id>` (one patient, whichever source: k-fold keeps it in one fold), and a patient whose
     sources put it in different splits stops the merge with a `DataError` naming examples: its images would train
@@ -31,7 +31,6 @@ are trained: Cohen et al. 2022, "TorchXRayVision: a library of chest X-ray datas
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -39,7 +38,10 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.datasets.base import ChestXData
-from chestx.data.labels import FRAME_COLUMNS, NOT_SHARED, DataError, LabelTable, canonical_finding
+from chestx.data.datasets.registry import (  # noqa: F401 (the pools, re-exported)
+    NIH_CXR14, NIH_CXR14_ANONYMISED, ImagePool, info_of, register_dataset,
+)
+from chestx.data.labels.table import FRAME_COLUMNS, NOT_SHARED, DataError, LabelTable, canonical_finding
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +49,14 @@ SEPARATOR = "/"  # <source>/<image id>, <source>/<patient id> (or <pool key>/<pa
 MAX_EXAMPLES = 5  # patients named in an error
 
 
-@dataclass(frozen=True)
-class ImagePool:
-    """The image collection a dataset's images are drawn from, and whether it keeps that collection's patient ids."""
-
-    name: str       # e.g. "NIH ChestX-ray14"
-    key: str        # patient-id prefix of the collection's real ids in a merge
-    real_ids: bool  # True: the collection's own patient ids; False: anonymised (no patient can be matched)
-
-
-NIH_CXR14 = ImagePool("NIH ChestX-ray14", "nih-cxr14", real_ids=True)
-NIH_CXR14_ANONYMISED = ImagePool("NIH ChestX-ray14", "nih-cxr14", real_ids=False)
-# dataset class name -> its image pool (docs/datasets/*.md say where each dataset's images come from). A dataset class
-# not listed here may declare its own as a class attribute `image_pool = ImagePool(...)`; neither: a pool of its own.
-IMAGE_POOLS: dict[str, ImagePool] = {
-    "NIHData": NIH_CXR14,                         # data=nih, data=nih_sample: NIH's `Patient ID`
-    "NIHExpertData": NIH_CXR14,                   # Google's expert labels of NIH images, NIH's `Patient ID`
-    "RSNAPneumoniaData": NIH_CXR14_ANONYMISED,    # NIH images re-issued as DICOM, new patientId per image
-    "SIIMData": NIH_CXR14_ANONYMISED,             # NIH images re-issued as DICOM, anonymised PatientID
-}
-
-
 def image_pool(source: ChestXData) -> ImagePool | None:
-    """The pool `source`'s images come from: its class's own `image_pool`, else `IMAGE_POOLS` (base classes too)."""
+    """The pool `source`'s images come from: its class's own `image_pool`, else its registered dataset's (base
+    classes too; `chestx.data.datasets.registry`)."""
     declared = getattr(type(source), "image_pool", None)
     if isinstance(declared, ImagePool):
         return declared
-    return next((IMAGE_POOLS[c.__name__] for c in type(source).__mro__ if c.__name__ in IMAGE_POOLS), None)
+    info = info_of(type(source))
+    return None if info is None else info.image_pool
 
 
 def merged_name(source: str, finding: str) -> str:
@@ -81,6 +64,7 @@ def merged_name(source: str, finding: str) -> str:
     return f"{finding} ({source})" if finding in NOT_SHARED else canonical_finding(finding)
 
 
+@register_dataset("merge")  # findings: the union of its sources'
 class MergedData(ChestXData):
     """The union of `sources` (data config name -> dataset), one training set; see the module docstring."""
 

@@ -15,11 +15,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import (
-    NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, required_text, select_pathologies,
+from chestx.data.labels.table import (
+    NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, refuse_blank_ids, required_text,
+    select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData, first_existing
-from chestx.data.splits import SPLITS, list_split, official_split, random_split
+from chestx.data.datasets.registry import NIH_CXR14, Regions, register_dataset
+from chestx.data.labels.splits import SPLITS, list_split, official_split
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +220,42 @@ def find_nih_images(root: str | Path, image_ids: Iterable[str]) -> tuple[dict[st
     return found, missing
 
 
+BBOX_LABEL_NAMES = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one label differently
+NIH_BOX_SIZE = 1024  # NIH boxes are in the coordinates of the 1024 px PNGs
+
+
+def read_nih_boxes(path: str | Path) -> pd.DataFrame:
+    """BBox_List_2017.csv -> image_id, pathology, x, y, w, h (1024 px coordinates), one row per box.
+
+    A blank `Image Index` -> DataError naming the file and lines."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"bbox={str(path)!r} does not exist; pass bbox=<path to BBox_List_2017.csv>")
+    raw = pd.read_csv(path)
+    if "Image Index" not in raw.columns or "Finding Label" not in raw.columns or raw.shape[1] < 6:
+        raise ValueError(f"bbox={str(path)!r} is not NIH's BBox_List_2017.csv (columns {list(raw.columns)[:6]})")
+    refuse_blank_ids(path, "Image Index", "NIH box list")
+    coords = raw.iloc[:, 2:6].astype(float).to_numpy()  # 'Bbox [x', 'y', 'w', 'h]'
+    return pd.DataFrame({
+        "image_id": raw["Image Index"].astype(str).str.strip(),
+        "pathology": raw["Finding Label"].astype(str).replace(BBOX_LABEL_NAMES),
+        "x": coords[:, 0], "y": coords[:, 1], "w": coords[:, 2], "h": coords[:, 3],
+    })
+
+
 # data.chexnet_labels: where data.split=chexnet takes its 14 labels from
 CHEXNET_LABEL_SOURCES = ("lists", "csv")
 
 
 NIH_LABEL_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # in data.root, first found
 
+
+@register_dataset(
+    "nih", findings=(*NIH_PATHOLOGIES, NO_FINDING), image_pool=NIH_CXR14,  # NIH's `Patient ID`
+    left_out="nothing: the 14 labels of `Finding Labels`, and `No Finding` (data.include_no_finding).",
+    regions=Regions("box", frozenset({"Image Index", "Finding Label"}), read_nih_boxes, float(NIH_BOX_SIZE),
+                    "NIH BBox_List_2017.csv"),
+)
 class NIHData(ChestXData):
     """NIH ChestX-ray14 as NIH ships it (`Data_Entry_2017*.csv`, `images*/`)."""
 
@@ -233,11 +265,10 @@ class NIHData(ChestXData):
         csv: str | None = None,
         split: str = "official",
         split_dir: str | None = None,
-        val_fraction: float = 0.1,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         include_no_finding: bool = False,
         views: Sequence[str] | None = None,
         chexnet_labels: str = "csv",
+        findings: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -252,16 +283,16 @@ class NIHData(ChestXData):
         self.csv = csv
         self.split_name = split
         self.split_dir = split_dir
-        self.val_fraction = val_fraction
-        self.ratios = tuple(ratios)
         self.include_no_finding = include_no_finding
         self.views = list(views) if views else None
+        self.findings = select_pathologies(list(findings), NIH_PATHOLOGIES, "data.findings (NIH)") if findings else None
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         csv = Path(self.csv) if self.csv else first_existing(
             self.root, list(NIH_LABEL_FILES), "data.csv"
         )
-        table = read_nih(csv, NIH_PATHOLOGIES, include_no_finding=self.include_no_finding, views=self.views)
+        table = read_nih(csv, self.findings or NIH_PATHOLOGIES, include_no_finding=self.include_no_finding,
+                         views=self.views)
         split_dir = Path(self.split_dir) if self.split_dir else self.root
         if self.split_name == "official":
             split = official_split(
@@ -276,7 +307,7 @@ class NIHData(ChestXData):
             if self.chexnet_labels == "lists":
                 table = with_list_labels(table, read_list_labels(lists.values()))
         else:
-            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
+            split = self.make_split(table)
         keep = split != ""
         if not keep.all():
             log.info("%d rows are in none of the split lists and are left out", int((~keep).sum()))

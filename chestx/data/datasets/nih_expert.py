@@ -8,7 +8,7 @@ all in NIH's official test list, patients disjoint from the validation set). tor
 `NIH_Google_Dataset`, and its `google2019_nih-chest-xray-labels.csv.gz` (both sets in one file, `Set Id`
 val / test, with NIH's own columns `Image Index`, `Finding Labels`, `Patient ID`, ... in front).
 
-Label sets (`labels`):
+Label sets (`label_source`):
 - `expert`: Google's YES / NO -> 1 / 0.
 - `original`: NIH's `Finding Labels` of the same images, in Google's definitions: Pneumothorax = NIH
   Pneumothorax; Nodule or mass = NIH Nodule or Mass; Airspace opacity and Fracture have no NIH label of that
@@ -35,11 +35,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import first_existing
-from chestx.data.labels import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
+from chestx.data.labels.table import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
 from chestx.data.datasets.nih import NIH_LABEL_FILES, find_nih_images, read_nih
-from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, check_patient_disjoint, random_split
+from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.registry import NIH_CXR14, register_dataset
+from chestx.data.labels.splits import SPLITS, check_patient_disjoint
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,16 @@ def read_expert(csv_path: str | Path | Mapping[str, str | Path]) -> pd.DataFrame
     return out
 
 
+def _left_out() -> str:
+    no_nih_label = ", ".join(f"`{name}`" for name in EXPERT_FINDINGS if FINDING_SOURCES[name][1] is None)
+    shared_column = [name for name in FINDING_SETS["nih"] if FINDING_SOURCES[name][0] != name]
+    return (f"with data.label_source=original, {no_nih_label}: NIH has no label of Google's definition, so they are "
+            f"unknown (NaN), not guessed. With data.findings=nih, {', '.join(f'`{n}`' for n in shared_column)} both "
+            f"hold Google's one `{FINDING_SOURCES[shared_column[0]][0]}` label.")
+
+
+@register_dataset("nih_expert", findings=EXPERT_FINDINGS, left_out=_left_out,
+                  image_pool=NIH_CXR14)  # Google's expert labels of NIH images, NIH's `Patient ID`
 class NIHExpertData(ChestXData):
     """NIH images that Google's radiologists re-labelled; labels `expert` or `original` (see module docstring)."""
 
@@ -127,25 +137,24 @@ class NIHExpertData(ChestXData):
         root: str,
         expert_csv: str | Mapping[str, str] | None = None,
         csv: str | None = None,
-        labels: str = "expert",
+        label_source: str = "expert",
         findings: str | Sequence[str] = "nih",
         split: str = "google",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
-        if labels not in LABEL_SETS:
-            raise DataError(f"data.labels={labels!r} is not one of {list(LABEL_SETS)}: 'expert' = Google's adjudicated "
+        if label_source not in LABEL_SETS:
+            raise DataError(f"data.label_source={label_source!r} is not one of {list(LABEL_SETS)}: 'expert' = "
+                            "Google's adjudicated "
                             "labels, 'original' = NIH's NLP labels of the same images")
         if split not in SPLIT_RULES:
             raise DataError(f"data.split={split!r} is not one of {list(SPLIT_RULES)}: 'google' = Google's val / test "
                             "sets, 'random' = a patient-level random split of the 4,376 images")
         self.expert_csv = dict(expert_csv) if isinstance(expert_csv, Mapping) else expert_csv
         self.csv = csv
-        self.labels = labels
+        self.label_source = label_source
         self.findings = resolve_findings(findings)
         self.split_name = split
-        self.ratios = tuple(ratios)
 
     def _expert_file(self) -> str | Path | Mapping[str, str | Path]:
         if self.expert_csv:
@@ -171,7 +180,7 @@ class NIHExpertData(ChestXData):
         labels = np.empty((len(expert), len(self.findings)), dtype=np.float32)  # (N, K)
         for k, name in enumerate(self.findings):
             column, nih_names = FINDING_SOURCES[name]
-            if self.labels == "expert":
+            if self.label_source == "expert":
                 labels[:, k] = expert[column].to_numpy(dtype=np.float32)
             elif nih_names is None:
                 labels[:, k] = np.nan
@@ -179,8 +188,8 @@ class NIHExpertData(ChestXData):
                 cols = [nih.pathologies.index(n) for n in nih_names]
                 labels[:, k] = nih.labels[:, cols].max(axis=1)
         unknown = [name for name in self.findings if FINDING_SOURCES[name][1] is None]
-        if self.labels == "original" and unknown:
-            log.warning("data.labels=original: NIH has no label for %s: unknown (not scored)", unknown)
+        if self.label_source == "original" and unknown:
+            log.warning("data.label_source=original: NIH has no label for %s: unknown (not scored)", unknown)
         frame = nih.frame.assign(expert_set=expert["set"].to_numpy())
         table = LabelTable(frame=frame, labels=labels, uncertain=np.zeros(labels.shape, dtype=bool),
                            pathologies=list(self.findings))
@@ -188,8 +197,8 @@ class NIHExpertData(ChestXData):
             split = expert["set"].to_numpy().astype("<U5")
             check_patient_disjoint(frame["patient_id"].to_numpy(), split)
         else:
-            split = random_split(frame, ratios=self.ratios, seed=self.seed)
-        log.info("NIH expert labels (%s) of %d images for %s: split %s", self.labels, len(frame), self.findings,
+            split = self.make_split(table)
+        log.info("NIH expert labels (%s) of %d images for %s: split %s", self.label_source, len(frame), self.findings,
                  {s: int((split == s).sum()) for s in SPLITS})
         return table, split
 

@@ -36,9 +36,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
 from chestx.data.datasets.base import ChestXData, first_existing
-from chestx.data.splits import random_split
+from chestx.data.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,18 @@ def _table_labels(parsed: list[list[str]], names: list[str], unlabelled: np.ndar
     return out
 
 
+def _left_out() -> str:
+    terms = [t for t in NOT_MAPPED if t != NORMAL_TERM and t not in UNLABELLED_TERMS]
+    names = ", ".join(f"`{t}`" for t in terms)
+    return (f"{len(terms)} report terms that are none of its findings (`NOT_MAPPED` in "
+            "chestx/data/datasets/padchest.py, data.matching=table): no finding of chestx has their "
+            "definition, so they set no column (an image with only such terms is 0 for every finding). "
+            f"`{NORMAL_TERM}` sets only frame.no_finding (PadChest has no No Finding column); "
+            f"{', '.join(f'`{t}`' for t in UNLABELLED_TERMS)} (the report could not be labelled) makes the row unknown "
+            f"(NaN). The terms: {names}.")
+
+
+@register_dataset("padchest", findings=PADCHEST_FINDINGS, left_out=_left_out)
 class PadChestData(ChestXData):
     """PadChest as BIMCV ships it: the label file in `root`, images in `root/<ImageDir>/` (the unpacked zips 0-54),
     `root/images/` or `root/` itself (one flat folder, as torchxrayvision's `imgpath`).
@@ -358,9 +370,8 @@ class PadChestData(ChestXData):
         root: str,
         csv: str | None = None,
         matching: str = "table",
-        pathologies: Sequence[str] | None = None,
+        findings: Sequence[str] | None = None,
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         drop_known_broken: bool = True,
         **kwargs,
     ) -> None:
@@ -369,9 +380,8 @@ class PadChestData(ChestXData):
             raise DataError(f"data.matching={matching!r} is not one of {list(MATCHING_RULES)}")
         self.csv = csv
         self.matching = matching
-        self.requested = list(pathologies) if pathologies else None
+        self.requested = list(findings) if findings else None
         self.views = _view_names(views) if views else None
-        self.ratios = tuple(ratios)
         self.drop_known_broken = drop_known_broken
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
@@ -387,7 +397,7 @@ class PadChestData(ChestXData):
             else:
                 log.warning("PadChest: keeping %d images torchxrayvision lists as missing or broken "
                             "(data.drop_known_broken=false)", int(broken.sum()))
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         found = find_padchest_images(self.root, table.frame["image_id"].tolist(), table.frame["image_dir"].tolist())

@@ -28,12 +28,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import (
-    filter_views, first_existing, index_dicom_files, parse_dicom_age, read_dicom_headers,
+from chestx.data.datasets.dicom_meta import (
+    filter_views, index_dicom_files, parse_dicom_age, read_dicom_headers,
 )
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns
-from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns
+from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,31 @@ def read_siim_boxes(csv_path: str | Path, extension: str = ".dcm") -> pd.DataFra
     return pd.DataFrame(records, columns=["image_id", "pathology", "x", "y", "w", "h"])
 
 
+def read_siim_regions(path: str | Path, extension: str = ".dcm") -> pd.DataFrame:
+    """SIIM-ACR train-rle.csv -> one mask region per image with pneumothorax: image_id (`<ImageId><extension>`),
+    pathology, x, y, w, h (bounding box of the union of the image's masks, 1024 px), masks (the image's run-length
+    strings, decoded again by the pointing game: a decoded mask is 1 MiB). Rows checked by `read_siim_rows`."""
+    rows = read_siim_rows(path)
+    rows = rows[rows["encoded"] != NO_MASK]
+    records = []
+    for image_id, encoded in rows.groupby("image_id", sort=False)["encoded"]:
+        union = np.logical_or.reduce([rle_decode(e) for e in encoded])  # (1024, 1024)
+        r, c = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+        if r.size == 0:
+            raise ValueError(f"mask of shape {union.shape} has no pixel set: no region to point at")
+        records.append({"image_id": image_id + extension, "pathology": SIIM_PATHOLOGY, "x": float(c[0]),
+                        "y": float(r[0]), "w": float(c[-1] - c[0] + 1), "h": float(r[-1] - r[0] + 1),
+                        "masks": tuple(encoded)})
+    return pd.DataFrame(records, columns=["image_id", "pathology", "x", "y", "w", "h", "masks"])
+
+
+@register_dataset(
+    "siim", findings=(SIIM_PATHOLOGY,), image_pool=NIH_CXR14_ANONYMISED,  # NIH images as DICOM, anonymised PatientID
+    left_out=f"nothing as a label: {SIIM_PATHOLOGY} is 1 where the image has a mask (`EncodedPixels` not -1); the "
+             "masks themselves are read for localisation (pointing game), not as findings.",
+    regions=Regions("mask", frozenset({"ImageId", "EncodedPixels"}), read_siim_regions, float(SIIM_SIZE),
+                    "SIIM train-rle.csv"),
+)
 class SIIMData(ChestXData):
     """SIIM-ACR Pneumothorax (the competition's training set) as Kaggle ships it; a patient-level random split
     (the test set's labels are not part of the download)."""
@@ -176,7 +201,6 @@ class SIIMData(ChestXData):
         image_dir: str | None = None,
         patient_ids: str = "image",
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -187,7 +211,6 @@ class SIIMData(ChestXData):
         self.image_dir = image_dir
         self.patient_ids = patient_ids
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self.ratios = tuple(ratios)
         self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
@@ -228,7 +251,7 @@ class SIIMData(ChestXData):
         keep = filter_views(self.views, frame["view"], "SIIM")
         if not keep.all():
             table = table.subset(keep)
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         files = self._image_files()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from chestx.data.datasets.chexpert import UNCERTAINTY_POLICIES, read_chexpert, resolve_uncertainty
-from chestx.data.labels import CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, DataError
+from chestx.data.labels.table import CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, DataError
 
 TASKS = list(CHEXPERT_COMPETITION_TASKS)
 

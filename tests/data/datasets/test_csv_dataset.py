@@ -125,13 +125,13 @@ def user_folder(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 
 
 USER_KEYS = dict(csv="labels.csv", image_column="file", patient_column="patient", sex_column="sex",
-                 age_column="age_years", view_column="view", no_finding_column="normal", labels=FINDINGS)
+                 age_column="age_years", view_column="view", no_finding_column="normal", findings=FINDINGS)
 # the split column and labels=null: the label columns are those no other key names
-SPLIT_KEYS = dict(USER_KEYS, labels=None, split_column="fold", split_values=SPLIT_VALUES)
+SPLIT_KEYS = dict(USER_KEYS, findings=None, split_column="fold", split_values=SPLIT_VALUES)
 
 
 def csv_data(root: Path, **options: Any):
-    from chestx.data.datasets.csv_folder import CSVData
+    from chestx.data.datasets.csv import CSVData
 
     return CSVData(root=str(root), **options)
 
@@ -235,7 +235,7 @@ def test_spreadsheet_export_with_bom_and_crlf_reads_the_same(user_folder) -> Non
 def test_explicit_label_list_and_no_finding_undersampling(user_folder) -> None:
     """No Finding undersampling: drop a row iff train, normal and u >= fraction, u = default_rng(seed).random(N)."""
     root, text = user_folder
-    table, split = csv_data(root, **(SPLIT_KEYS | {"labels": ["Effusion", "normal"]}), no_finding_fraction=0.3,
+    table, split = csv_data(root, **(SPLIT_KEYS | {"findings": ["Effusion", "normal"]}), no_finding_fraction=0.3,
                             seed=5).labels_only()
     ref_split = text["fold"].map({"training": "train", "validation": "val", "tuning": "val", "holdout": "test"})
     normal = (text["normal"] == "1").to_numpy()
@@ -279,7 +279,7 @@ def test_real_chexpert_rows_as_user_csv(chexpert_as_user_csv, uncertainty: Any, 
 
     root, text = chexpert_as_user_csv
     labels = ["No Finding", "Support Devices", *CHEX_COMPETITION]
-    table, _ = csv_data(root, **CHEX_KEYS, labels=labels, uncertainty=uncertainty, blank=blank).labels_only()
+    table, _ = csv_data(root, **CHEX_KEYS, findings=labels, uncertainty=uncertainty, blank=blank).labels_only()
     ref = reference(text, labels, "No Finding", uncertainty, blank)
     problems = cell_problems("labels", table.labels, ref["labels"]) + cell_problems("uncertain", table.uncertain,
                                                                                     ref["uncertain"])
@@ -303,7 +303,7 @@ def _write(root: Path, text: pd.DataFrame, name: str = "bad.csv") -> str:
 
 
 def test_unknown_label_value_names_file_column_row_and_value(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     bad = text.copy()
@@ -319,16 +319,16 @@ def test_unknown_label_value_names_file_column_row_and_value(user_folder) -> Non
 
 
 def test_text_column_taken_as_label_names_the_fix(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     name = _write(root, text.assign(comment="follow-up in 3 months"))
-    with pytest.raises(DataError, match=r"column 'comment'.*leave 'comment' out of data.labels"):
+    with pytest.raises(DataError, match=r"column 'comment'.*leave 'comment' out of data.findings"):
         csv_data(root, **(SPLIT_KEYS | {"csv": name})).labels_only()
 
 
 def test_patient_in_two_splits_is_named(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     bad = text.copy()
@@ -340,7 +340,7 @@ def test_patient_in_two_splits_is_named(user_folder) -> None:
 
 
 def test_unmapped_split_value_and_bad_split_values_are_named(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     with pytest.raises(DataError, match=r"values \['holdout', 'training', 'tuning', 'validation'\].*split_values"):
@@ -352,17 +352,17 @@ def test_unmapped_split_value_and_bad_split_values_are_named(user_folder) -> Non
 @pytest.mark.parametrize("key, column", [("image_column", "filename"), ("patient_column", "PatientID"),
                                          ("age_column", "Age")])
 def test_missing_column_names_the_key_and_the_columns(user_folder, key: str, column: str) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, _ = user_folder
     with pytest.raises(DataError, match=rf"data.{key}='{column}' is not a column of .*labels.csv.*'file', 'patient'"):
         csv_data(root, **(USER_KEYS | {key: column})).labels_only()
-    with pytest.raises(DataError, match=r"unknown data.labels .*\['Pneumonia'\]"):
-        csv_data(root, **(USER_KEYS | {"labels": ["Edema", "Pneumonia"]})).labels_only()
+    with pytest.raises(DataError, match=r"unknown data.findings .*\['Pneumonia'\]"):
+        csv_data(root, **(USER_KEYS | {"findings": ["Edema", "Pneumonia"]})).labels_only()
 
 
 def test_missing_file_and_missing_keys(user_folder, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
 
     root, _ = user_folder
     with pytest.raises(DataFileNotFoundError, match=r"label file not found: .*nope.csv.*data.csv"):
@@ -374,7 +374,7 @@ def test_missing_file_and_missing_keys(user_folder, tmp_path: Path) -> None:
 
 
 def test_duplicate_and_blank_rows_are_named(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, text = user_folder
     twice = pd.concat([text, text.iloc[[5]]], ignore_index=True)
@@ -400,7 +400,7 @@ def test_duplicate_and_blank_rows_are_named(user_folder) -> None:
 
 
 def test_options_are_checked_at_once(user_folder) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root, _ = user_folder
     with pytest.raises(DataError, match=r"data.views=\['PA'\] needs data.view_column"):
@@ -414,9 +414,9 @@ def test_options_are_checked_at_once(user_folder) -> None:
 
 
 def test_missing_and_unreadable_images_are_named(user_folder, tmp_path: Path) -> None:
-    from chestx.data.dataset import FileSource
-    from chestx.data.images import ImageReadError
-    from chestx.data.labels import DataError
+    from chestx.data.loading.dataset import FileSource
+    from chestx.data.images.read import ImageReadError
+    from chestx.data.labels.table import DataError
 
     _, text = user_folder
     root = tmp_path / "copy"

@@ -2,6 +2,7 @@
 (`data.folds=2 data.fold=0|1`) over the train+val pool with the test split untouched, and the pixel cache that
 `python -m chestx.prepare` builds (DICOM included), through the real composed config. No training runs.
 
+The datasets are the registry's (`chestx.data.datasets.registry`): each gets a tree here or a reason in NO_TREE.
 The trees are the ones the per-dataset test files build (their `build_*` functions, imported, smaller here);
 label files come from ../shared/data, so a dataset whose file is absent is skipped.
 """
@@ -15,7 +16,20 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
-DATASETS = ("csv", "mimic_cxr", "padchest", "vindr_cxr", "rsna_pneumonia", "siim")
+from chestx.data.datasets.registry import registered
+
+# Every registered dataset (chestx.data.datasets.registry) gets a fixture tree below, or says here why it has none.
+NO_TREE: dict[str, str] = {
+    "merge": "a union of other datasets, tested on nih_sample + chexpert trees in test_merge.py",
+    "nih_expert": "its rows are NIH images named by Google's file: needs NIH's full label file and those images "
+                  "(test_nih_expert.py reads the real files)",
+}
+DATASETS = tuple(name for name in registered() if name not in NO_TREE)
+
+
+def test_every_registered_dataset_has_a_tree_or_a_reason() -> None:
+    assert set(NO_TREE) <= set(registered()), f"NO_TREE names datasets that are not registered: {set(NO_TREE)}"
+    assert DATASETS and set(DATASETS) | set(NO_TREE) == set(registered())
 
 
 def _shared_file(shared_data: Path, relative: str) -> Path:
@@ -25,8 +39,18 @@ def _shared_file(shared_data: Path, relative: str) -> Path:
     return path
 
 
-def _build(name: str, dest: Path, shared_data: Path) -> list[str]:
+def _build(name: str, dest: Path, shared_data: Path, request: pytest.FixtureRequest) -> list[str]:
     """Write `name`'s fixture tree under `dest`; returns the overrides that point its data config at it."""
+    if name == "nih":
+        return ["data=nih_sample"]  # the 621 real NIH images embedded in the repository
+    if name == "chexpert":
+        return ["data=chexpert", f"data.root={request.getfixturevalue('chexpert_tree')}"]
+    if name == "openi":
+        from test_openi import REPORTS, build_openi_tree
+
+        openi = _shared_file(shared_data, f"openi/{REPORTS}").parent
+        build_openi_tree(openi, dest, request.getfixturevalue("sample_root"), n_reports=40)
+        return ["data=openi", f"data.root={dest}"]
     if name == "csv":
         from test_csv_dataset import _cli_options, build_user_folder
 
@@ -60,17 +84,17 @@ def _build(name: str, dest: Path, shared_data: Path) -> list[str]:
         raw = pd.read_csv(_shared_file(shared_data, SIIM_GZ), dtype=str)
         build_siim_tree(raw, dest, n_pos=10, n_neg=14)
         return ["data=siim", f"data.root={dest}"]
-    raise ValueError(f"no fixture tree for data={name}")
+    raise ValueError(f"no fixture tree for data={name}: add one to _build, or say why in NO_TREE")
 
 
 @pytest.fixture(scope="module")
-def trees(shared_data: Path, tmp_path_factory) -> Callable[[str], list[str]]:
+def trees(shared_data: Path, tmp_path_factory, request: pytest.FixtureRequest) -> Callable[[str], list[str]]:
     """`trees(name)`: the overrides of `name`'s fixture tree, built once per module on first use."""
     built: dict[str, list[str]] = {}
 
     def get(name: str) -> list[str]:
         if name not in built:
-            built[name] = _build(name, tmp_path_factory.mktemp(name), shared_data)
+            built[name] = _build(name, tmp_path_factory.mktemp(name), shared_data, request)
         return built[name]
 
     return get
@@ -104,8 +128,8 @@ def test_kfold_is_patient_disjoint_over_the_same_pool(name: str, trees, compose,
 def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Path) -> None:
     """`chestx.prepare`'s steps on its composed config (its main minus the backbone-size lookup, whose import of
     timm alone takes ~10 s): one cache of every image, equal to decoding each file (DICOM by data.dicom_window)."""
-    from chestx.data.cache import CachedPixels, build_cache
-    from chestx.data.images import load_grayscale, resize_square
+    from chestx.data.images.cache import CachedPixels, build_cache
+    from chestx.data.images.read import load_grayscale, resize_square
 
     size = 24
     cfg = compose([*trees(name), f"data.image_size={size}", f"data.cache_dir={tmp_path / 'cache'}"], tmp_path,
@@ -122,3 +146,44 @@ def test_prepare_builds_the_pixel_cache(name: str, trees, compose, tmp_path: Pat
         np.testing.assert_array_equal(pixels(i), want, err_msg=f"data={name}: {data.paths[i]}")
     assert pixels.array.std() > 0, f"data={name}: the cache holds blank images"
     assert build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window) == folder
+
+
+@pytest.mark.parametrize("old, new", [
+    ("data.tasks=all", "data.findings"), ("data.pathologies=[Edema]", "data.findings"),
+    ("data.labels=[Edema]", "data.findings"), ("data.batch_size=8", "loader.batch_size"),
+    ("data.num_workers=2", "loader.num_workers")])
+def test_renamed_keys_are_refused_naming_the_new_key(old: str, new: str, compose, tmp_path: Path) -> None:
+    from chestx.data.errors import DataError
+
+    cfg = compose([old], tmp_path)  # data=nih_sample: every dataset config shares conf/data_common.yaml
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg.data)
+    error = caught.value.__cause__ if caught.value.__cause__ is not None else caught.value
+    assert isinstance(error, DataError) and f"{old.split('=')[0]}=" in str(error) and f"is now {new}" in str(error)
+
+
+def test_loader_group_fills_the_datamodule(compose, tmp_path: Path) -> None:
+    from chestx.data.loading.datamodule import ChestXDataModule
+
+    cfg = compose(["loader.batch_size=4", "loader.eval_batch_size=null", "loader.num_workers=0",
+                   "loader.pin_memory=false"], tmp_path)
+    module = ChestXDataModule(instantiate(cfg.data), 32, loader=instantiate(cfg.loader))
+    assert (module.batch_size, module.eval_batch_size, module.num_workers) == (4, 4, 0)
+
+
+def test_one_name_everywhere() -> None:
+    """Registry name = config name = run-folder name (from a config's _target_ or a checkpoint's class name); the
+    names older run folders wrote (`chestx.data.datasets.vindr.VinDrData`, `VinDrData` -> `vindr`) read back."""
+    from chestx.core.run_folder import dataset_name
+    from chestx.data.datasets.vocabulary import DATASET_FINDINGS
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "data"
+    for name, info in registered().items():
+        assert (conf / f"{name}.yaml").is_file(), f"dataset {name} has no conf/data/{name}.yaml"
+        assert dataset_name(f"{info.cls.__module__}.{info.cls.__name__}") == name
+        assert dataset_name(info.cls.__name__) == name and info.cls.name == name
+    assert set(DATASET_FINDINGS) == {n for n, i in registered().items() if i.findings}
+    for old, new in [("chestx.data.datasets.vindr.VinDrData", "vindr_cxr"), ("VinDrData", "vindr_cxr"),
+                     ("chestx.data.datasets.mimic.MIMIC_CXRData", "mimic_cxr"), ("RSNAPneumoniaData", "rsna_pneumonia"),
+                     ("chestx.data.datasets.csv_folder.CSVData", "csv"), ("NIHExpertData", "nih_expert")]:
+        assert dataset_name(old) == new

@@ -400,7 +400,7 @@ def conformance_problems(
     multiclass: Sequence[bool] | None = None, policies: Sequence[str] | None = None,
 ) -> list[str]:
     """Every disagreement between chestx's (table, split) and the reference `full` (before undersampling)."""
-    from chestx.data.labels import evaluation_targets
+    from chestx.data.labels.table import evaluation_targets
     from chestx.models.losses import multiclass_classes
     import torch
 
@@ -495,7 +495,7 @@ def each_label_file_parsed_once() -> Any:
         if key not in parsed:
             parsed[key] = read(csv_path, required, what, **read_csv_kwargs)
         frame = parsed[key].copy(deep=True)
-        from chestx.data.labels import check_columns
+        from chestx.data.labels.table import check_columns
 
         check_columns(frame, required, csv_path, what)
         return frame
@@ -521,6 +521,8 @@ def chexpert_datamodule(chexpert_dir: Path, **options: Any) -> Any:
 
     options.setdefault("seed", SEED)
     options.setdefault("val_fraction", VAL_FRACTION)
+    if "tasks" in options:  # the reference's name; the dataset's key is data.findings
+        options["findings"] = options.pop("tasks")
     return CheXpertData(root=str(chexpert_dir), **options)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from chestx.data.datasets.chexpert import CheXpertData
 from chestx.data.datasets.nih import NIHData
-from chestx.data.labels import NIH_PATHOLOGIES, DataError
+from chestx.data.labels.table import NIH_PATHOLOGIES, DataError
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,9 @@ def test_nih_15_classes_undersampling_finds_the_normals(nih_dir: Path, nih_csv: 
 def test_chexpert_normal_is_no_finding_1(chexpert_dir: Path, tasks: str, normal_train: int) -> None:
     """5 tasks: 60,471 rows counted as normal (20,361 with an uncertain label); 14 tasks: none of the
     real No Finding rows qualified. Normal is CheXpert's own `No Finding` = 1, whatever the tasks."""
-    table, split = CheXpertData(root=str(chexpert_dir), tasks=tasks).labels_only()
+    table, split = CheXpertData(root=str(chexpert_dir), findings=tasks).labels_only()
     assert int((table.frame["no_finding"] & (split == "train")).sum()) == normal_train
-    under, under_split = CheXpertData(root=str(chexpert_dir), tasks=tasks, no_finding_fraction=0.25).labels_only()
+    under, under_split = CheXpertData(root=str(chexpert_dir), findings=tasks, no_finding_fraction=0.25).labels_only()
     dropped = len(table) - len(under)
     assert abs(dropped - 0.75 * normal_train) < 4 * np.sqrt(normal_train * 0.75 * 0.25)
     gone = ~table.frame["image_id"].isin(set(under.frame["image_id"])).to_numpy()

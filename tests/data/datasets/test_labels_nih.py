@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestx.data.labels import NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable
+from chestx.data.labels.table import NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable
 from chestx.data.datasets.nih import find_nih_images, read_nih
-from chestx.data.splits import SPLITS, SplitError, check_patient_disjoint, list_split, official_split
+from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, list_split, official_split
 
 FULL_CSV = "Data_Entry_2017_v2020.csv"
 

@@ -11,9 +11,9 @@ import pytest
 from hydra.utils import instantiate
 from sklearn.metrics import roc_auc_score
 
-from chestx.data.labels import CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError
+from chestx.data.labels.table import CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, DataError
 
-MERGE = ["data=merge", "sources=[nih_sample,chexpert]", "data.sources.chexpert.tasks=all"]
+MERGE = ["data=merge", "sources=[nih_sample,chexpert]", "data.sources.chexpert.findings=all"]
 
 
 @pytest.fixture()
@@ -104,7 +104,7 @@ def test_image_pools() -> None:
     from chestx.data.datasets.merge import NIH_CXR14, NIH_CXR14_ANONYMISED, ImagePool, image_pool
     from chestx.data.datasets.nih import NIHData
     from chestx.data.datasets.nih_expert import NIHExpertData
-    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
     from chestx.data.datasets.siim import SIIMData
     from chestx.data.datasets.chexpert import CheXpertData
 

@@ -212,7 +212,7 @@ def mimic_tree(tmp_path_factory) -> Path:
 
 
 def mimic_data(root: Path, **options: Any):
-    from chestx.data.datasets.mimic import MIMIC_CXRData
+    from chestx.data.datasets.mimic_cxr import MIMIC_CXRData
 
     return MIMIC_CXRData(root=str(root), **options)
 
@@ -256,7 +256,7 @@ GRID = [
 @pytest.mark.parametrize("labeler, tasks, uncertainty, blank, views", GRID)
 def test_labels_split_and_views_conform(mimic_tree: Path, labeler: str, tasks: Any, uncertainty: Any, blank: str,
                                         views: list[str] | None) -> None:
-    data = mimic_data(mimic_tree, labeler=labeler, tasks=tasks, uncertainty=uncertainty, blank=blank, views=views)
+    data = mimic_data(mimic_tree, labeler=labeler, findings=tasks, uncertainty=uncertainty, blank=blank, views=views)
     table, split = data.labels_only()
     names = COMPETITION if tasks == "competition" else CHEX_ORDER if tasks == "all" else list(tasks)
     ref = reference(mimic_tree, labeler, names, uncertainty, blank, views)
@@ -282,7 +282,7 @@ def test_labels_split_and_views_conform(mimic_tree: Path, labeler: str, tasks: A
 
 
 def test_every_image_of_a_study_gets_the_study_labels(mimic_tree: Path) -> None:
-    table, _ = mimic_data(mimic_tree, tasks="all", views=None, uncertainty="zeros").labels_only()
+    table, _ = mimic_data(mimic_tree, findings="all", views=None, uncertainty="zeros").labels_only()
     studies = pd.read_csv(mimic_tree / "mimic-cxr-2.0.0-chexpert.csv.gz").set_index("study_id")
     frame = table.frame.assign(study=table.frame["study_id"].astype(int))
     for study, rows in frame.groupby("study").groups.items():
@@ -320,7 +320,7 @@ def test_undersampling_and_random_split_follow_the_rule_sheet(mimic_tree: Path) 
     u = np.random.default_rng(seed).random(len(full["ids"]))
     keep = ~((full["split"] == "train") & full["normal"] & (u >= fraction))
     assert (~keep).sum() >= 1
-    table, split = mimic_data(mimic_tree, tasks="all", blank="mask", seed=seed,
+    table, split = mimic_data(mimic_tree, findings="all", blank="mask", seed=seed,
                               no_finding_fraction=fraction).labels_only()
     assert table.frame["image_id"].tolist() == full["ids"][keep].tolist()
     random_table, random_split = mimic_data(mimic_tree, split="random", seed=1).labels_only()
@@ -347,7 +347,7 @@ def _copy(mimic_tree: Path, dest: Path) -> Path:
 
 
 def test_missing_file_names_it_and_the_fix(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     (root / "mimic-cxr-2.0.0-split.csv.gz").unlink()
@@ -361,13 +361,13 @@ def test_uncompressed_files_are_read_too(mimic_tree: Path, tmp_path: Path) -> No
     for name in ("chexpert", "metadata", "split"):
         pd.read_csv(mimic_tree / f"mimic-cxr-2.0.0-{name}.csv.gz", dtype=str, keep_default_na=False).to_csv(
             tmp_path / f"mimic-cxr-2.0.0-{name}.csv", index=False)
-    got, _ = mimic_data(tmp_path, tasks="all").labels_only()
-    want, _ = mimic_data(mimic_tree, tasks="all").labels_only()
+    got, _ = mimic_data(tmp_path, findings="all").labels_only()
+    want, _ = mimic_data(mimic_tree, findings="all").labels_only()
     np.testing.assert_array_equal(got.labels, want.labels)
 
 
 def test_unknown_label_value_names_file_column_study_and_value(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     labels = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", dtype=str, keep_default_na=False)
@@ -379,7 +379,7 @@ def test_unknown_label_value_names_file_column_study_and_value(mimic_tree: Path,
 
 
 def test_missing_column_and_other_split_values_are_named(mimic_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = _copy(mimic_tree, tmp_path)
     meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz").drop(columns="ViewPosition")
@@ -395,12 +395,12 @@ def test_missing_column_and_other_split_values_are_named(mimic_tree: Path, tmp_p
 
 
 def test_options_are_checked_before_reading(mimic_tree: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     with pytest.raises(DataError, match="data.labeler='chexbert'"):
         mimic_data(mimic_tree, labeler="chexbert")
     with pytest.raises(DataError, match="Effusion"):
-        mimic_data(mimic_tree, tasks=["Effusion"])  # NIH's name: MIMIC uses CheXpert's Pleural Effusion
+        mimic_data(mimic_tree, findings=["Effusion"])  # NIH's name: MIMIC uses CheXpert's Pleural Effusion
     with pytest.raises(DataError, match="unknown uncertainty policy 'maybe'"):
         mimic_data(mimic_tree, uncertainty="maybe")
 
@@ -408,7 +408,7 @@ def test_options_are_checked_before_reading(mimic_tree: Path) -> None:
 def test_missing_image_stops_with_the_path(mimic_tree: Path, tmp_path: Path) -> None:
     import shutil
 
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
 
     root = tmp_path / "copy"
     shutil.copytree(mimic_tree, root)
@@ -453,7 +453,7 @@ def test_explore_cli_on_mimic_cxr(mimic_tree: Path, tmp_path: Path, monkeypatch,
 
     run = tmp_path / "explore"
     monkeypatch.setattr(sys, "argv", ["chestx.explore", "data=mimic_cxr", f"data.root={mimic_tree}",
-                                      "data.tasks=all", f"hydra.run.dir={run}", "query=Edema", "figures=false"])
+                                      "data.findings=all", f"hydra.run.dir={run}", "query=Edema", "figures=false"])
     main()
     assert "(OK: 0)" in capsys.readouterr().out
     ref = reference(mimic_tree, tasks=CHEX_ORDER)
@@ -487,7 +487,7 @@ def test_nih_model_scored_on_mimic_cxr_as_test_data(compose, tiny_overrides, mim
     np.testing.assert_array_equal(np.nan_to_num(labels, nan=-9), np.nan_to_num(ref["labels"][test], nan=-9))
     run = tmp_path / "evaluate"
     monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"ckpt={tmp_path / 'checkpoints' / 'best.ckpt'}",
-                                      "data=mimic_cxr", f"data.root={mimic_tree}", "data.tasks=all",
+                                      "data=mimic_cxr", f"data.root={mimic_tree}", "data.findings=all",
                                       f"hydra.run.dir={run}"])
     evaluate_main()
     again, again_probs, again_labels, again_names = read_predictions(run / "external" / "mimic_cxr" / "predictions.csv")

@@ -66,7 +66,7 @@ def test_reference_matches_the_published_figures(ref: Reference, nih_dir: Path) 
 def test_cells_match_the_reference(labels: str, findings: str, ref: Reference, nih_dir: Path) -> None:
     from chestx.data.datasets.nih_expert import NIHExpertData
 
-    table, split = NIHExpertData(root=str(nih_dir), labels=labels, findings=findings).labels_only()
+    table, split = NIHExpertData(root=str(nih_dir), label_source=labels, findings=findings).labels_only()
     names = ["Pneumothorax", "Nodule", "Mass"] if findings == "nih" else FOUR
     assert table.pathologies == names
     assert list(table.frame["image_id"]) == list(ref.google["Image Index"])
@@ -87,7 +87,7 @@ def test_test_set_positives_under_both_label_sets(nih_dir: Path) -> None:
 
     counts = {}
     for labels in ("expert", "original"):
-        table, split = NIHExpertData(root=str(nih_dir), labels=labels).labels_only()
+        table, split = NIHExpertData(root=str(nih_dir), label_source=labels).labels_only()
         counts[labels] = np.nansum(table.labels[split == "test"], axis=0).astype(int).tolist()
     assert counts == {"expert": [195, 295, 295], "original": [200, 237, 237]}
 
@@ -116,7 +116,7 @@ def test_one_file_per_set_and_the_random_split(ref: Reference, nih_dir: Path, tm
 
 
 def test_bad_inputs_are_named(ref: Reference, nih_dir: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
     from chestx.data.datasets.nih_expert import NIHExpertData
 
     def expert_file(frame: pd.DataFrame) -> str:
@@ -142,8 +142,8 @@ def test_bad_inputs_are_named(ref: Reference, nih_dir: Path, tmp_path: Path) -> 
         NIHExpertData(root=str(nih_dir), findings=["Nodules"])
     with pytest.raises(DataError, match=r"data.findings='all'"):
         NIHExpertData(root=str(nih_dir), findings="all")
-    with pytest.raises(DataError, match=r"data.labels='nlp'"):
-        NIHExpertData(root=str(nih_dir), labels="nlp")
+    with pytest.raises(DataError, match=r"data.label_source='nlp'"):
+        NIHExpertData(root=str(nih_dir), label_source="nlp")
     with pytest.raises(DataError, match=r"data.split='official'"):
         NIHExpertData(root=str(nih_dir), split="official")
     with pytest.raises(DataFileNotFoundError, match=r"none of the label files \['google2019_nih-chest-xray-labels"):
@@ -166,7 +166,7 @@ def _scores(truth: np.ndarray, seed: int) -> np.ndarray:
 def test_evaluate_an_nih_models_predictions(ref: Reference, nih_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`python -m chestx.evaluate predictions=<an NIH run's predictions.csv> data=nih_expert` (in-process): the
     CSV covers NIH's whole official test list (25,596 images), 1,962 of which Google relabelled."""
-    from chestx.data.labels import NIH_PATHOLOGIES
+    from chestx.data.labels.table import NIH_PATHOLOGIES
     from chestx.evaluate import main
 
     test_ids = (nih_dir / "test_list.txt").read_text().split()
@@ -181,7 +181,8 @@ def test_evaluate_an_nih_models_predictions(ref: Reference, nih_dir: Path, tmp_p
     for labels in ("expert", "original"):
         run = tmp_path / labels
         monkeypatch.setattr(sys, "argv", ["chestx.evaluate", f"predictions={csv}", "data=nih_expert",
-                                          f"data.root={nih_dir}", f"data.labels={labels}", f"hydra.run.dir={run}"])
+                                          f"data.root={nih_dir}", f"data.label_source={labels}",
+                                          f"hydra.run.dir={run}"])
         main()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["n_test"] == 1_962 and metrics["data"] == "NIHExpertData"

@@ -315,7 +315,7 @@ def _write_records(path: Path, header: list[str], records: list[list[str]]) -> P
 
 
 def test_bad_inputs_are_named(padchest_dir: Path, shared_data: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
     from chestx.data.datasets.padchest import PadChestData, read_padchest
 
     header, records = _records(padchest_dir / PADCHEST_FILE, 6)
@@ -413,7 +413,7 @@ def build_padchest_tree(padchest_dir: Path, dest: Path, n: int = 160, flat: bool
 def test_images_are_found_in_both_layouts_and_16_bit_decodes(padchest_dir: Path, tmp_path: Path) -> None:
     import cv2
 
-    from chestx.data.images import load_grayscale
+    from chestx.data.images.read import load_grayscale
     from chestx.data.datasets.padchest import PadChestData
 
     for flat in (False, True):
@@ -436,14 +436,14 @@ def test_explore_train_evaluate_on_real_rows(padchest_dir: Path, compose: Callab
     """chestx.explore's tables, chestx.train (PadChest's default frontal views), chestx.evaluate on its predictions."""
     from hydra.utils import instantiate
 
-    from chestx.data.stats import explore
+    from chestx.data.labels.stats import explore
     from chestx.core.run_folder import read_predictions
     from chestx.runs.scoring import evaluate
     from chestx.train import train
 
     root = build_padchest_tree(padchest_dir, tmp_path / "padchest")
     cfg = compose([*tiny_overrides, "data=padchest", f"data.root={root}", "model=resnet56v2", "data.image_size=32",
-                   "data.pathologies=[Effusion,Cardiomegaly,Pneumonia,Infiltration,'Support Devices']"],
+                   "data.findings=[Effusion,Cardiomegaly,Pneumonia,Infiltration,'Support Devices']"],
                   tmp_path / "run")
     table, split = instantiate(cfg.data).labels_only()
     result = explore(table, split, tmp_path / "explore", figures=False)

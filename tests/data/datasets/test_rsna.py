@@ -123,7 +123,7 @@ def rsna_tree(rsna_files, dump: pd.DataFrame, tmp_path_factory) -> Path:
 
 # -------------------------------------------------------------------------------------------- real label file
 def test_labels_of_the_real_file_match_the_reference(raw: pd.DataFrame, rsna_files) -> None:
-    from chestx.data.datasets.rsna import read_rsna
+    from chestx.data.datasets.rsna_pneumonia import read_rsna
 
     per = raw.groupby("patientId", sort=False).agg(target=("Target", "max"), boxes=("x", "count"))
     assert len(raw) == 30_227 and len(per) == 26_684 and int(per["target"].sum()) == 6_012  # README figures
@@ -139,7 +139,7 @@ def test_labels_of_the_real_file_match_the_reference(raw: pd.DataFrame, rsna_fil
 
 
 def test_boxes_match_the_reference(raw: pd.DataFrame, rsna_files) -> None:
-    from chestx.data.datasets.rsna import read_rsna_boxes
+    from chestx.data.datasets.rsna_pneumonia import read_rsna_boxes
 
     boxed = raw[raw["Target"] == 1]
     boxes = read_rsna_boxes(rsna_files[0])
@@ -152,7 +152,7 @@ def test_boxes_match_the_reference(raw: pd.DataFrame, rsna_files) -> None:
 
 
 def test_metadata_from_the_header_dump_and_random_split(raw: pd.DataFrame, dump: pd.DataFrame, rsna_files) -> None:
-    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
 
     data = RSNAPneumoniaData(root=str(rsna_files[0].parent), headers=str(rsna_files[1]), seed=0)
     table, split = data.labels_only()
@@ -175,8 +175,8 @@ def test_metadata_from_the_header_dump_and_random_split(raw: pd.DataFrame, dump:
 
 # ------------------------------------------------------------------------------------------------ DICOM tree
 def test_dicom_headers_give_the_dump_values(rsna_tree: Path, dump: pd.DataFrame) -> None:
-    from chestx.data.images import load_grayscale
-    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.images.read import load_grayscale
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
 
     data = RSNAPneumoniaData(root=str(rsna_tree), findings=["Pneumonia", "Lung Opacity", "No Finding"])
     data.prepare()
@@ -196,8 +196,8 @@ def test_dicom_headers_give_the_dump_values(rsna_tree: Path, dump: pd.DataFrame)
 
 
 def test_views_filter_and_missing_images(rsna_tree: Path, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
-    from chestx.data.datasets.rsna import RSNAPneumoniaData
+    from chestx.data.labels.table import DataError
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
 
     table, _ = RSNAPneumoniaData(root=str(rsna_tree), views=["ap"], ratios=(0.6, 0.2, 0.2)).labels_only()
     assert len(table) > 0 and (table.frame["view"] == "AP").all()
@@ -248,8 +248,8 @@ HEADER = "patientId,x,y,width,height,Target\n"
     (HEADER + ",,,,,0\n", r"1 rows have no patientId"),
 ])
 def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
-    from chestx.data.datasets.rsna import read_rsna
+    from chestx.data.labels.table import DataError
+    from chestx.data.datasets.rsna_pneumonia import read_rsna
 
     with pytest.raises(DataError, match=message):
         read_rsna(_write(tmp_path / "labels.csv", text))
@@ -263,8 +263,8 @@ def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> N
     ("patientId,label\na,Normal\n", r"lacks columns \['class'\]"),
 ])
 def test_bad_detailed_files_are_named(classes: str, message: str, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
-    from chestx.data.datasets.rsna import read_rsna
+    from chestx.data.labels.table import DataError
+    from chestx.data.datasets.rsna_pneumonia import read_rsna
 
     labels = _write(tmp_path / "labels.csv", HEADER + "a,1.0,2.0,3.0,4.0,1\nb,,,,,0\n")
     with pytest.raises(DataError, match=message):
@@ -272,8 +272,8 @@ def test_bad_detailed_files_are_named(classes: str, message: str, tmp_path: Path
 
 
 def test_bad_options_and_files(rsna_files, rsna_tree: Path, dump: pd.DataFrame, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
-    from chestx.data.datasets.rsna import RSNAPneumoniaData, read_rsna
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData, read_rsna
 
     labels = _write(tmp_path / "labels.csv", HEADER + "a,1.0,2.0,3.0,4.0,1\nb,,,,,0\n")
     with pytest.raises(DataError, match=r"data.findings=\['Pneumonitis'\]: list each at most once, from"):

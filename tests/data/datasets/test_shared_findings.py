@@ -1,7 +1,7 @@
 """NIH <-> CheXpert through the finding vocabulary: what cross-dataset evaluation scores (7 findings)."""
 from __future__ import annotations
 
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NIH_PATHOLOGIES, shared_pathologies,
 )
 

@@ -206,7 +206,7 @@ def test_random_masks_round_trip(seed: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ DICOM tree
 def test_dicom_tree_gives_paths_and_header_metadata(siim_tree) -> None:
-    from chestx.data.images import load_grayscale
+    from chestx.data.images.read import load_grayscale
     from chestx.data.datasets.siim import SIIMData
 
     root, written = siim_tree
@@ -244,7 +244,7 @@ def test_patient_ids_from_dicom_group_images(siim_raw: pd.DataFrame, tmp_path: P
 
 
 def test_missing_images_are_named(siim_tree, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
     from chestx.data.datasets.siim import SIIMData
 
     root, _ = siim_tree
@@ -282,7 +282,7 @@ def test_header_with_or_without_the_leading_space(tmp_path: Path) -> None:
     ("ImageId, EncodedPixels\n1.2.3,5 3 7\n", r"neither -1 nor pairs .*'5 3 7'"),
 ])
 def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> None:
-    from chestx.data.labels import DataError
+    from chestx.data.labels.table import DataError
     from chestx.data.datasets.siim import read_siim
 
     with pytest.raises(DataError, match=message):
@@ -290,7 +290,7 @@ def test_bad_label_files_are_named(text: str, message: str, tmp_path: Path) -> N
 
 
 def test_bad_encodings_and_options(tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
     from chestx.data.datasets.siim import SIIMData, rle_decode
 
     with pytest.raises(ValueError, match="beyond the 1024 x 1024 image"):

@@ -123,7 +123,7 @@ def test_reference_matches_the_published_figures(raw: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("aggregation", ["any", "majority"])
 def test_kaggle_labels_conform(vindr_dir: Path, raw: pd.DataFrame, aggregation: str) -> None:
-    from chestx.data.datasets.vindr import read_vindr
+    from chestx.data.datasets.vindr_cxr import read_vindr
 
     table = read_vindr(vindr_dir / KAGGLE_FILE, aggregation=aggregation)
     want = ref_labels(raw, aggregation)
@@ -138,7 +138,7 @@ def test_kaggle_labels_conform(vindr_dir: Path, raw: pd.DataFrame, aggregation: 
 
 
 def test_any_is_torchxrayvision_rule(vindr_dir: Path, raw: pd.DataFrame) -> None:
-    from chestx.data.datasets.vindr import read_vindr
+    from chestx.data.datasets.vindr_cxr import read_vindr
 
     table = read_vindr(vindr_dir / KAGGLE_FILE, aggregation="any")
     problems = _compare(table, xrv_labels(raw))
@@ -150,7 +150,7 @@ def test_any_is_torchxrayvision_rule(vindr_dir: Path, raw: pd.DataFrame) -> None
 @pytest.mark.parametrize("seed, ratios", [(0, (0.7, 0.1, 0.2)), (3, (0.8, 0.1, 0.1))])
 def test_kaggle_split_is_image_level_and_seeded(vindr_dir: Path, raw: pd.DataFrame, seed: int,
                                                ratios: tuple[float, ...]) -> None:
-    from chestx.data.datasets.vindr import VinDrData
+    from chestx.data.datasets.vindr_cxr import VinDrData
 
     data = VinDrData(root=str(vindr_dir), seed=seed, ratios=ratios)
     assert data.layout == "kaggle"
@@ -161,7 +161,7 @@ def test_kaggle_split_is_image_level_and_seeded(vindr_dir: Path, raw: pd.DataFra
 
 
 def test_boxes_of_the_kaggle_file(vindr_dir: Path, raw: pd.DataFrame) -> None:
-    from chestx.data.datasets.vindr import VinDrData, read_vindr_boxes
+    from chestx.data.datasets.vindr_cxr import VinDrData, read_vindr_boxes
 
     boxes = read_vindr_boxes(vindr_dir / KAGGLE_FILE)
     want = raw[raw["class_name"] != "No finding"].reset_index(drop=True)
@@ -264,7 +264,7 @@ def physionet_tree(raw: pd.DataFrame, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("aggregation", ["any", "majority"])
 def test_physionet_layout_conforms(physionet_tree: Path, aggregation: str) -> None:
-    from chestx.data.datasets.vindr import VinDrData
+    from chestx.data.datasets.vindr_cxr import VinDrData
 
     data = VinDrData(root=str(physionet_tree), findings="all", aggregation=aggregation, val_fraction=0.2, seed=1)
     assert data.layout == "physionet"
@@ -292,7 +292,7 @@ def test_physionet_layout_conforms(physionet_tree: Path, aggregation: str) -> No
 
 
 def test_physionet_boxes_and_dicom_demographics(physionet_tree: Path, raw: pd.DataFrame) -> None:
-    from chestx.data.datasets.vindr import VinDrData
+    from chestx.data.datasets.vindr_cxr import VinDrData
 
     data = VinDrData(root=str(physionet_tree), dicom_demographics=True)
     boxes = data.boxes()
@@ -310,8 +310,8 @@ def test_physionet_boxes_and_dicom_demographics(physionet_tree: Path, raw: pd.Da
 # ------------------------------------------------------------------------------------------------ bad inputs
 def test_bad_inputs_are_named(vindr_dir: Path, raw: pd.DataFrame, physionet_tree: Path, shared_data: Path,
                               tmp_path: Path) -> None:
-    from chestx.data.labels import DataError, DataFileNotFoundError
-    from chestx.data.datasets.vindr import VinDrData, read_vindr, read_vindr_boxes
+    from chestx.data.labels.table import DataError, DataFileNotFoundError
+    from chestx.data.datasets.vindr_cxr import VinDrData, read_vindr, read_vindr_boxes
 
     few = raw.head(40)
     with pytest.raises(DataFileNotFoundError, match="VinDr-CXR label file not found"):
@@ -362,8 +362,8 @@ def test_bad_inputs_are_named(vindr_dir: Path, raw: pd.DataFrame, physionet_tree
 def test_blank_ids_and_class_names_are_named(raw: pd.DataFrame, physionet_tree: Path, tmp_path: Path) -> None:
     """A blank image_id in a PhysioNet file stops naming the file and lines (not dropped by groupby, not an image
     "nan"); a blank class_name beside an unknown one names both (no TypeError sorting NaN with text)."""
-    from chestx.data.labels import DataError
-    from chestx.data.datasets.vindr import read_vindr, read_vindr_boxes
+    from chestx.data.labels.table import DataError
+    from chestx.data.datasets.vindr_cxr import read_vindr, read_vindr_boxes
 
     for name, blank_rows in (("image_labels_train.csv", [3, 10]), ("image_labels_test.csv", [5])):
         labels = pd.read_csv(physionet_tree / "annotations" / name, dtype={"image_id": str, "rad_id": str})
@@ -395,7 +395,7 @@ def test_explore_train_evaluate_on_dicom_trees(raw: pd.DataFrame, physionet_tree
     consensus file) and chestx.evaluate on its predictions."""
     from hydra.utils import instantiate
 
-    from chestx.data.stats import explore
+    from chestx.data.labels.stats import explore
     from chestx.core.run_folder import read_predictions
     from chestx.runs.scoring import evaluate
     from chestx.train import train

@@ -1,4 +1,4 @@
-"""The one finding vocabulary (chestx.data.labels.FINDINGS) over every dataset, and its table in the docs."""
+"""The one finding vocabulary (chestx.data.labels.table.FINDINGS) over every dataset, and its table in the docs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from chestx.data.datasets.vocabulary import DATASET_FINDINGS, markdown
-from chestx.data.labels import NO_FINDING, NOT_MATCHED, canonical_finding, shared_pathologies
+from chestx.data.labels.table import NO_FINDING, NOT_MATCHED, canonical_finding, shared_pathologies
 
 
 def test_docs_table_is_current(repo_root: Path) -> None:

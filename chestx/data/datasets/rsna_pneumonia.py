@@ -12,7 +12,7 @@ Files, as Kaggle ships them under `data.root`:
                                       (optional; one row per label-file row)
     stage_2_train_images/<patientId>.dcm
 Each patientId is one image (26,684 in stage 2): the id is per image, not per person, so the random split
-is per image. Sex, age and view are read from the DICOM headers (`chestx.data.dicom_meta`), or from a CSV
+is per image. Sex, age and view are read from the DICOM headers (`chestx.data.datasets.dicom_meta`), or from a CSV
 dump of them (`data.headers`, e.g. torchxrayvision's `kaggle_stage_2_train_images_dicom_headers.csv.gz`).
 
 Findings (`findings`): `Pneumonia` and `Lung Opacity` are both `Target` (an image with any box: "lung opacity
@@ -28,12 +28,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import (
-    filter_views, first_existing, parse_dicom_age, read_dicom_headers, read_header_csv,
+from chestx.data.datasets.dicom_meta import (
+    filter_views, parse_dicom_age, read_dicom_headers, read_header_csv,
 )
-from chestx.data.labels import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
-from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.labels.table import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
+from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,21 @@ def read_rsna_boxes(
 # ------------------------------------------------------------------------------------------- data= config
 
 
+def _left_out() -> str:
+    positive, normal = RSNA_CLASSES[0], RSNA_CLASSES[-1]  # "Lung Opacity" -> Target, "Normal" -> No Finding
+    other = ", ".join(f"`{c}`" for c in RSNA_CLASSES if c not in (positive, normal))
+    return (f"the detailed class {other}: abnormal, but without an opacity suspicious for pneumonia; what is "
+            "abnormal is not named, so no finding can hold it. Those images are 0 for Pneumonia and Lung Opacity "
+            f"(`Target` 0) and not No Finding (the class `{normal}`). The default data.findings=[Pneumonia] reads one "
+            "column of the three.")
+
+
+@register_dataset(
+    "rsna_pneumonia", findings=RSNA_FINDINGS, left_out=_left_out,
+    image_pool=NIH_CXR14_ANONYMISED,  # NIH images re-issued as DICOM, new patientId per image
+    regions=Regions("box", frozenset({"patientId", "Target"}), read_rsna_boxes, float(RSNA_BOX_SIZE),
+                    "RSNA stage_2_train_labels.csv"),
+)
 class RSNAPneumoniaData(ChestXData):
     """RSNA Pneumonia Detection (stage 2 train set) as Kaggle ships it; a patient-level random split.
 
@@ -193,7 +208,6 @@ class RSNAPneumoniaData(ChestXData):
         headers: str | None = None,
         findings: Sequence[str] = ("Pneumonia",),
         views: Sequence[str] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         **kwargs,
     ) -> None:
         super().__init__(root=root, **kwargs)
@@ -204,7 +218,6 @@ class RSNAPneumoniaData(ChestXData):
         self.headers = headers
         self.findings = [findings] if isinstance(findings, str) else list(findings)
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self.ratios = tuple(ratios)
         self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
@@ -268,7 +281,7 @@ class RSNAPneumoniaData(ChestXData):
         keep = filter_views(self.views, frame["view"], "RSNA")
         if not keep.all():
             table = table.subset(keep)
-        return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         files = self._image_files()

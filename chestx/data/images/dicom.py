@@ -62,10 +62,10 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from chestx.data.image_check import (
+from chestx.data.images.check import (
     DICOM_MAGIC, ImageReadError, check_pixel_count, image_error, j2k_size, jpeg_size,
 )
-from chestx.data.images import check_dicom_window, minmax_to_uint8
+from chestx.data.images.read import check_dicom_window, minmax_to_uint8
 
 log = logging.getLogger(__name__)
 

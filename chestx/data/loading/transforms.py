@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chestx.data.images import resize_square
+from chestx.data.images.read import resize_square
 
 log = logging.getLogger(__name__)
 

@@ -7,20 +7,20 @@ the ordered file list):
     index.json   format version, size, interpolation, decoding rule, root, relative paths,
                  (bytes, mtime_ns) per file
 
-Why this format: reading one 224 px image is a page-cache memcpy (~89,000 images/s per core on the
-project's shared 2-core Xeon, `chestx.perf`), against ~900/s for re-decoding 224 px PNG files and
-~40/s for decoding + resizing the 1024 px originals (README, "Scaling out"). DataLoader workers share the mapping through the page
-cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
+Why this format: reading one 224 px image is a page-cache memcpy (134,102 images/s on one core of an
+idle 2-core Intel Xeon @ 2.80 GHz VM, `make perf`), against 1,687/s for re-decoding 224 px PNG files and
+77/s for decoding + resizing the 1024 px originals (docs/scaling.md, "Measured with make perf"). DataLoader
+workers share the mapping through the page cache: `CachedPixels` pickles only the file name, and each process maps the file on first use.
 
 Validity: a cache is used only if its folder has a complete `index.json` whose size, interpolation,
-decoding rule (`chestx.data.images.DECODE_VERSION` and `data.dicom_window`: DICOM files are
+decoding rule (`chestx.data.images.read.DECODE_VERSION` and `data.dicom_window`: DICOM files are
 windowed once, here, so another window is another cache) and per-file (bytes, mtime_ns) match the
 source files. Files that changed are re-decoded, nothing
 else. Builds happen in `<name>.partial/` and become valid through one atomic `os.replace` of the
 folder, so an interrupted build never leaves a folder that looks valid; a `done.npy` bitmap makes
 the next build resume where the last one stopped. A file lock serialises builders (DDP ranks).
 Pixels are `resize_square(load_grayscale(path, dicom_window), size, interpolation)`, the exact calls
-of the uncached path (chestx.data.transforms), so cached and uncached pixels are identical; DICOM
+of the uncached path (chestx.data.loading.transforms), so cached and uncached pixels are identical; DICOM
 files, slow to decode, are decoded once (`python -m chestx.prepare`).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from chestx.data.images import (
+from chestx.data.images.read import (
     DECODE_VERSION, INTERPOLATIONS, ImageReadError, check_dicom_window, load_grayscale, resize_square,
 )
 

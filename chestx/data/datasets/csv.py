@@ -1,6 +1,6 @@
 """`data=csv`: any folder of labelled chest X-rays described by one CSV file (one row per image).
 
-The user names the columns (`data.image_column`, `data.patient_column`, `data.labels`, `data.split_column`,
+The user names the columns (`data.image_column`, `data.patient_column`, `data.findings`, `data.split_column`,
 `data.sex_column`, `data.age_column`, `data.view_column`, `data.no_finding_column`); label cells follow
 CheXpert's encoding (Irvin et al. 2019: 1 positive, 0 negative, -1 uncertain, blank not mentioned, also
 written 1.0 / 0.0 / -1.0) and every CheXpert option applies with the same rules (`chestx.data.datasets.chexpert`:
@@ -26,13 +26,14 @@ from chestx.data.datasets.chexpert import (
     UNCERTAINTY_POLICIES, UncertaintyPolicies, apply_label_rules, check_label_options, parse_label_cells,
     resolve_uncertainty,
 )
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, select_pathologies
+from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, SplitError, random_split
+from chestx.data.datasets.registry import register_dataset
+from chestx.data.labels.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
-# data.<key> -> what the column holds (the keys that name columns, besides data.labels)
+# data.<key> -> what the column holds (the keys that name columns, besides data.findings)
 COLUMN_KEYS: tuple[str, ...] = (
     "image_column", "patient_column", "split_column", "sex_column", "age_column", "view_column", "no_finding_column",
 )
@@ -120,13 +121,13 @@ def read_label_folder_csv(
         names = [c for c in raw.columns if c not in taken]
         if not names:
             raise DataError(f"{str(path)!r} has no label column: every column is named by another data.* key "
-                            f"({sorted(taken)}); add the label columns to the file or list them in data.labels")
-        log.info("data.labels=null: the label columns are every column no other key names: %s", names)
+                            f"({sorted(taken)}); add the label columns to the file or list them in data.findings")
+        log.info("data.findings=null: the label columns are every column no other key names: %s", names)
     else:
-        names = select_pathologies(_as_list(labels), list(raw.columns), f"data.labels ({str(path)!r} columns)")
+        names = select_pathologies(_as_list(labels), list(raw.columns), f"data.findings ({str(path)!r} columns)")
         clash = [c for c in names if c in taken - {no_finding_column}]
         if clash:
-            raise DataError(f"data.labels lists {clash}, which other data.*_column keys already name "
+            raise DataError(f"data.findings lists {clash}, which other data.*_column keys already name "
                             f"({ {k: v for k, v in named.items() if v in clash} }); a column is either a label or not")
     policies = resolve_uncertainty(uncertainty, names, known=names)
     ranges = check_label_options(blank, lsr_zeros, lsr_ones)
@@ -156,7 +157,7 @@ def read_label_folder_csv(
                             f"({_rows_named(empty)}); fill in the patient ids, or set data.patient_column=null to "
                             "make each image its own patient")
 
-    source = parse_label_cells(raw, names, path, key="data.labels", row_names=images)  # (N, K) 1 / 0 / -1 / NaN
+    source = parse_label_cells(raw, names, path, key="data.findings", row_names=images)  # (N, K) 1 / 0 / -1 / NaN
     if no_finding_column is None:
         normal = np.zeros(len(raw), dtype=bool)  # (N,)
     else:
@@ -218,6 +219,7 @@ def split_from_column(frame: pd.DataFrame, values: Mapping[str, str], csv_path: 
     return split
 
 
+@register_dataset("csv")  # findings: the user's label columns
 class CSVData(UncertaintyPolicies, ChestXData):
     """Any labelled image folder described by one CSV (`data=csv`); the keys are documented in conf/data/csv.yaml."""
 
@@ -227,10 +229,9 @@ class CSVData(UncertaintyPolicies, ChestXData):
         csv: str | None = None,
         image_column: str | None = None,
         patient_column: str | None = None,
-        labels: Sequence[str] | None = None,
+        findings: Sequence[str] | None = None,
         split_column: str | None = None,
         split_values: Mapping[str, Any] | None = None,
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         sex_column: str | None = None,
         age_column: str | None = None,
         view_column: str | None = None,
@@ -246,10 +247,9 @@ class CSVData(UncertaintyPolicies, ChestXData):
         self.csv = csv
         self.image_column = image_column
         self.patient_column = patient_column
-        self.labels = None if labels is None else _as_list(labels)
+        self.labels = None if findings is None else _as_list(findings)
         self.split_column = split_column
         self.split_values = split_value_map(split_values)
-        self.ratios = tuple(float(r) for r in ratios)
         self.sex_column = sex_column
         self.age_column = age_column
         self.view_column = view_column
@@ -301,10 +301,7 @@ class CSVData(UncertaintyPolicies, ChestXData):
             log.info("Split from data.split_column=%r: %s", self.split_column,
                      {name: int((split == name).sum()) for name in SPLITS})
         else:
-            try:
-                split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
-            except SplitError as error:
-                raise DataError(f"data.ratios={list(self.ratios)} on {str(path)!r}: {error}") from error
+            split = self.make_split(table)
         if self.views:
             view = table.frame["view"].astype("object").fillna("").astype(str).str.upper().to_numpy()
             keep = np.isin(view, self.views)  # (N,)

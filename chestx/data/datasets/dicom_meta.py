@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import DataError, DataFileNotFoundError
+from chestx.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,3 @@ def index_dicom_files(folder: Path, what: str) -> dict[str, Path]:
             found[stem] = path
     log.info("Found %d DICOM files under %s", len(found), folder)
     return found
-
-
-def first_existing(root: Path, names: Sequence[str], key: str, what: str) -> Path:
-    """The first of `names` present in `root`; DataFileNotFoundError naming them, the root and the key otherwise."""
-    for name in names:
-        if (root / name).is_file():
-            return root / name
-    raise DataFileNotFoundError(f"{what}: none of the label files {list(names)} is in data.root={str(root)!r}; "
-                                f"point data.root at the dataset folder or set {key}=<path to the label file>")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from chestx.data.images import load_grayscale
-from chestx.data.sampling import item_seed
+from chestx.data.images.read import load_grayscale
+from chestx.data.loading.sampling import item_seed
 
 
 class PixelSource(Protocol):

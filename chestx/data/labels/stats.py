@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import SPLIT_FILE
-from chestx.data.labels import LabelTable, find_pathology
-from chestx.data.splits import SPLITS, save_split
+from chestx.data.labels.table import LabelTable, find_pathology
+from chestx.data.labels.splits import SPLITS, save_split
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def patient_overlap(table: LabelTable, split: np.ndarray) -> pd.DataFrame:
 def query(table: LabelTable, split: np.ndarray, name: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """Cases positive for `name`, and the pathologies co-occurring with it, most frequent first."""
     pathology = table.pathologies[find_pathology(name, table.pathologies, "query",
-                                                 " (data.tasks=all for every CheXpert observation)")]
+                                                 " (data.findings=all for every CheXpert observation)")]
     k = table.pathologies.index(pathology)
     pos = table.labels == 1  # (N, K)
     cases = pos[:, k]

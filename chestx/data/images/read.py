@@ -11,17 +11,17 @@ uint8 by one rule:
   `voi` and `minmax`. (Before DECODE_VERSION 2 they were scaled by their effective bit depth.)
 - DICOM ('DICM' at byte 128, or a raw data set / a .dcm file pydicom reads with force): Modality
   LUT, then the VOI LUT or first window (`voi`) or the image's own range (`minmax`), MONOCHROME1
-  inverted: see chestx.data.dicom.
+  inverted: see chestx.data.images.dicom.
 
 Before anything is decoded the file's size and its header's dimensions are checked against
-`CHESTX_MAX_IMAGE_PIXELS` (decompression bombs, chestx.data.image_check), and PNG / JPEG files
+`CHESTX_MAX_IMAGE_PIXELS` (decompression bombs, chestx.data.images.check), and PNG / JPEG files
 must be complete (PNG ends with its IEND chunk, JPEG with an EOI marker: decoders may otherwise
 pad a truncated image silently). Raster files are decoded with OpenCV (13.5 ms vs Pillow's 16.0 ms
 per 1024 px NIH PNG on this project's CPU), Pillow for whatever OpenCV cannot decode. Every
 failure is an `ImageReadError` naming the file and the reason.
 
 `DECODE_VERSION` changes whenever the pixels of some file change; the resize cache
-(chestx.data.cache) keys on it and on `dicom_window`, so a change re-decodes.
+(chestx.data.images.cache) keys on it and on `dicom_window`, so a change re-decodes.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chestx.data.image_check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
+from chestx.data.images.check import (  # ImageReadError, DICOM_WINDOWS, check_dicom_window: re-exported
     ImageReadError, check_complete, check_dicom_window, check_raster_header, image_error,
     looks_like_dicom, read_image_bytes,
 )
@@ -119,7 +119,7 @@ def load_grayscale(path: str | Path, dicom_window: str = "voi") -> np.ndarray:
     path = Path(path)
     data = read_image_bytes(path)  # size checked against the limit before reading
     if looks_like_dicom(data[:132], path):
-        from chestx.data.dicom import decode_dicom  # pydicom is imported only when a DICOM file is met
+        from chestx.data.images.dicom import decode_dicom  # pydicom is imported only when a DICOM file is met
 
         return decode_dicom(data, path, dicom_window)  # (H, W) uint8
     check_raster_header(data, path)  # refuses decompression bombs before any decoder sees the file

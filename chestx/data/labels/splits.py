@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.labels import LabelTable
+from chestx.data.labels.table import LabelTable
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ plus 64 MiB are refused before they are read. Sizes come from:
 - PNG: the IHDR chunk (bytes 16..24, PNG specification, W3C 2003, section 11.2.2);
 - JPEG / JPEG-LS: the first SOFn / SOF55 segment (ITU-T T.81 B.2.2; ISO/IEC 14495-1 C.2.2);
 - JPEG 2000 codestreams inside DICOM: the SIZ marker segment (ISO/IEC 15444-1 A.5.1);
-- DICOM: Rows, Columns, Number of Frames (chestx.data.dicom);
+- DICOM: Rows, Columns, Number of Frames (chestx.data.images.dicom);
 - anything else (TIFF, BMP, WebP): Pillow's lazy `Image.open`, which reads the header only.
 
 PNG and JPEG are sized by the parsers here, so neither OpenCV (`cv2.imdecode`, whose own limit is
@@ -23,7 +23,7 @@ a file over the limit, whatever their own settings are.
 
 `probe_image` is the cheap check `ChestXData` runs over every found file at set-up (see
 `find_unreadable`): for PNG / JPEG the first bytes (format, size) and the last bytes (truncation),
-for DICOM the header up to the pixel data (chestx.data.dicom.probe_dicom); no pixel is decoded.
+for DICOM the header up to the pixel data (chestx.data.images.dicom.probe_dicom); no pixel is decoded.
 Measured on this project's shared 2-core VM, page cache warm: 32 us per NIH PNG on one thread, 3.6 s
 for the 112,120 files of ChestX-ray14 (the simulated tree of chestx.throughput.scale); ~1.1-1.3 ms
 per DICOM header (a 2,828 x 2,320 CR / DX file, native or compressed). `find_unreadable` adds
@@ -40,11 +40,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from chestx.data.labels import DataError
+from chestx.data.errors import DataError, ImageReadError
 
 log = logging.getLogger(__name__)
 
-DICOM_WINDOWS: tuple[str, ...] = ("voi", "minmax")  # data.dicom_window (the rule: chestx.data.dicom)
+DICOM_WINDOWS: tuple[str, ...] = ("voi", "minmax")  # data.dicom_window (the rule: chestx.data.images.dicom)
 MAX_PIXELS_ENV = "CHESTX_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 FILE_BYTES_PER_PIXEL = 8  # the largest raw pixel (16-bit RGBA) ...
@@ -62,10 +62,6 @@ HEAD_BYTES = 256 * 1024  # the JPEG frame header follows APPn segments (EXIF: at
 # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 (F7) is JPEG-LS
 _SOF_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7])
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0..7: markers without a length
-
-
-class ImageReadError(Exception):
-    """An image file cannot be read or decoded; the message names the path and the reason."""
 
 
 class UnreadableImagesError(DataError, ImageReadError):
@@ -261,7 +257,7 @@ def probe_image(path: str | Path) -> None:
             if head.startswith(JPEG_MAGIC) and jpeg_size(head) is None:  # frame header after large APPn segments
                 head += handle.read(HEAD_BYTES - len(head))
             if looks_like_dicom(head, path):
-                from chestx.data.dicom import probe_dicom
+                from chestx.data.images.dicom import probe_dicom
 
                 handle.seek(0)
                 probe_dicom(handle, path)

@@ -36,12 +36,13 @@ import pandas as pd
 from chestx.data.datasets.chexpert import (
     UncertaintyPolicies, apply_label_rules, check_label_options, chexpert_tasks, parse_label_cells, resolve_uncertainty,
 )
-from chestx.data.labels import (
+from chestx.data.labels.table import (
     CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
     check_columns, select_pathologies,
 )
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS, SplitError, random_split
+from chestx.data.datasets.registry import register_dataset
+from chestx.data.labels.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,9 @@ def read_official_split(frame: pd.DataFrame, split_csv: Path) -> np.ndarray:
     return split
 
 
+@register_dataset("mimic_cxr", findings=CHEXPERT_PATHOLOGIES,
+                  left_out="as chexpert: the same 14 columns from the chosen labeller (data.labeler), the same "
+                           "data.findings default.")
 class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
     """MIMIC-CXR-JPG 2.0.0 / 2.1.0 (`data=mimic_cxr`); keys documented in conf/data/mimic_cxr.yaml.
 
@@ -256,12 +260,11 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         root: str,
         labeler: str = "chexpert",
         split: str = "official",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
         views: Sequence[str] | None = ("PA", "AP"),
         patients_csv: str | None = None,
         uncertainty: str | Mapping[str, str] = "ignore",
         blank: str = "zeros",
-        tasks: str | Sequence[str] = "competition",
+        findings: str | Sequence[str] = "competition",
         lsr_zeros: Sequence[float] = (0.0, 0.3),
         lsr_ones: Sequence[float] = (0.55, 0.85),
         **kwargs: Any,
@@ -274,13 +277,12 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
             raise DataError(f"data.split={split!r} is not one of {list(SPLIT_OPTIONS)}")
         self.labeler = labeler
         self.split_name = split
-        self.ratios = tuple(float(r) for r in ratios)
         self.views = None if views is None else [str(v).strip().upper() for v in
                                                  ([views] if isinstance(views, str) else views)]
         self.patients_csv = patients_csv
         self.uncertainty = uncertainty if isinstance(uncertainty, str) else dict(uncertainty)
         self.blank = blank
-        self.tasks = chexpert_tasks(tasks)
+        self.tasks = chexpert_tasks(findings)
         self.lsr_zeros, self.lsr_ones = tuple(lsr_zeros), tuple(lsr_ones)
         check_label_options(blank, lsr_zeros, lsr_ones)
         resolve_uncertainty(self.uncertainty, self.tasks)  # unknown policies stop now, before any file is read
@@ -294,10 +296,7 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         )
         if self.split_name == "official":
             return table, read_official_split(table.frame, find_file(self.root, SPLIT_FILE, "data.root"))
-        try:
-            return table, random_split(table.frame, ratios=self.ratios, seed=self.seed)
-        except SplitError as error:
-            raise DataError(f"data.split=random data.ratios={list(self.ratios)}: {error}") from error
+        return table, self.make_split(table)
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         paths: list[Path | None] = []

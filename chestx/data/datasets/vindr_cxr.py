@@ -31,10 +31,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.dicom_meta import parse_dicom_age, read_dicom_headers
-from chestx.data.labels import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
+from chestx.data.datasets.dicom_meta import parse_dicom_age, read_dicom_headers
+from chestx.data.labels.table import (
+    NO_FINDING, DataError, DataFileNotFoundError, LabelTable, check_columns, refuse_blank_ids, select_pathologies,
+)
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import random_split
+from chestx.data.datasets.registry import Regions, register_dataset
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +240,8 @@ def read_vindr(
     available = [f for f in finding_of if f is not None]
     names = _findings(findings, available)
     source = [finding_of.index(name) for name in names]
-    findings_only = [i for i, f in enumerate(finding_of) if f is not None]
-    normal = (labels[:, findings_only] == 0).all(axis=1)  # (N,) no label of the file is positive (or unknown)
+    labels_only = [i for i, f in enumerate(finding_of) if f is not None]
+    normal = (labels[:, labels_only] == 0).all(axis=1)  # (N,) no label of the file is positive (or unknown)
     if NO_FINDING_LABEL in label_names and "rad_id" not in raw.columns and "class_name" not in raw.columns:
         given = labels[:, label_names.index(NO_FINDING_LABEL)] == 1
         if (given != normal).any():
@@ -291,6 +293,30 @@ def read_vindr_boxes(csv_path: str | Path) -> pd.DataFrame:
     return out
 
 
+def read_vindr_regions(path: str | Path) -> pd.DataFrame:
+    """`read_vindr_boxes` as the pointing game reads boxes: image_id, pathology, x, y, w, h (each image's pixels);
+    a blank image_id -> DataError naming the file and lines."""
+    refuse_blank_ids(path, "image_id", "VinDr-CXR file")
+    boxes = read_vindr_boxes(path)
+    return pd.DataFrame({"image_id": boxes["image_id"], "pathology": boxes["pathology"], "x": boxes["x_min"],
+                         "y": boxes["y_min"], "w": boxes["x_max"] - boxes["x_min"],
+                         "h": boxes["y_max"] - boxes["y_min"]})
+
+
+def _left_out() -> str:
+    unmapped = ", ".join(f"`{label}`" for label in PHYSIONET_LABELS if label not in VINDR_LABELS)
+    physionet_only = [f for f in VINDR_FINDINGS if f not in VINDR_KAGGLE_FINDINGS]
+    return (f"{unmapped} is not a finding: it is No Finding (never shared). With data.findings=kaggle (the default: "
+            f"the 14 labels both releases have) the {len(physionet_only)} labels only the PhysioNet release has are "
+            f"left out: {', '.join(f'`{f}`' for f in physionet_only)} (data.findings=all reads them from the "
+            "PhysioNet layout).")
+
+
+@register_dataset(
+    "vindr_cxr", findings=(*VINDR_FINDINGS, NO_FINDING), left_out=_left_out,
+    regions=Regions("box", frozenset({"image_id", "class_name", "x_min", "y_min", "x_max", "y_max"}),
+                    read_vindr_regions, float("nan"), "VinDr-CXR train.csv / annotations_*.csv"),
+)
 class VinDrData(ChestXData):
     """VinDr-CXR from its Kaggle layout (`train.csv`, `train/*.dicom`) or PhysioNet layout (`annotations/`,
     `train/`, `test/`); `layout=auto` recognises the folder.
@@ -307,8 +333,6 @@ class VinDrData(ChestXData):
         csv: str | None = None,
         findings: str | Sequence[str] = "kaggle",
         aggregation: str = "any",
-        ratios: Sequence[float] = (0.7, 0.1, 0.2),
-        val_fraction: float = 0.1,
         dicom_demographics: bool = False,
         **kwargs,
     ) -> None:
@@ -321,8 +345,6 @@ class VinDrData(ChestXData):
         self.csv = csv
         self.findings = findings if isinstance(findings, str) else list(findings)
         self.aggregation = aggregation
-        self.ratios = tuple(ratios)
-        self.val_fraction = val_fraction
         self.dicom_demographics = dicom_demographics
 
     @property
@@ -351,13 +373,11 @@ class VinDrData(ChestXData):
             table = read_vindr(self._kaggle_csv(), self.findings, self.aggregation)
             log.info("VinDr-CXR Kaggle layout: its test labels were never released, so train / val / test are an "
                      "image-level random split of train.csv (ratios %s, seed %d)", self.ratios, self.seed)
-            split = random_split(table.frame, ratios=self.ratios, seed=self.seed)
+            split = self.make_split(table)
         else:
             train = read_vindr(self.root / PHYSIONET_TRAIN, self.findings, self.aggregation, image_folder="train")
             test = read_vindr(self.root / PHYSIONET_TEST, self.findings, image_folder="test")
-            inner = random_split(train.frame, ratios=(1.0 - self.val_fraction, self.val_fraction, 0.0), seed=self.seed)
-            table = LabelTable.concat([train, test])
-            split = np.concatenate([inner, np.full(len(test), "test")]).astype("<U5")
+            table, split = self.carve_validation(train, test)
         if self.dicom_demographics:
             table = self._with_demographics(table)
         return table, split

@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from chestx.data.errors import DataError, DataFileNotFoundError  # noqa: F401 (re-exported: DataFileNotFoundError)
+
 log = logging.getLogger(__name__)
 
 # CheXNet order (Rajpurkar et al. 2017), also the order of NIH's chexnet_split list files.
@@ -77,14 +79,6 @@ def canonical_finding(name: str) -> str:
     """The vocabulary's name of a dataset's finding: `Effusion` -> `Pleural Effusion`; a name without synonyms is
     its own canonical name (case and '_' vs ' ' forgiven: `pleural_thickening` -> `Pleural Thickening`)."""
     return _CANONICAL.get(_norm(name), str(name).strip())
-
-
-class DataError(ValueError):
-    """A label file or a data option is wrong; the message names the file/option, the value and the fix."""
-
-
-class DataFileNotFoundError(DataError, FileNotFoundError):
-    """A label or list file does not exist (also a FileNotFoundError)."""
 
 
 @dataclass
@@ -233,6 +227,16 @@ def optional_text(values: pd.Series) -> pd.Series:
     subgroup and explore tables show as `unknown`."""
     text = values.astype("string").str.strip()
     return text.astype(object).where((text.notna() & (text != "")).to_numpy(dtype=bool), np.nan)
+
+
+def refuse_blank_ids(path: str | Path, column: str, what: str) -> None:
+    """DataError naming the file and lines when a row's image id (`column`) is blank (a region file's rows)."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: str(c).strip() == column)
+    blank = np.flatnonzero((raw.iloc[:, 0].str.strip() == "").to_numpy())
+    if blank.size:
+        lines = ", ".join(str(i + 2) for i in blank[:5]) + (" ..." if blank.size > 5 else "")
+        raise DataError(f"{str(path)!r}: {blank.size} rows of this {what} have a blank {column!r} (line {lines}); "
+                        "each row needs the image it is drawn on: fill in the id or delete the row")
 
 
 def check_columns(frame: pd.DataFrame, required: Sequence[str], path: str | Path, what: str) -> None:

@@ -2,7 +2,7 @@
 
 `ChestXDataModule` decodes (or reads from the resize cache) the images of each split, applies the
 transforms (augmentation in training only), computes dataset normalisation when asked, and builds
-the DataLoaders with seeded, single-threaded workers. With `data.normalize_on_device` (default)
+the DataLoaders with seeded, single-threaded workers. With `loader.normalize_on_device` (default)
 the workers hand over uint8 (B, 1, S, S) batches (12x fewer bytes to the GPU than float32 x 3
 channels) and `on_after_batch_transfer` finishes them on the device; the training loader is a `ResumableDataLoader` (resumes in the middle of an epoch).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as L
@@ -18,13 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from chestx.data.dataset import FileSource, PixelSource, XrayDataset
-from chestx.data.images import load_grayscale, resize_square
-from chestx.data.labels import evaluation_targets
-from chestx.data.sampling import EpochSampler, ResumableDataLoader
+from chestx.data.loading.dataset import FileSource, PixelSource, XrayDataset
+from chestx.data.images.read import load_grayscale, resize_square
+from chestx.data.labels.table import evaluation_targets
+from chestx.data.loading.sampling import EpochSampler, ResumableDataLoader
 from chestx.data.datasets.base import ChestXData
-from chestx.data.splits import SPLITS
-from chestx.data.transforms import InputNormalizer, build_input_normalizer, build_transform, compute_mean_std
+from chestx.data.labels.splits import SPLITS
+from chestx.data.loading.transforms import InputNormalizer, build_input_normalizer, build_transform, compute_mean_std
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def worker_init(worker_id: int) -> None:
     import torch
     from lightning.fabric.utilities.seed import pl_worker_init_function
 
-    pl_worker_init_function(worker_id)  # (augmentation is seeded per image: chestx.data.sampling)
+    pl_worker_init_function(worker_id)  # (augmentation is seeded per image: chestx.data.loading.sampling)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -85,20 +86,52 @@ os.register_at_fork(
 )
 
 
-class ChestXDataModule(L.LightningDataModule):
-    """Datasets and loaders of the three splits of `data`, at `image_size` with `in_chans` channels."""
+@dataclass(frozen=True)
+class LoaderOptions:
+    """The `loader` config group (conf/loader/default.yaml): how the datamodule batches and feeds the data.
 
-    def __init__(self, data: ChestXData, image_size: int, in_chans: int = 3) -> None:
+    `num_workers` / `pin_memory` None: chestx.train fills them from the hardware (`chestx.core.hardware`) before
+    this is built; the datamodule takes resolved values. `eval_batch_size` None: `batch_size`.
+    `persistent_workers` None: True when there are workers; `prefetch_factor` None: PyTorch's default (2)."""
+
+    batch_size: int = 16
+    eval_batch_size: int | None = None
+    num_workers: int | None = 0
+    pin_memory: bool | None = False
+    normalize_on_device: bool = True  # workers hand over uint8 (B, 1, S, S); the module normalises on the device
+    persistent_workers: bool | None = None
+    prefetch_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_batch_size", "prefetch_factor"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"loader.{key}={value!r} must be a positive integer" +
+                                 ("" if key == "batch_size" else ", or null"))
+
+    @property
+    def eval_batch(self) -> int:
+        """Images per validation / test batch (`eval_batch_size`, else `batch_size`)."""
+        return self.eval_batch_size or self.batch_size
+
+
+class ChestXDataModule(L.LightningDataModule):
+    """Datasets and loaders of the three splits of `data`, at `image_size` with `in_chans` channels, batched as
+    `loader` says (default: `LoaderOptions()`)."""
+
+    def __init__(self, data: ChestXData, image_size: int, in_chans: int = 3,
+                 loader: LoaderOptions | None = None) -> None:
         super().__init__()
         self.data = data
         self.image_size = int(image_size)
         self.in_chans = in_chans
         self.normalization = data.normalization
-        self.batch_size = data.batch_size
-        self.eval_batch_size = data.eval_batch_size
-        self.num_workers = data.num_workers
-        self.pin_memory = data.pin_memory
-        self.normalize_on_device = data.normalize_on_device
+        self.loader = loader or LoaderOptions()
+        self.batch_size = self.loader.batch_size
+        self.eval_batch_size = self.loader.eval_batch
+        self.num_workers = self.loader.num_workers
+        self.pin_memory = self.loader.pin_memory
+        self.normalize_on_device = self.loader.normalize_on_device
         self.mean: tuple[float, ...] | None = None
         self.std: tuple[float, ...] | None = None
         self.datasets: dict[str, XrayDataset] = {}
@@ -108,7 +141,7 @@ class ChestXDataModule(L.LightningDataModule):
     def _pixels(self, rows: np.ndarray) -> PixelSource:
         paths = self.data.paths
         if self.data.cache:  # one cache for every row of the dataset, built once, shared by the three splits
-            from chestx.data.cache import cached_pixels
+            from chestx.data.images.cache import cached_pixels
 
             if self._pixel_cache is None:
                 self._pixel_cache = cached_pixels(paths, self.image_size, cache_dir=self.data.cache_dir,
@@ -167,12 +200,17 @@ class ChestXDataModule(L.LightningDataModule):
     def _loader_options(self) -> dict:
         if self.num_workers is None or self.pin_memory is None:
             raise ValueError(
-                f"data.num_workers={self.num_workers} / data.pin_memory={self.pin_memory}: the datamodule takes resolved "
-                "numbers; set them, or let chestx.train fill them from the hardware "
+                f"loader.num_workers={self.num_workers} / loader.pin_memory={self.pin_memory}: the datamodule takes "
+                "resolved numbers; set them, or let chestx.train fill them from the hardware "
                 "(chestx.core.hardware.resolve_device_defaults)")
         workers = int(self.num_workers)
-        return {"num_workers": workers, "pin_memory": bool(self.pin_memory), "persistent_workers": workers > 0,
-                "worker_init_fn": worker_init if workers > 0 else None, "drop_last": False}
+        persistent = self.loader.persistent_workers
+        options = {"num_workers": workers, "pin_memory": bool(self.pin_memory),
+                   "persistent_workers": workers > 0 if persistent is None else bool(persistent) and workers > 0,
+                   "worker_init_fn": worker_init if workers > 0 else None, "drop_last": False}
+        if self.loader.prefetch_factor is not None and workers > 0:
+            options["prefetch_factor"] = self.loader.prefetch_factor
+        return options
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch), this process's share under DDP, resumable mid-epoch (`EpochSampler`)."""

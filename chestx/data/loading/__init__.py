@@ -1,0 +1,1 @@
+"""From a dataset to batches: transforms, the torch Dataset, sampling, the LightningDataModule."""
