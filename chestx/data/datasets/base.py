@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
+from chestx.data.images.same_file import same_files
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
 from chestx.data.labels.table import LabelTable
@@ -234,6 +235,7 @@ class ChestXData:
         """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
         DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
         paths, missing = self.resolve_paths(table)
+        self._refuse_same_file(table, paths)
         if missing:
             shown = ", ".join(missing[:5])
             if self.missing_images == "error":
@@ -263,6 +265,20 @@ class ChestXData:
             keep[[i for i, _ in unreadable]] = False
             table, split, paths = table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
         return table, split, paths
+
+    def _refuse_same_file(self, table: LabelTable, paths: Sequence[Path | None]) -> None:
+        """DataError when two rows' image files are one file (symlinks, `..`, absolute vs relative resolved): one
+        X-ray must not count twice, nor land in train and in test. Every dataset, whatever builds its paths."""
+        pairs = same_files(paths, self.root)
+        if pairs:
+            i, j, real = pairs[0]
+            ids = table.frame["image_id"].astype(str)
+            raise DataError(
+                f"{type(self).__name__.removesuffix('Data')}: {len(pairs)} rows name an image file that an earlier "
+                f"row already names, e.g. row {i} (image {ids.iloc[i]!r}, {str(paths[i])!r}) and row {j} (image "
+                f"{ids.iloc[j]!r}, {str(paths[j])!r}) are both {real!r}; list each image once in the label file "
+                f"under data.root={str(self.root)!r} (remove the duplicate row or the symlink)"
+            )
 
     def prepare(self) -> None:
         """Labels, split and image files of every row (missing images as data.missing_images says)."""
