@@ -14,7 +14,10 @@ gets the log.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -27,6 +30,7 @@ from chestx.models.backbones import default_input_size
 def main(cfg: DictConfig) -> None:
     data = instantiate(cfg.data)
     data.prepare()
+    data.save_unreadable(Path(HydraConfig.get().runtime.output_dir))  # rows missing_images=drop dropped, if any
     size = data.image_size or default_input_size(cfg.backbone)
     folder = build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window)
     print(f"pixel cache: {folder}  ({len(data.paths)} images, {size} px)")

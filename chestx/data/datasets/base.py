@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
+from chestx.core.run_folder import UNREADABLE_FILE
 from chestx.data.images.same_file import same_files
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
@@ -26,6 +27,8 @@ from chestx.data.labels.table import LabelTable
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
+WHOLE_LIST = (f"the whole list, each file with its reason, goes to {UNREADABLE_FILE} in the run folder (beside "
+              f"split.csv; chestx.prepare: its own run folder)")
 
 
 # keys a data config had before issue 24 -> where they went; conf/data_common.yaml keeps them null, so that an old
@@ -104,6 +107,7 @@ class ChestXData:
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
+        self.dropped: list[tuple[str, str, str]] = []  # image_id, file, reason of every row missing_images=drop drops
 
     # ------------------------------------------------------------ the chores, done once for every dataset
     label_files: tuple[str, ...] = ()  # the label file's names in data.root, first found (label_file)
@@ -234,6 +238,7 @@ class ChestXData:
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
         """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
         DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
+        self.dropped = []
         paths, missing = self.resolve_paths(table)
         self._refuse_same_file(table, paths)
         if missing:
@@ -244,9 +249,13 @@ class ChestXData:
                     f"data.root={str(self.root)!r} (first: {shown}); fix data.root, or set "
                     "data.missing_images=drop to train on the images that are present"
                 )
-            log.warning("Dropping %d of %d rows whose image is missing (data.missing_images=drop; first: %s)",
-                        len(missing), len(paths), shown)
             keep = np.array([p is not None for p in paths])
+            ids = table.frame["image_id"].astype(str).to_numpy()[~keep]
+            texts = table.frame["path"].astype(str).to_numpy()[~keep] if "path" in table.frame else ids
+            self.dropped += [(str(i), str(t), f"not found under data.root={str(self.root)!r}")
+                             for i, t in zip(ids, texts)]
+            log.warning("Dropping %d of %d rows whose image is missing (data.missing_images=drop; first: %s); %s",
+                        len(missing), len(paths), shown, WHOLE_LIST)
             table, split, paths = table.subset(keep), split[keep], [p for p in paths if p is not None]
         paths = [Path(p) for p in paths]
         started = time.perf_counter()
@@ -259,8 +268,10 @@ class ChestXData:
                     f"{len(unreadable)} of {len(paths)} image files cannot be read; fix or remove them, or set "
                     f"data.missing_images=drop to train on the readable ones:\n  {shown}"
                 )
-            log.warning("Dropping %d of %d rows whose image cannot be read (data.missing_images=drop):\n  %s",
-                        len(unreadable), len(paths), shown)
+            ids = table.frame["image_id"].astype(str)
+            self.dropped += [(str(ids.iloc[i]), str(paths[i]), reason) for i, reason in unreadable]
+            log.warning("Dropping %d of %d rows whose image cannot be read (data.missing_images=drop):\n  %s\n%s",
+                        len(unreadable), len(paths), shown, WHOLE_LIST)
             keep = np.ones(len(paths), dtype=bool)
             keep[[i for i, _ in unreadable]] = False
             table, split, paths = table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
@@ -314,9 +325,22 @@ class ChestXData:
         return table.subset(~drop), split[~drop]
 
     def save_split(self, path: Path) -> None:
+        """split.csv at `path`; beside it unreadable.csv when data.missing_images=drop dropped rows (save_unreadable)."""
         self.prepare()
         assert self.table is not None and self.split is not None
         save_split(path, self.table.frame, self.split)
+        self.save_unreadable(Path(path).parent)
+
+    def save_unreadable(self, folder: Path) -> Path | None:
+        """<folder>/unreadable.csv (UNREADABLE_FILE): image_id, path, reason of every row that data.missing_images=drop
+        dropped (missing or unreadable image), all of them; None (no file) when none was dropped."""
+        if not self.dropped:
+            return None
+        out = Path(folder) / UNREADABLE_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(self.dropped, columns=["image_id", "path", "reason"]).to_csv(out, index=False)
+        log.warning("The %d dropped rows (data.missing_images=drop), each with its reason: %s", len(self.dropped), out)
+        return out
 
     def split_frame(self, name: str) -> pd.DataFrame:
         """image_id and patient_id of one split, in dataset row order."""
