@@ -19,6 +19,7 @@ import pandas as pd
 
 from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
 from chestx.core.run_folder import UNREADABLE_FILE
+from chestx.data.images.read import find_undecodable
 from chestx.data.images.same_file import same_files
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
@@ -27,6 +28,7 @@ from chestx.data.labels.table import LabelTable
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
+VERIFY_MODES = ("header", "decode")
 WHOLE_LIST = (f"the whole list, each file with its reason, goes to {UNREADABLE_FILE} in the run folder (beside "
               f"split.csv; chestx.prepare: its own run folder)")
 
@@ -77,6 +79,7 @@ class ChestXData:
         folds: int | None = None,
         fold: int | None = None,
         dicom_window: str = "voi",
+        verify_images: str = "header",
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         val_fraction: float = 0.1,
         **renamed: object,
@@ -84,6 +87,9 @@ class ChestXData:
         refuse_renamed(renamed)
         _check_folds(folds, fold)
         check_dicom_window(dicom_window)
+        if verify_images not in VERIFY_MODES:
+            raise DataError(f"data.verify_images={verify_images!r} is not one of {VERIFY_MODES} (header: read every "
+                            "image's header at set-up; decode: decode every image at set-up)")
         if missing_images not in MISSING_POLICIES:
             raise DataError(f"data.missing_images={missing_images!r} is not one of {MISSING_POLICIES}")
         if not 0.0 < no_finding_fraction <= 1.0:
@@ -93,6 +99,7 @@ class ChestXData:
         self.normalization = normalization
         self.augment = dict(augment or {})
         self.missing_images = missing_images
+        self.verify_images = verify_images  # header | decode: what the set-up check reads of every image
         self.no_finding_fraction = no_finding_fraction
         self.seed = seed
         self.cache = cache
@@ -259,14 +266,22 @@ class ChestXData:
             table, split, paths = table.subset(keep), split[keep], [p for p in paths if p is not None]
         paths = [Path(p) for p in paths]
         started = time.perf_counter()
-        unreadable = find_unreadable(paths)  # header checks only: no pixel is decoded here
+        unreadable = find_unreadable(paths)  # header checks: no pixel is decoded here
         log.info("Checked the headers of %d image files in %.1f s", len(paths), time.perf_counter() - started)
+        if self.verify_images == "decode":  # a valid header over corrupt pixel data: only a decode finds it
+            started, bad = time.perf_counter(), {i for i, _ in unreadable}
+            rest = [i for i in range(len(paths)) if i not in bad]
+            failed = find_undecodable([paths[i] for i in rest], self.dicom_window)
+            unreadable = sorted(unreadable + [(rest[k], reason) for k, reason in failed])
+            log.info("Decoded %d image files in %.1f s (data.verify_images=decode): %d failed", len(rest),
+                     time.perf_counter() - started, len(failed))
         if unreadable:
             shown = "\n  ".join(reason for _, reason in unreadable[:5]) + ("\n  ..." if len(unreadable) > 5 else "")
-            if self.missing_images == "error":
+            if self.missing_images == "error":  # every file named: this is the list to fix
+                everything = "\n  ".join(reason for _, reason in unreadable)
                 raise UnreadableImagesError(
                     f"{len(unreadable)} of {len(paths)} image files cannot be read; fix or remove them, or set "
-                    f"data.missing_images=drop to train on the readable ones:\n  {shown}"
+                    f"data.missing_images=drop to train on the readable ones:\n  {everything}"
                 )
             ids = table.frame["image_id"].astype(str)
             self.dropped += [(str(ids.iloc[i]), str(paths[i]), reason) for i, reason in unreadable]

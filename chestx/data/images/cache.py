@@ -362,14 +362,15 @@ def _rows_to_decode(partial: Path, final: Path, spec: CacheSpec, workers: int) -
 
 
 def _raise_on_unreadable(errors: list[str], spec: CacheSpec, partial: Path) -> None:
-    """One ImageReadError naming the first 10 unreadable files, if any; the partial cache stays to resume."""
+    """One ImageReadError naming every file that failed to decode, if any; the partial cache stays to resume."""
     if not errors:
         return
-    shown = "\n  ".join(errors[:10])
+    shown = "\n  ".join(errors)
     raise ImageReadError(
-        f"{len(errors)} of {len(spec.paths)} images could not be read while building the pixel cache "
-        f"(data.cache=true); the partial cache in {partial} resumes once they are fixed:\n  {shown}"
-        + ("\n  ..." if len(errors) > 10 else "")
+        f"{len(errors)} of {len(spec.paths)} images could not be decoded while building the pixel cache "
+        f"(data.cache=true); the partial cache in {partial} resumes once they are fixed or removed. To drop them "
+        f"instead, add data.verify_images=decode data.missing_images=drop (they are then decoded and dropped at "
+        f"set-up, before the cache, and listed in the run folder's unreadable.csv). All of them:\n  {shown}"
     )
 
 
