@@ -17,9 +17,10 @@ import pytest
 from chestx.core.run_folder import SPLIT_FILE, UNREADABLE_FILE
 from chestx.data.datasets.csv import CSVData
 from chestx.data.errors import DataError, ImageReadError
-from chestx.data.images.cache import build_cache
+from chestx.data.images.cache import UndecodableImagesError, build_cache
 from chestx.data.images.check import UnreadableImagesError, probe_image
 from chestx.data.images.read import find_undecodable
+from chestx.data.loading.datamodule import ChestXDataModule
 from chestx.data.loading.dataset import FileSource
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "nih_sample"
@@ -104,4 +105,25 @@ def test_cache_names_every_undecodable_file(tmp_path: Path) -> None:
         build_cache(paths, 32, tmp_path / "cache", workers=1)
     message = str(error.value)
     assert "12 of 13" in message and all(f"cut{i}.png" in message for i in range(12)), message
-    assert "data.verify_images=decode data.missing_images=drop" in message
+    assert "data.missing_images=drop to drop them" in message
+    assert isinstance(error.value, UndecodableImagesError) and [i for i, _ in error.value.failed] == list(range(1, 13))
+
+
+def test_cache_drops_and_lists_under_drop(tmp_path: Path) -> None:
+    """data.cache=true, missing_images=drop: the rows whose file fails to decode in the cache build are dropped,
+    listed (unreadable.csv) and the cache holds the rest; under error the set-up stops naming every one."""
+    root = folder(tmp_path / "data", n_bad=2)
+    data = csv_data(root, missing_images="drop", cache=True, cache_dir=str(tmp_path / "cache"))
+    dm = ChestXDataModule(data, image_size=32)
+    dm.setup("fit")
+    assert [p.name for p in data.paths] == GOOD and len(data.table) == 3
+    assert sum(len(d) for d in dm.datasets.values()) == 3
+    assert dm.datasets["train"][0]["image"].shape[-1] == 32
+    data.save_split(tmp_path / "run" / SPLIT_FILE)
+    listed = pd.read_csv(tmp_path / "run" / UNREADABLE_FILE, dtype=str)
+    assert listed["image_id"].tolist() == ["images/cut0.png", "images/cut1.png"]
+    assert listed["reason"].str.contains("truncated").all()
+    assert len(pd.read_csv(tmp_path / "run" / SPLIT_FILE)) == 3
+    strict = csv_data(root, cache=True, cache_dir=str(tmp_path / "cache2"))
+    with pytest.raises(UnreadableImagesError, match=r"(?s)2 of 5 .*failed to decode.*cut0\.png.*cut1\.png"):
+        ChestXDataModule(strict, image_size=32).setup("fit")

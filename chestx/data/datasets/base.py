@@ -306,6 +306,27 @@ class ChestXData:
                 f"under data.root={str(self.root)!r} (remove the duplicate row or the symlink)"
             )
 
+    def drop_undecodable(self, failed: Sequence[tuple[int, str]], where: str) -> None:
+        """Rows (of `self.paths`, after prepare) whose image failed to decode in `where` (e.g. the pixel cache), with
+        their reasons: data.missing_images=error stops naming every one; drop drops them and lists them (dropped)."""
+        assert self.table is not None and self.split is not None
+        failed = sorted(failed)
+        everything = "\n  ".join(reason for _, reason in failed)
+        if self.missing_images == "error":
+            raise UnreadableImagesError(
+                f"{len(failed)} of {len(self.paths)} image files passed the header check but failed to decode "
+                f"({where}); fix or remove them, or set data.missing_images=drop to train on the others:\n  {everything}")
+        ids = self.table.frame["image_id"].astype(str)
+        self.dropped += [(str(ids.iloc[i]), str(self.paths[i]), reason) for i, reason in failed]
+        keep = np.ones(len(self.paths), dtype=bool)
+        keep[[i for i, _ in failed]] = False
+        self.table, self.split = self.table.subset(keep), self.split[keep]
+        self.paths = [p for p, k in zip(self.paths, keep) if k]
+        shown = "\n  ".join(reason for _, reason in failed[:5]) + ("\n  ..." if len(failed) > 5 else "")
+        log.warning("Dropping %d of %d rows whose image failed to decode (%s; data.missing_images=drop):\n  %s\n%s",
+                    len(failed), len(keep), where, shown, WHOLE_LIST)
+        check_patient_disjoint(self.table.frame["patient_id"].to_numpy(), self.split)
+
     def prepare(self) -> None:
         """Labels, split and image files of every row (missing images as data.missing_images says)."""
         if self.table is not None and self.paths:
