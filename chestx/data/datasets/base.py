@@ -315,7 +315,8 @@ class ChestXData:
         if self.missing_images == "error":
             raise UnreadableImagesError(
                 f"{len(failed)} of {len(self.paths)} image files passed the header check but failed to decode "
-                f"({where}); fix or remove them, or set data.missing_images=drop to train on the others:\n  {everything}")
+                f"({where}); fix or remove them, or set data.missing_images=drop to train on the others:"
+                f"\n  {everything}")
         ids = self.table.frame["image_id"].astype(str)
         self.dropped += [(str(ids.iloc[i]), str(self.paths[i]), reason) for i, reason in failed]
         keep = np.ones(len(self.paths), dtype=bool)
@@ -361,7 +362,7 @@ class ChestXData:
         return table.subset(~drop), split[~drop]
 
     def save_split(self, path: Path) -> None:
-        """split.csv at `path`; beside it unreadable.csv when data.missing_images=drop dropped rows (save_unreadable)."""
+        """split.csv at `path`; beside it unreadable.csv when data.missing_images=drop dropped rows."""
         self.prepare()
         assert self.table is not None and self.split is not None
         save_split(path, self.table.frame, self.split)

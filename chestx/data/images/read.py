@@ -164,7 +164,7 @@ def resize_square(img: np.ndarray, size: int, interpolation: str = "area") -> np
 
 
 def decode_reason(path: str | Path, dicom_window: str = "voi") -> str | None:
-    """Why `path` cannot be decoded (the ImageReadError's text), or None when it decodes: every pixel, not the header."""
+    """Why `path` cannot be decoded (the ImageReadError's text), or None when every pixel decodes."""
     try:
         load_grayscale(path, dicom_window=dicom_window)
     except ImageReadError as err:

@@ -34,7 +34,8 @@ def write_csv(root: Path, paths: list[str]) -> None:
 
 
 def load(root: Path) -> None:
-    CSVData(root=str(root), csv="labels.csv", image_column="file", findings=["Effusion"], split_column="split").labels_only()
+    CSVData(root=str(root), csv="labels.csv", image_column="file", findings=["Effusion"],
+            split_column="split").labels_only()
 
 
 def spellings(root: Path) -> dict[str, str]:
