@@ -14,12 +14,15 @@ gets the log.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from chestx._hydra import CONFIG_DIR
-from chestx.data.images.cache import build_cache
+from chestx.data.images.cache import UndecodableImagesError, build_cache
 from chestx.models.backbones import default_input_size
 
 
@@ -28,7 +31,12 @@ def main(cfg: DictConfig) -> None:
     data = instantiate(cfg.data)
     data.prepare()
     size = data.image_size or default_input_size(cfg.backbone)
-    folder = build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window)
+    try:
+        folder = build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window)
+    except UndecodableImagesError as error:  # valid headers, corrupt pixels: data.missing_images says what to do
+        data.drop_undecodable(error.failed, "building the pixel cache, chestx.prepare")
+        folder = build_cache(data.paths, size, data.cache_dir, data.root, dicom_window=data.dicom_window)
+    data.save_unreadable(Path(HydraConfig.get().runtime.output_dir))  # rows missing_images=drop dropped, if any
     print(f"pixel cache: {folder}  ({len(data.paths)} images, {size} px)")
 
 

@@ -79,6 +79,7 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
         preprocessing = encoder_preprocessing(cfg.model.name, encoder)
     data: ChestXData = instantiate(cfg.data)
     data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
+    rows_saved = len(data.paths)
     image_size = data.image_size or preprocessing.get("input_size") or default_input_size(cfg.model.name)
     datamodule = ChestXDataModule(data, image_size, in_chans=cfg.model.in_chans, loader=instantiate(cfg.loader))
     if preprocessing and datamodule.normalization == "imagenet" and cfg.model.in_chans == len(preprocessing["mean"]):
@@ -88,6 +89,8 @@ def build(cfg: DictConfig, run_dir: Path | None = None) -> tuple[ChestXData, Che
         log.info("normalising with %s's own mean %s / std %s (%s)", cfg.model.name, preprocessing["mean"],
                  preprocessing["std"], preprocessing["source"])
     datamodule.setup("fit")
+    if len(data.paths) != rows_saved:  # data.cache=true, missing_images=drop: files that failed to decode dropped
+        data.save_split((run_dir or run_dir_of(cfg)) / SPLIT_FILE)
     data_ready = time.time()  # labels, split, image files, pixel cache: metrics.json "phases"
     layout = OutputLayout(data.multiclass, len(data.pathologies))
     log.info("Instantiating backbone %s (%d outputs, in_chans=%d, %d px)", cfg.model.name, layout.num_outputs,

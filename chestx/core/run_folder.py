@@ -15,6 +15,7 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
     <run>/external/<dataset>/       the model on another dataset's test split (chestx.runs.external), with mapping.csv
     <run>/stage_one/                a two-stage recipe's first stage, a run folder of its own (STAGE_ONE_DIR)
     <predict>/unreadable.csv, localization.csv, pointing_game.csv   chestx.predict
+    <run>/unreadable.csv            image_id, path, reason of every row data.missing_images=drop dropped (ChestXData)
 
 `predictions.csv`: one row per image: image_id, patient_id, the label file's metadata (META_COLUMNS) when known,
 then prob_<P> and label_<P> for every pathology, the label empty when unknown. `auroc.csv`: pathology, auroc,

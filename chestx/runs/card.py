@@ -58,9 +58,10 @@ def label_files(data: Any) -> list[Path]:
     data.root; else CheXpert's train.csv / valid.csv of its dataset folder; [] when none is known (the card says
     so)."""
     csv_path = getattr(data, "csv", None)
-    if csv_path:
-        return [Path(csv_path)]
     root = Path(getattr(data, "root", None) or ".")
+    if csv_path:  # relative to data.root when it is there (as ChestXData.label_file and CSVData read it)
+        path = Path(csv_path).expanduser()
+        return [root / path if not path.is_absolute() and (root / path).is_file() else path]
     module = sys.modules.get(type(data).__module__)
     found: list[Path] = []
     for name, value in (vars(module).items() if module else ()):

@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.images.check import UnreadableImagesError, check_dicom_window, find_unreadable
+from chestx.core.run_folder import UNREADABLE_FILE
+from chestx.data.images.read import find_undecodable
+from chestx.data.images.same_file import same_files
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
 from chestx.data.labels.table import LabelTable
@@ -25,6 +28,9 @@ from chestx.data.labels.table import LabelTable
 log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "drop")
+VERIFY_MODES = ("header", "decode")
+WHOLE_LIST = (f"the whole list, each file with its reason, goes to {UNREADABLE_FILE} in the run folder (beside "
+              f"split.csv; chestx.prepare: its own run folder)")
 
 
 # keys a data config had before issue 24 -> where they went; conf/data_common.yaml keeps them null, so that an old
@@ -73,6 +79,7 @@ class ChestXData:
         folds: int | None = None,
         fold: int | None = None,
         dicom_window: str = "voi",
+        verify_images: str = "header",
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         val_fraction: float = 0.1,
         **renamed: object,
@@ -80,6 +87,9 @@ class ChestXData:
         refuse_renamed(renamed)
         _check_folds(folds, fold)
         check_dicom_window(dicom_window)
+        if verify_images not in VERIFY_MODES:
+            raise DataError(f"data.verify_images={verify_images!r} is not one of {VERIFY_MODES} (header: read every "
+                            "image's header at set-up; decode: decode every image at set-up)")
         if missing_images not in MISSING_POLICIES:
             raise DataError(f"data.missing_images={missing_images!r} is not one of {MISSING_POLICIES}")
         if not 0.0 < no_finding_fraction <= 1.0:
@@ -89,6 +99,7 @@ class ChestXData:
         self.normalization = normalization
         self.augment = dict(augment or {})
         self.missing_images = missing_images
+        self.verify_images = verify_images  # header | decode: what the set-up check reads of every image
         self.no_finding_fraction = no_finding_fraction
         self.seed = seed
         self.cache = cache
@@ -103,6 +114,7 @@ class ChestXData:
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
         self.paths: list[Path] = []  # (N,) image files, once looked up
+        self.dropped: list[tuple[str, str, str]] = []  # image_id, file, reason of every row missing_images=drop drops
 
     # ------------------------------------------------------------ the chores, done once for every dataset
     label_files: tuple[str, ...] = ()  # the label file's names in data.root, first found (label_file)
@@ -233,7 +245,9 @@ class ChestXData:
     def _drop_missing(self, table: LabelTable, split: np.ndarray) -> tuple[LabelTable, np.ndarray, list[Path]]:
         """Image file of every row; missing or unreadable ones (a header check: format, size limit, truncation,
         DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
+        self.dropped = []
         paths, missing = self.resolve_paths(table)
+        self._refuse_same_file(table, paths)
         if missing:
             shown = ", ".join(missing[:5])
             if self.missing_images == "error":
@@ -242,27 +256,77 @@ class ChestXData:
                     f"data.root={str(self.root)!r} (first: {shown}); fix data.root, or set "
                     "data.missing_images=drop to train on the images that are present"
                 )
-            log.warning("Dropping %d of %d rows whose image is missing (data.missing_images=drop; first: %s)",
-                        len(missing), len(paths), shown)
             keep = np.array([p is not None for p in paths])
+            ids = table.frame["image_id"].astype(str).to_numpy()[~keep]
+            texts = table.frame["path"].astype(str).to_numpy()[~keep] if "path" in table.frame else ids
+            self.dropped += [(str(i), str(t), f"not found under data.root={str(self.root)!r}")
+                             for i, t in zip(ids, texts)]
+            log.warning("Dropping %d of %d rows whose image is missing (data.missing_images=drop; first: %s); %s",
+                        len(missing), len(paths), shown, WHOLE_LIST)
             table, split, paths = table.subset(keep), split[keep], [p for p in paths if p is not None]
         paths = [Path(p) for p in paths]
         started = time.perf_counter()
-        unreadable = find_unreadable(paths)  # header checks only: no pixel is decoded here
+        unreadable = find_unreadable(paths)  # header checks: no pixel is decoded here
         log.info("Checked the headers of %d image files in %.1f s", len(paths), time.perf_counter() - started)
+        if self.verify_images == "decode":  # a valid header over corrupt pixel data: only a decode finds it
+            started, bad = time.perf_counter(), {i for i, _ in unreadable}
+            rest = [i for i in range(len(paths)) if i not in bad]
+            failed = find_undecodable([paths[i] for i in rest], self.dicom_window)
+            unreadable = sorted(unreadable + [(rest[k], reason) for k, reason in failed])
+            log.info("Decoded %d image files in %.1f s (data.verify_images=decode): %d failed", len(rest),
+                     time.perf_counter() - started, len(failed))
         if unreadable:
             shown = "\n  ".join(reason for _, reason in unreadable[:5]) + ("\n  ..." if len(unreadable) > 5 else "")
-            if self.missing_images == "error":
+            if self.missing_images == "error":  # every file named: this is the list to fix
+                everything = "\n  ".join(reason for _, reason in unreadable)
                 raise UnreadableImagesError(
                     f"{len(unreadable)} of {len(paths)} image files cannot be read; fix or remove them, or set "
-                    f"data.missing_images=drop to train on the readable ones:\n  {shown}"
+                    f"data.missing_images=drop to train on the readable ones:\n  {everything}"
                 )
-            log.warning("Dropping %d of %d rows whose image cannot be read (data.missing_images=drop):\n  %s",
-                        len(unreadable), len(paths), shown)
+            ids = table.frame["image_id"].astype(str)
+            self.dropped += [(str(ids.iloc[i]), str(paths[i]), reason) for i, reason in unreadable]
+            log.warning("Dropping %d of %d rows whose image cannot be read (data.missing_images=drop):\n  %s\n%s",
+                        len(unreadable), len(paths), shown, WHOLE_LIST)
             keep = np.ones(len(paths), dtype=bool)
             keep[[i for i, _ in unreadable]] = False
             table, split, paths = table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
         return table, split, paths
+
+    def _refuse_same_file(self, table: LabelTable, paths: Sequence[Path | None]) -> None:
+        """DataError when two rows' image files are one file (symlinks, `..`, absolute vs relative resolved): one
+        X-ray must not count twice, nor land in train and in test. Every dataset, whatever builds its paths."""
+        pairs = same_files(paths, self.root)
+        if pairs:
+            i, j, real = pairs[0]
+            ids = table.frame["image_id"].astype(str)
+            raise DataError(
+                f"{type(self).__name__.removesuffix('Data')}: {len(pairs)} rows name an image file that an earlier "
+                f"row already names, e.g. row {i} (image {ids.iloc[i]!r}, {str(paths[i])!r}) and row {j} (image "
+                f"{ids.iloc[j]!r}, {str(paths[j])!r}) are both {real!r}; list each image once in the label file "
+                f"under data.root={str(self.root)!r} (remove the duplicate row or the symlink)"
+            )
+
+    def drop_undecodable(self, failed: Sequence[tuple[int, str]], where: str) -> None:
+        """Rows (of `self.paths`, after prepare) whose image failed to decode in `where` (e.g. the pixel cache), with
+        their reasons: data.missing_images=error stops naming every one; drop drops them and lists them (dropped)."""
+        assert self.table is not None and self.split is not None
+        failed = sorted(failed)
+        everything = "\n  ".join(reason for _, reason in failed)
+        if self.missing_images == "error":
+            raise UnreadableImagesError(
+                f"{len(failed)} of {len(self.paths)} image files passed the header check but failed to decode "
+                f"({where}); fix or remove them, or set data.missing_images=drop to train on the others:"
+                f"\n  {everything}")
+        ids = self.table.frame["image_id"].astype(str)
+        self.dropped += [(str(ids.iloc[i]), str(self.paths[i]), reason) for i, reason in failed]
+        keep = np.ones(len(self.paths), dtype=bool)
+        keep[[i for i, _ in failed]] = False
+        self.table, self.split = self.table.subset(keep), self.split[keep]
+        self.paths = [p for p, k in zip(self.paths, keep) if k]
+        shown = "\n  ".join(reason for _, reason in failed[:5]) + ("\n  ..." if len(failed) > 5 else "")
+        log.warning("Dropping %d of %d rows whose image failed to decode (%s; data.missing_images=drop):\n  %s\n%s",
+                    len(failed), len(keep), where, shown, WHOLE_LIST)
+        check_patient_disjoint(self.table.frame["patient_id"].to_numpy(), self.split)
 
     def prepare(self) -> None:
         """Labels, split and image files of every row (missing images as data.missing_images says)."""
@@ -298,9 +362,22 @@ class ChestXData:
         return table.subset(~drop), split[~drop]
 
     def save_split(self, path: Path) -> None:
+        """split.csv at `path`; beside it unreadable.csv when data.missing_images=drop dropped rows."""
         self.prepare()
         assert self.table is not None and self.split is not None
         save_split(path, self.table.frame, self.split)
+        self.save_unreadable(Path(path).parent)
+
+    def save_unreadable(self, folder: Path) -> Path | None:
+        """<folder>/unreadable.csv (UNREADABLE_FILE): image_id, path, reason of every row that data.missing_images=drop
+        dropped (missing or unreadable image), all of them; None (no file) when none was dropped."""
+        if not self.dropped:
+            return None
+        out = Path(folder) / UNREADABLE_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(self.dropped, columns=["image_id", "path", "reason"]).to_csv(out, index=False)
+        log.warning("The %d dropped rows (data.missing_images=drop), each with its reason: %s", len(self.dropped), out)
+        return out
 
     def split_frame(self, name: str) -> pd.DataFrame:
         """image_id and patient_id of one split, in dataset row order."""

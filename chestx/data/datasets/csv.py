@@ -28,6 +28,7 @@ from chestx.data.datasets.chexpert import (
 )
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
 from chestx.data.datasets.base import ChestXData
+from chestx.data.images.same_file import same_files
 from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import SPLITS
 
@@ -296,6 +297,7 @@ class CSVData(UncertaintyPolicies, ChestXData):
             self.age_column, self.view_column, self.no_finding_column, self.uncertainty, self.blank,
             self.lsr_zeros, self.lsr_ones, self.seed,
         )
+        self._refuse_same_file(table, path)
         if self.split_column is not None:
             split = split_from_column(table.frame, self.split_values, path, self.split_column)
             log.info("Split from data.split_column=%r: %s", self.split_column,
@@ -313,6 +315,20 @@ class CSVData(UncertaintyPolicies, ChestXData):
                      len(keep), present)
             table, split = table.subset(keep), split[keep]
         return table, split
+
+    def _refuse_same_file(self, table: LabelTable, path: Path) -> None:
+        """DataError when two rows name one file under two spellings (resolved against data.root: `./`, `..`,
+        absolute vs relative, symlinks); the same spelling twice is refused while reading (read_label_folder_csv)."""
+        texts = table.frame["path"].astype(str).tolist()
+        pairs = same_files(texts, self.root)
+        if pairs:
+            i, j, real = pairs[0]
+            raise DataError(
+                f"{str(path)!r}: {len(pairs)} rows name an image file that an earlier row already names under "
+                f"another spelling in data.image_column={self.image_column!r}, e.g. {_rows_named(np.array([i]))} "
+                f"{texts[i]!r} and {_rows_named(np.array([j]))} {texts[j]!r} are both {real!r} (resolved against "
+                f"data.root={str(self.root)!r}); list each image once (one row per image, labels in its columns)"
+            )
 
     def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
         paths: list[Path | None] = []

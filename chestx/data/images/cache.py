@@ -188,8 +188,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------ building
 def _decode_chunk(out: np.ndarray, rows: list[int], paths: list[str], size: int, interpolation: str,
-                  dicom_window: str = "voi") -> tuple[list[int], list[str]]:
-    """Decode + resize `rows` into the mapped array `out`; returns rows written and error messages."""
+                  dicom_window: str = "voi") -> tuple[list[int], list[tuple[int, str]]]:
+    """Decode + resize `rows` into the mapped array `out`; returns rows written and (row, error message)."""
     written, errors = [], []
     for row, path in zip(rows, paths):
         try:
@@ -197,7 +197,7 @@ def _decode_chunk(out: np.ndarray, rows: list[int], paths: list[str], size: int,
             out[row] = resize_square(image, size, interpolation)  # (S, S) uint8
             written.append(row)
         except ImageReadError as err:
-            errors.append(str(err))
+            errors.append((row, str(err)))
     return written, errors
 
 
@@ -215,8 +215,8 @@ def _progress(total: int, initial: int, desc: str):
         return None
 
 
-def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> list[str]:
-    """Decode rows `todo` into `partial/pixels.npy`, ticking `partial/done.npy`; returns error messages.
+def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> list[tuple[int, str]]:
+    """Decode rows `todo` into `partial/pixels.npy`, ticking `partial/done.npy`; returns (row, error message).
 
     Threads, not processes: OpenCV releases the GIL while it decodes and resizes, so threads scale
     over cores without the seconds of imports a spawned process costs, and all write to one mapping.
@@ -225,13 +225,13 @@ def _fill(partial: Path, spec: CacheSpec, todo: np.ndarray, workers: int) -> lis
     done = np.load(partial / DONE, mmap_mode="r+", allow_pickle=False)  # (N,) bool
     paths = [str(p) for p in spec.paths]
     bar = _progress(len(done), int(done.sum()), f"pixel cache {spec.size}px")
-    errors: list[str] = []
+    errors: list[tuple[int, str]] = []
     started, count = time.perf_counter(), 0
 
-    def task(rows: list[int]) -> tuple[list[int], list[str]]:
+    def task(rows: list[int]) -> tuple[list[int], list[tuple[int, str]]]:
         return _decode_chunk(out, rows, [paths[r] for r in rows], spec.size, spec.interpolation, spec.dicom_window)
 
-    def record(result: tuple[list[int], list[str]]) -> None:
+    def record(result: tuple[list[int], list[tuple[int, str]]]) -> None:
         nonlocal count
         written, errs = result
         _tick(out, done, written)
@@ -258,8 +258,8 @@ def _tick(out: np.ndarray, done: np.ndarray, written: list[int]) -> None:
     done.flush()
 
 
-def _run_chunks(chunks: list[list[int]], task: Callable[[list[int]], tuple[list[int], list[str]]],
-                record: Callable[[tuple[list[int], list[str]]], None], workers: int) -> None:
+def _run_chunks(chunks: list[list[int]], task: Callable[[list[int]], tuple[list[int], list[tuple[int, str]]]],
+                record: Callable[[tuple[list[int], list[tuple[int, str]]]], None], workers: int) -> None:
     """`record(task(rows))` per chunk: in this thread, or on `workers` threads (the pending ones cancelled on error)."""
     if workers <= 1:
         for rows in chunks:
@@ -361,15 +361,27 @@ def _rows_to_decode(partial: Path, final: Path, spec: CacheSpec, workers: int) -
     return todo
 
 
-def _raise_on_unreadable(errors: list[str], spec: CacheSpec, partial: Path) -> None:
-    """One ImageReadError naming the first 10 unreadable files, if any; the partial cache stays to resume."""
+class UndecodableImagesError(ImageReadError):
+    """Files that failed to decode while the cache was built; `failed`: (row of `paths`, reason) of every one, so
+    that the dataset can drop them (data.missing_images=drop) and build the cache of the rest."""
+
+    def __init__(self, message: str, failed: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+def _raise_on_unreadable(errors: list[tuple[int, str]], spec: CacheSpec, partial: Path) -> None:
+    """One ImageReadError naming every file that failed to decode, if any; the partial cache stays to resume."""
     if not errors:
         return
-    shown = "\n  ".join(errors[:10])
-    raise ImageReadError(
-        f"{len(errors)} of {len(spec.paths)} images could not be read while building the pixel cache "
-        f"(data.cache=true); the partial cache in {partial} resumes once they are fixed:\n  {shown}"
-        + ("\n  ..." if len(errors) > 10 else "")
+    errors = sorted(errors)
+    shown = "\n  ".join(reason for _, reason in errors)
+    raise UndecodableImagesError(
+        f"{len(errors)} of {len(spec.paths)} images could not be decoded while building the pixel cache "
+        f"(data.cache=true); the partial cache in {partial} resumes once they are fixed or removed; or set "
+        f"data.missing_images=drop to drop them (listed, with their reasons, in the run folder's unreadable.csv). "
+        f"All of them:\n  {shown}",
+        errors,
     )
 
 

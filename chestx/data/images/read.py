@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -48,6 +51,14 @@ INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "lanczos": cv2.INTER_LANCZOS4,
 }
+
+
+# what to do when a file whose header passed fails to decode mid-run (FileSource, the pixel cache)
+FIND_ALL_UNDECODABLE = (
+    "The set-up check reads headers only; to find every file that fails to decode before training, set "
+    "data.verify_images=decode (every image decoded at set-up; failures handled by data.missing_images: drop lists "
+    "them in the run folder's unreadable.csv, error stops naming them all)"
+)
 
 
 def _fail(path: Path, reason: str) -> ImageReadError:
@@ -150,3 +161,27 @@ def resize_square(img: np.ndarray, size: int, interpolation: str = "area") -> np
     if interpolation == "area" and (size > h or size > w):
         flag = cv2.INTER_LINEAR
     return cv2.resize(img, (int(size), int(size)), interpolation=flag)  # (size, size) uint8
+
+
+def decode_reason(path: str | Path, dicom_window: str = "voi") -> str | None:
+    """Why `path` cannot be decoded (the ImageReadError's text), or None when every pixel decodes."""
+    try:
+        load_grayscale(path, dicom_window=dicom_window)
+    except ImageReadError as err:
+        return str(err)
+    return None
+
+
+def find_undecodable(paths: Sequence[str | Path], dicom_window: str = "voi",
+                     workers: int | None = None) -> list[tuple[int, str]]:
+    """(index, reason) of every file in `paths` that fails to decode, in order (data.verify_images=decode).
+
+    Threads: OpenCV and pydicom's decoders release the GIL for most of their work. Costs a full decode per file
+    (what one training epoch costs in decoding), so it is opt-in; the default set-up check reads headers only."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(paths) < 2:
+        reasons = [decode_reason(p, dicom_window) for p in paths]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            reasons = list(pool.map(lambda p: decode_reason(p, dicom_window), paths))
+    return [(i, reason) for i, reason in enumerate(reasons) if reason is not None]

@@ -149,6 +149,20 @@ class ChestXDataModule(L.LightningDataModule):
             return self._pixel_cache.subset(rows)
         return FileSource([paths[i] for i in rows], dicom_window=self.data.dicom_window)
 
+    def _build_cache(self) -> None:
+        """The pixel cache of every row; files that fail to decode go to data.missing_images (drop: dropped, listed
+        in `data.dropped` / unreadable.csv, and the cache is built of the rest; error: a DataError naming all)."""
+        from chestx.data.images.cache import UndecodableImagesError, cached_pixels
+
+        def build() -> None:
+            self._pixel_cache = cached_pixels(self.data.paths, self.image_size, cache_dir=self.data.cache_dir,
+                                              root=self.data.root, dicom_window=self.data.dicom_window)
+        try:
+            build()
+        except UndecodableImagesError as error:
+            self.data.drop_undecodable(error.failed, "building the pixel cache, data.cache=true")
+            build()  # the rest: a cache of its own (its key is the file list), decoded afresh
+
     def _normalisation_stats(self, train_rows: np.ndarray) -> None:
         if self.normalization != "dataset" or self.mean is not None:
             return
@@ -164,6 +178,8 @@ class ChestXDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.data.prepare()
+        if self.data.cache:  # before the splits' rows are taken: files failing to decode may be dropped here
+            self._build_cache()
         table, split = self.data.table, self.data.split
         assert table is not None and split is not None
         self._normalisation_stats(np.flatnonzero(split == "train"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from chestx.data.images.read import load_grayscale
+from chestx.data.images.read import FIND_ALL_UNDECODABLE, ImageReadError, load_grayscale
 from chestx.data.loading.sampling import item_seed
 
 
@@ -35,7 +35,10 @@ class FileSource:
         self.dicom_window = dicom_window
 
     def __call__(self, i: int) -> np.ndarray:
-        return load_grayscale(self.paths[i], dicom_window=self.dicom_window)  # (H, W) uint8
+        try:
+            return load_grayscale(self.paths[i], dicom_window=self.dicom_window)  # (H, W) uint8
+        except ImageReadError as err:
+            raise ImageReadError(f"{err}. {FIND_ALL_UNDECODABLE}") from err
 
 
 class XrayDataset(Dataset):
