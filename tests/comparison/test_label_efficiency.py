@@ -1,5 +1,5 @@
 """chestx.comparison.label_efficiency on real run folders: a fine-tune run and a linear-probe run of ResNet-18 on the
-embedded NIH sample (every run so far trains on all its labels: fraction 1.0)."""
+embedded NIH sample (fraction 1.0), and the report's section with a run on 30 % of the training patients."""
 from __future__ import annotations
 
 from pathlib import Path
