@@ -21,6 +21,7 @@ from chestx.comparison.cards import model_cards_section
 from chestx.comparison.compare import Comparison, compare
 from chestx.comparison.cross_dataset import cross_dataset_section
 from chestx.comparison.gains import costs_section as gain_costs_section, gains_section
+from chestx.comparison.label_efficiency import label_efficiency_section
 from chestx.comparison.metric_sections import metric_sections
 from chestx.comparison.pages import html_page, latex_document, markdown_page
 from chestx.comparison.published import published_section
@@ -155,6 +156,10 @@ def comparison_sections(comparison: Comparison | None, runs: list[Run], out: Pat
                     subgroup_section(comparison.runs, out),
                     Section("Figures", figures=figures, files={p.name: p for p in figures.values()})]
     sections.insert(1, published_section(comparison, out))  # beside the AUROC table (chestx.comparison.published)
+    if comparison is not None:  # only when the runs differ in data.train_fraction
+        efficiency = label_efficiency_section(comparison.runs, out, comparison.n_resamples, comparison.ci,
+                                              comparison.seed)
+        sections += [efficiency] if efficiency is not None else []
     return [*sections, cross_dataset_section(runs, out),  # also chestx.evaluate ckpt=... folders
             model_cards_section(runs, out)]
 

@@ -10,8 +10,8 @@ Reads run folders only (``chestx.runs.discover.Run``: config.yaml, metrics.json,
   (``chestx.metrics.bootstrap.bootstrap_auroc`` on the runs' predictions.csv, resampling the same patients for
   every seed; NaN when the seeds were scored on different test images).
 
-This is the BenchX-style table (docs/encoders.md). The sweep that fills it (``experiment=label_efficiency``) needs
-``data.train_fraction`` wired into the datasets, which comes after the data-layer restructuring.
+This is the BenchX-style table (docs/encoders.md). The sweep that fills it is ``experiment=label_efficiency``;
+``chestx.report`` shows it (``label_efficiency_section``) when the finished runs differ in ``data.train_fraction``.
 """
 from __future__ import annotations
 
@@ -22,15 +22,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chestx.comparison.tables import Section, Table, frame_cells
 from chestx.core.figures import plt, save_figure
 from chestx.core.run_folder import select
 from chestx.metrics.bootstrap import bootstrap_auroc
 from chestx.runs.discover import Run
 
-__all__ = ["label_efficiency_figure", "label_efficiency_table", "run_fraction", "run_mode"]
+__all__ = ["label_efficiency_figure", "label_efficiency_section", "label_efficiency_table", "run_fraction",
+           "run_mode"]
 
 log = logging.getLogger(__name__)
 
+TABLE_FILE = "label_efficiency.csv"  # beside the report (chestx.report)
+FIGURE_FILE = "label_efficiency.png"  # under the report's figures/
+HEADING = "AUROC vs label fraction"
 COLUMNS = ["model", "mode", "fraction", "n_seeds", "seeds", "auroc_mean", "auroc_sd", "ci_lower", "ci_upper"]
 
 
@@ -99,3 +104,24 @@ def label_efficiency_figure(table: pd.DataFrame, path: Path, ci: float = 0.95) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def label_efficiency_section(runs: Sequence[Run], out: Path, n_resamples: int = 1000, ci: float = 0.95,
+                             seed: int = 0) -> Section | None:
+    """The report's label-efficiency part (table, label_efficiency.csv, figures/label_efficiency.png); None when
+    the finished runs do not differ in ``data.train_fraction`` (nothing to plot against)."""
+    finished = [r for r in runs if r.status == "ok" and r.metrics.get("test/auroc_mean") is not None]
+    if len({run_fraction(r) for r in finished}) < 2:
+        return None
+    table = label_efficiency_table(finished, n_resamples, ci, seed)
+    files = {TABLE_FILE: out / TABLE_FILE}
+    table.to_csv(files[TABLE_FILE], index=False, float_format="%.6f")
+    figure = label_efficiency_figure(table, out / "figures" / FIGURE_FILE, ci)
+    files[FIGURE_FILE] = figure
+    notes = [f"Mean test AUROC (mean over pathologies) per model, mode (`probe`: module.freeze=backbone) and "
+             f"fraction of training patients (`data.train_fraction`): mean and sd over seeds, and the {ci:.0%} "
+             f"patient-bootstrap interval ({n_resamples} resamples) of the seed-averaged AUROC."]
+    log.info("Label efficiency: %d rows -> %s", len(table), files[TABLE_FILE])
+    return Section(HEADING, notes, Table(list(table.columns), [frame_cells(list(row)) for row in table.itertuples(
+        index=False)]), TABLE_FILE, figures={"AUROC vs label fraction": figure}, files=files,
+        latex_label="tab:label_efficiency")

@@ -23,6 +23,7 @@ from chestx.data.images.read import find_undecodable
 from chestx.data.images.same_file import same_files
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
+from chestx.data.stratify import StratifyError, stratified_split, train_subset
 from chestx.data.labels.table import LabelTable
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ MISSING_POLICIES = ("error", "drop")
 VERIFY_MODES = ("header", "decode")
 WHOLE_LIST = (f"the whole list, each file with its reason, goes to {UNREADABLE_FILE} in the run folder (beside "
               f"split.csv; chestx.prepare: its own run folder)")
+SPLIT_METHODS = ("random", "stratified")  # data.split_method (make_split)
+UNUSED = "unused"  # split.csv value of the training rows left out by data.train_fraction (keep_train_fraction)
 
 
 # keys a data config had before issue 24 -> where they went; conf/data_common.yaml keeps them null, so that an old
@@ -82,9 +85,17 @@ class ChestXData:
         verify_images: str = "header",
         ratios: Sequence[float] = (0.7, 0.1, 0.2),
         val_fraction: float = 0.1,
+        split_method: str = "random",
+        train_fraction: float = 1.0,
         **renamed: object,
     ) -> None:
         refuse_renamed(renamed)
+        if split_method not in SPLIT_METHODS:
+            raise DataError(f"data.split_method={split_method!r} is not one of {list(SPLIT_METHODS)}: use "
+                            "data.split_method=random (patients shuffled) or stratified (prevalence kept per split)")
+        if not 0.0 < float(train_fraction) <= 1.0:
+            raise DataError(f"data.train_fraction={train_fraction!r} must be in (0, 1], e.g. 0.01, 0.1 or 1.0 "
+                            "(the share of training patients kept)")
         _check_folds(folds, fold)
         check_dicom_window(dicom_window)
         if verify_images not in VERIFY_MODES:
@@ -109,6 +120,8 @@ class ChestXData:
         self.fold = fold
         self.ratios = tuple(float(r) for r in ratios)  # split(): train / val / test fractions of patients
         self.val_fraction = float(val_fraction)  # carve_validation(): validation's share of a training file
+        self.split_method = split_method  # make_split(): random | stratified (chestx.data.stratify)
+        self.train_fraction = float(train_fraction)  # keep_train_fraction(): share of training patients kept
         self.label_path: Path | None = None  # the label file in use, once found (label_file)
         self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.images.dicom)
         self.table: LabelTable | None = None
@@ -134,19 +147,42 @@ class ChestXData:
         return path
 
     def make_split(self, table: LabelTable, ratios: Sequence[float] | None = None) -> np.ndarray:
-        """THE split step of every dataset without an official split: seeded patient-level random split (N,) of
-        `table` by `ratios` (default data.ratios: train / val / test fractions of patients, seeded by data.seed).
+        """THE split step of every dataset without an official split: seeded patient-level split (N,) of `table` by
+        `ratios` (default data.ratios: train / val / test fractions of patients, seeded by data.seed).
 
-        The one place to add other split methods (e.g. a stratified split, a train_fraction): every dataset's
-        random split, and the validation carved out of a training file (`carve_validation`), goes through here.
-        A split that cannot be made (too few patients for a ratio) -> DataError naming the option and the file."""
+        data.split_method: `random` (patients shuffled, `chestx.data.labels.splits.random_split`) or `stratified`
+        (patients split by iterative stratification over their multi-label vector, `chestx.data.stratify`).
+        Every dataset's random split, and the validation carved out of a training file (`carve_validation`), goes
+        through here. A split that cannot be made (too few patients for a ratio) -> DataError naming the option."""
         ratios = tuple(float(r) for r in (self.ratios if ratios is None else ratios))
         try:
+            if self.split_method == "stratified":
+                return stratified_split(table.frame["patient_id"].to_numpy(), table.labels, ratios=ratios,
+                                        seed=self.seed)
             return random_split(table.frame, ratios=ratios, seed=self.seed)
-        except SplitError as error:
+        except (SplitError, StratifyError) as error:
             where = f" of {str(self.label_path)!r}" if self.label_path is not None else ""
-            raise DataError(f"data.ratios={list(ratios)} (data.seed={self.seed}) on the {len(table)} rows{where}: "
-                            f"{error}") from error
+            raise DataError(f"data.ratios={list(ratios)} (data.split_method={self.split_method}, data.seed="
+                            f"{self.seed}) on the {len(table)} rows{where}: {error}") from error
+
+    def keep_train_fraction(self, table: LabelTable, split: np.ndarray) -> np.ndarray:
+        """data.train_fraction < 1: the training rows outside the nested, stratified subset of training *patients*
+        (`chestx.data.stratify.train_subset`, seeded by data.seed) become `UNUSED` ("unused"); validation and test
+        are untouched. The rows stay in the table, so split.csv records which training patients were left out.
+        Works on the final training split of every dataset (official, random, stratified or k-fold)."""
+        if self.train_fraction >= 1.0:
+            return split
+        try:
+            kept = train_subset(table.frame["patient_id"].to_numpy(), table.labels, split, self.train_fraction,
+                                seed=self.seed)  # (N,) bool
+        except StratifyError as error:
+            raise DataError(f"data.train_fraction={self.train_fraction} (data.seed={self.seed}): {error}") from error
+        train = split == "train"
+        log.info("data.train_fraction=%s: keeping %d of %d training patients, %d of %d training images "
+                 "(the rest marked %r in split.csv; val/test untouched)", self.train_fraction,
+                 table.frame.loc[kept, "patient_id"].nunique(), table.frame.loc[train, "patient_id"].nunique(),
+                 int(kept.sum()), int(train.sum()), UNUSED)
+        return np.where(train & ~kept, UNUSED, split)  # (N,)
 
     def carve_validation(self, train: LabelTable, test: LabelTable) -> tuple[LabelTable, np.ndarray]:
         """A dataset whose test set is a file of its own: validation is data.val_fraction of the training file's
@@ -212,6 +248,7 @@ class ChestXData:
         table, split = self.load_table()
         table, split = self._apply_fold(table, split)
         table, split = self._undersample_no_finding(table, split)
+        split = self.keep_train_fraction(table, split)
         paths: list[Path] = []
         if find_images:
             table, split, paths = self._drop_missing(table, split)
