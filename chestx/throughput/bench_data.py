@@ -23,6 +23,8 @@ from chestx.data.labels.splits import SPLITS
 class BenchData(ChestXData):
     """`files` repeated in turn into `rows[split]` rows per split; labels all 0, one patient per row."""
 
+    distinct_images = False  # a throughput workload: the same files on purpose, never a training set
+
     def __init__(self, files: Sequence[str | Path], rows: dict[str, int], **settings: Any) -> None:
         files = [Path(f) for f in files]
         if not files:

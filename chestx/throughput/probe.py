@@ -55,12 +55,13 @@ class EpochClock(L.Callback):
 def epoch_seconds(net: torch.nn.Module, files: Sequence[Path], size: int, batch_size: int, batches: int, epochs: int,
                   freeze: str | None, accelerator: str, cache_dir: Path | None) -> list[float]:
     """Seconds of each of `epochs` training epochs of `net` (fine-tune, or probe with cached features)."""
-    data = BenchData(files, {"train": batch_size * batches, "val": 1, "test": 1}, batch_size=batch_size,
-                     eval_batch_size=batch_size, num_workers=0, pin_memory=False, normalize_on_device=True,
-                     cache=True, cache_dir=str(cache_dir) if cache_dir else None, seed=0, augment=dict(NO_AUGMENT))
-    from chestx.data.loading.datamodule import ChestXDataModule
+    data = BenchData(files, {"train": batch_size * batches, "val": 1, "test": 1}, cache=True,
+                     cache_dir=str(cache_dir) if cache_dir else None, seed=0, augment=dict(NO_AUGMENT))
+    from chestx.data.loading.datamodule import ChestXDataModule, LoaderOptions
 
-    datamodule = ChestXDataModule(data, size, in_chans=3)
+    loader = LoaderOptions(batch_size=batch_size, eval_batch_size=batch_size, num_workers=0, pin_memory=False,
+                           normalize_on_device=True)
+    datamodule = ChestXDataModule(data, size, in_chans=3, loader=loader)
     module = ChestXModule(net, list(NIH_PATHOLOGIES), MaskedBCELoss(), functools.partial(torch.optim.Adam, lr=1e-4),
                           freeze=freeze, cache_features=freeze == "backbone")
     clock = EpochClock()

@@ -67,7 +67,7 @@ def test_every_reader_is_guarded_and_documented(repo_root: Path) -> None:
     problems += [f"{m}: reads files but docs/security.md does not list it" for m in sorted(readers)
                  if f"`{m}`" not in security]
     assert not problems, "\n".join(problems)
-    assert {"chestx/data/cache.py", "chestx/core/checkpoint_io.py", "chestx/clinical.py"} <= readers
+    assert {"chestx/data/images/cache.py", "chestx/core/checkpoint_io.py", "chestx/clinical.py"} <= readers
 
 
 class _Touch:
@@ -82,7 +82,7 @@ def test_pixel_cache_with_a_pickle_payload_is_refused(tmp_path: Path) -> None:
     """A cache folder is a file chestx may not have written (a shared cache_dir, a copied folder): its .npy files are
     read without pickles, so an object array carrying a payload is an error and never runs; a partial cache holding
     one is rebuilt."""
-    from chestx.data import cache
+    from chestx.data.images import cache
 
     images = []
     for i in range(2):

@@ -43,7 +43,7 @@ def test_one_table_with_a_config_per_backbone():
 
     assert list(BACKBONE_SPECS) == list(BACKBONES)
     assert all(timm.is_model(spec.timm_name) for spec in BACKBONE_SPECS.values())
-    assert {p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")} == {*BACKBONES, "timm"}
+    assert {p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")} == {*BACKBONES, "timm", "hf", "open_clip"}  # hf, open_clip: chestx.models.encoders
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -18,7 +18,7 @@ def _state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_probe_keeps_backbone_weights_and_bn_buffers_bit_identical(compose, tiny_overrides, tmp_path: Path) -> None:
     cfg = compose([*tiny_overrides, "model=resnet18", "experiment=linear_probe", "trainer.max_epochs=2",
-                   "data.image_size=32", "trainer.limit_train_batches=1.0", "loader.batch_size=64",
+                   "data.image_size=32", "trainer.limit_train_batches=1.0", "loader.batch_size=64", "loader.pin_memory=false",
                    "trainer.limit_val_batches=1"], tmp_path)
     _, datamodule, module, trainer = build(cfg, tmp_path)
     before = _state(module.net)
@@ -40,12 +40,12 @@ def test_probe_keeps_backbone_weights_and_bn_buffers_bit_identical(compose, tiny
 
 
 def test_probe_cache_refuses_random_augmentation(compose, tiny_overrides, tmp_path: Path) -> None:
-    cfg = compose([*tiny_overrides, "module.freeze=backbone", "module.cache_features=true"], tmp_path)
+    cfg = compose([*tiny_overrides, "loader.pin_memory=false", "module.freeze=backbone", "module.cache_features=true"], tmp_path)
     with pytest.raises(ValueError, match="data.augment"):
         build(cfg, tmp_path)
 
 
 def test_unknown_freeze_value_names_the_key(compose, tiny_overrides, tmp_path: Path) -> None:
-    cfg = compose([*tiny_overrides, "module.freeze=encoder"], tmp_path)
+    cfg = compose([*tiny_overrides, "loader.pin_memory=false", "module.freeze=encoder"], tmp_path)
     with pytest.raises(Exception, match="module.freeze='encoder'"):
         build(cfg, tmp_path)

@@ -284,7 +284,8 @@ class ChestXData:
         DICOM pixel data and decoder; chestx.data.images.check) stop the run or are dropped (data.missing_images)."""
         self.dropped = []
         paths, missing = self.resolve_paths(table)
-        self._refuse_same_file(table, paths)
+        if self.distinct_images:
+            self._refuse_same_file(table, paths)
         if missing:
             shown = ", ".join(missing[:5])
             if self.missing_images == "error":
@@ -328,6 +329,9 @@ class ChestXData:
             keep[[i for i, _ in unreadable]] = False
             table, split, paths = table.subset(keep), split[keep], [p for p, k in zip(paths, keep) if k]
         return table, split, paths
+
+    # every row is its own X-ray (a file named twice is refused); chestx.throughput's BenchData repeats files on purpose
+    distinct_images: bool = True
 
     def _refuse_same_file(self, table: LabelTable, paths: Sequence[Path | None]) -> None:
         """DataError when two rows' image files are one file (symlinks, `..`, absolute vs relative resolved): one
