@@ -45,11 +45,9 @@ GENERIC_LIMITATION = ("The labels of this dataset may come from reports rather t
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file (hashlib.file_digest reads it in blocks)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def label_files(data: Any) -> list[Path]:

@@ -41,12 +41,9 @@ _EPS = 1e-7  # logit averaging: probabilities clipped into [eps, 1 - eps] before
 
 
 def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks (a checkpoint is only hashed, never loaded)."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file, read in blocks by hashlib.file_digest (a checkpoint is only hashed, never loaded)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def combine_probs(probs: np.ndarray, combine: str = "prob") -> np.ndarray:
