@@ -114,8 +114,12 @@ def test_label_files_of_each_dataset_class(shared_data: Path) -> None:
     from chestx.data.datasets.padchest import PadChestData
     from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
     from chestx.data.datasets.siim import SIIMData
-    from chestx.runs.card import label_files
+    from chestx.runs.card import label_files as found
 
+    def label_files(data) -> list[Path]:  # resolved: ../shared may be a symlink (CheXpert's folder is resolved)
+        return [p.resolve() for p in found(data)]
+
+    shared_data = shared_data.resolve()
     assert label_files(RSNAPneumoniaData(root=shared_data / "rsna")) == [
         shared_data / "rsna" / "kaggle_stage_2_train_labels.csv.zip"]
     assert label_files(SIIMData(root=shared_data / "siim")) == [
