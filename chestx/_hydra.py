@@ -21,6 +21,38 @@ def _register_resolvers() -> None:
 
 _register_resolvers()
 
+DATASET_GROUPS = {"test_data": "test_data", "sources": "data.sources"}  # group -> package prefix of its entries
+NOT_A_SOURCE = ("merge",)  # data configs that cannot be a test set or a merge source (merge of merges)
+
+
+def register_dataset_groups(config_dir: str | Path = CONFIG_DIR) -> list[tuple[str, str]]:
+    """Make every data config `conf/data/<name>.yaml` a choice of the `test_data` and `sources` groups.
+
+    `test_data=[<name>]` (an extra test set) and `sources=[<name>]` (a source of data=merge) are the dataset's own
+    config under `test_data.<name>` / `data.sources.<name>`. A file `conf/test_data/<name>.yaml` or
+    `conf/sources/<name>.yaml` is needed only where that use changes a key (e.g. test_data=chexpert scores all
+    findings); every other dataset gets the entry from Hydra's ConfigStore here, so a new dataset needs no file in
+    either group. Returns the (group, name) pairs registered."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    conf = Path(config_dir)
+    added = []
+    for data_file in sorted((conf / "data").glob("*.yaml")):
+        name = data_file.stem
+        if name in NOT_A_SOURCE:
+            continue
+        for group, prefix in DATASET_GROUPS.items():
+            if (conf / group / f"{name}.yaml").is_file():
+                continue
+            store.store(group=group, name=name, package=f"{prefix}.{name}",
+                        node={"defaults": [f"/data/{name}@_here_", "_self_"]})
+            added.append((group, name))
+    return added
+
+
+register_dataset_groups()
+
 
 def hydra_run_dir() -> Path:
     """The running command's output folder: `hydra.run.dir` (or the job's folder of a sweep), created by Hydra."""

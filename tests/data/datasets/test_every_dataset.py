@@ -187,3 +187,26 @@ def test_one_name_everywhere() -> None:
                      ("chestx.data.datasets.mimic.MIMIC_CXRData", "mimic_cxr"), ("RSNAPneumoniaData", "rsna_pneumonia"),
                      ("chestx.data.datasets.csv_folder.CSVData", "csv"), ("NIHExpertData", "nih_expert")]:
         assert dataset_name(old) == new
+
+
+def _regroup(overrides: list[str], name: str, prefix: str) -> list[str]:
+    """The tree's `data=<name> data.<key>=...` overrides as keys of `<prefix>.<name>` (test_data / data.sources)."""
+    return [f"{prefix}.{name}.{o.removeprefix('data.')}" for o in overrides if o.startswith("data.")]
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset_is_a_test_set_and_a_merge_source(name: str, trees, compose, tmp_path: Path) -> None:
+    """`test_data=[<name>]` and `data=merge sources=[<name>]` need no file in conf/test_data or conf/sources
+    (chestx._hydra.register_dataset_groups): both read the dataset's own config, so they read the same rows."""
+    overrides = trees(name)
+    name = next(o.removeprefix("data=") for o in overrides if o.startswith("data="))  # nih: its tree is nih_sample
+    own, own_split = instantiate(compose(overrides, tmp_path / "own").data).labels_only()
+    cfg = compose(["test_data=[" + name + "]", *_regroup(overrides, name, "test_data")], tmp_path / "test_data")
+    assert list(cfg.test_data) == [name]
+    table, split = instantiate(cfg.test_data[name]).labels_only()
+    pd.testing.assert_frame_equal(table.frame, own.frame)
+    np.testing.assert_array_equal(split, own_split)
+    cfg = compose(["data=merge", f"sources=[{name}]", *_regroup(overrides, name, "data.sources")], tmp_path / "merge")
+    merged, _ = instantiate(cfg.data).labels_only()
+    assert (merged.frame["source"] == name).sum() == len(own), f"sources=[{name}] lost rows"
+    assert sorted(merged.frame["source_image_id"].astype(str)) == sorted(own.frame["image_id"].astype(str))
