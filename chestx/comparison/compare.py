@@ -1,7 +1,10 @@
 """Statistics of a comparison: patient bootstrap CIs per run, replicate aggregation, paired DeLong vs a reference.
 
 Runs that differ only in a replicate key (`seed`, k-fold's `data.fold`; `runs.discover.REPLICATE_KEYS`)
-share a label and form one group: mean ± sd over its runs, each run one replicate.
+share a label and form one group: mean ± sd over its runs, each run one replicate. A run's test-time-augmentation
+pass (predictions_tta.csv; `runs.discover.tta_pass`) is compared like a run of its own: its group `<label> tta=<mode>`
+follows its plain group, it is bootstrapped with the same patient draws and DeLong-tested against the reference; it
+is never the default reference (the best plain group is), but `reference=` may name it.
 
 Glue over `chestx.metrics` (bootstrap_auroc, paired_tests, holm); no statistics are re-implemented
 here. Runs are compared only on identical test sets: runs whose predictions cover the same image ids
@@ -20,12 +23,13 @@ import pandas as pd
 from chestx.metrics.bootstrap import bootstrap_metric
 from chestx.metrics.delong import paired_tests
 from chestx.metrics.ranking import METRICS
-from chestx.runs.discover import ReportError, Run
+from chestx.runs.discover import ReportError, Run, tta_pass
 
 log = logging.getLogger(__name__)
 
 MEAN = "mean"
-# pvalues.csv: one row per (tested run, pathology); `run_path` identifies the run (the table's column key)
+# pvalues.csv: one row per (tested run, pathology); `run_path` identifies the run (the table's column key): its
+# folder, or a TTA pass's predictions_tta.csv
 PVALUE_COLUMNS = ("label", "run", "seed", "fold", "replicate", "reference", "reference_run", "run_path", "pathology",
                   "auc", "auc_reference", "diff", "se", "z", "p_value", "p_holm")
 
@@ -46,8 +50,9 @@ class TestSet:
 class Comparison:
     """Everything the tables and figures need."""
 
-    runs: list[Run]                     # ok runs, in sweep order
-    groups: dict[str, list[Run]]        # label -> its runs (replicates: seeds, folds), in first-seen order
+    runs: list[Run]                     # ok runs, in sweep order (plain passes only)
+    groups: dict[str, list[Run]]        # label -> its runs (replicates: seeds, folds), in first-seen order; a TTA
+                                        # pass's group right after its plain group
     pathologies: list[str]              # table rows (without the mean)
     per_run: pd.DataFrame               # label, run, seed, fold, pathology, auroc, lower, upper (pathology "mean" too)
     summary: pd.DataFrame               # label, pathology, auroc, lower, upper, sd, n_replicates
@@ -60,6 +65,7 @@ class Comparison:
     test_sets: list[TestSet] = field(default_factory=list)
     # metrics beyond AUROC (report option metrics=[...]): name -> (per_run, summary), their value column named `name`
     other_metrics: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = field(default_factory=dict)
+    passes: list[Run] = field(default_factory=list)  # the runs' TTA passes (in groups and test_sets, not in runs)
 
 
 def _aligned(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -83,7 +89,7 @@ def group_test_sets(runs: list[Run]) -> list[TestSet]:
                 break
         else:
             if len(np.unique(ids)) != len(ids):
-                raise ReportError(f"{run.path}/predictions.csv lists an image id twice: one row per test image")
+                raise ReportError(f"{run.path / run.predictions_file} lists an image id twice: one row per test image")
             sets.append(TestSet([run], list(run.pathologies), ids, patients, labels, probs[None]))
     if len(sets) > 1:
         log.warning("Runs were scored on %d different test sets (image ids / labels / pathologies differ): "
@@ -106,11 +112,11 @@ def _bootstrap(test_sets: list[TestSet], n_resamples: int, seed: int, ci: float,
         for r, run in enumerate(ts.runs):
             for k, name in enumerate(ts.pathologies):
                 observed = ~np.isnan(ts.labels[:, k])
-                rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
+                rows.append({"label": run.label, "run": run.path.name, "path": run.key, "seed": run.seed,
                              "fold": run.fold, "pathology": name, metric: out["value"][r, k],
                              "lower": out["lower"][r, k], "upper": out["upper"][r, k], "n_pos": int((ts.labels[observed, k] == 1).sum()),
                              "n_neg": int((ts.labels[observed, k] == 0).sum())})
-            rows.append({"label": run.label, "run": run.path.name, "path": str(run.path), "seed": run.seed,
+            rows.append({"label": run.label, "run": run.path.name, "path": run.key, "seed": run.seed,
                          "fold": run.fold, "pathology": MEAN, metric: out["mean"][r], "lower": out["mean_lower"][r],
                          "upper": out["mean_upper"][r], "n_pos": np.nan, "n_neg": np.nan})
     return pd.DataFrame(rows), time.perf_counter() - started
@@ -133,14 +139,19 @@ def _summarise(per_run: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
 
 
 def choose_reference(summary: pd.DataFrame, groups: dict[str, list[Run]], name: str | None) -> str:
-    """The named group (label, model name or run folder), else the best by mean AUROC."""
+    """The named group (label, model name or run folder), else the best plain group by mean AUROC (a TTA pass is
+    the reference only when named by its label)."""
+    plain = {label: runs for label, runs in groups.items() if not runs[0].is_tta}
     if name is None:
-        means = summary[summary["pathology"] == MEAN].set_index("label")["auroc"].dropna()
+        means = summary[summary["pathology"] == MEAN].set_index("label")["auroc"]
+        means = means[means.index.isin(list(plain))].dropna()
         if means.empty:
-            return next(iter(groups))
+            return next(iter(plain))
         return str(means.idxmax())
-    for label, runs in groups.items():
-        if name == label or any(name in (r.model, r.path.name, str(r.path)) for r in runs):
+    if name in groups:
+        return name
+    for label, runs in plain.items():
+        if any(name in (r.model, r.path.name, str(r.path)) for r in runs):
             return label
     raise ReportError(f"reference={name!r} matches no run; use one of: {', '.join(groups)}")
 
@@ -165,7 +176,7 @@ def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: s
             for position, (column, value) in enumerate({
                     "label": run.label, "run": run.path.name, "seed": run.seed, "fold": run.fold,
                     "replicate": run.replicate, "reference": reference, "reference_run": ref.path.name,
-                    "run_path": str(run.path)}.items()):
+                    "run_path": run.key}.items()):
                 table.insert(position, column, value)
             frames.append(table)
     if not frames:
@@ -175,18 +186,26 @@ def _delong(test_sets: list[TestSet], groups: dict[str, list[Run]], reference: s
 
 def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 1000, seed: int = 0,
             ci: float = 0.95, metrics: tuple[str, ...] = ("auroc",)) -> Comparison:
-    """Bootstrap every ok run, aggregate replicates, test every group against the reference. `metrics`: names in
-    `chestx.metrics.ranking.METRICS`; those beyond AUROC go to `Comparison.other_metrics` (same patient draws)."""
+    """Bootstrap every ok run and its TTA pass, aggregate replicates, test every group against the reference.
+    `metrics`: names in `chestx.metrics.ranking.METRICS`; those beyond AUROC go to `Comparison.other_metrics` (same
+    patient draws)."""
     ok = [r for r in runs if r.status == "ok"]
     if not ok:
         raise ReportError("no finished runs to compare (every run failed or is incomplete)")
+    plain: dict[str, list[Run]] = {}
+    for run in ok:
+        plain.setdefault(run.label, []).append(run)
+    passes = [tta for run in ok if (tta := tta_pass(run)) is not None]
     groups: dict[str, list[Run]] = {}
-    for run in ok:
-        groups.setdefault(run.label, []).append(run)
+    for label, members in plain.items():  # each TTA pass's group right after its plain group
+        groups[label] = members
+        for tta in passes:
+            if any(tta.path == run.path for run in members):
+                groups.setdefault(tta.label, []).append(tta)
     pathologies: list[str] = []
-    for run in ok:
+    for run in ok + passes:
         pathologies.extend(p for p in run.pathologies if p not in pathologies)
-    test_sets = group_test_sets(ok)
+    test_sets = group_test_sets(ok + passes)
     per_run, seconds = _bootstrap(test_sets, n_resamples, seed, ci)
     summary = _summarise(per_run)
     ref = choose_reference(summary, groups, reference)
@@ -197,4 +216,4 @@ def compare(runs: list[Run], reference: str | None = None, n_resamples: int = 10
         others[name] = (other, _summarise(other, name))
         seconds += more
     return Comparison(ok, groups, pathologies, per_run, summary, _delong(test_sets, groups, ref), ref,
-                      n_resamples, seed, ci, seconds, test_sets, others)
+                      n_resamples, seed, ci, seconds, test_sets, others, passes)

@@ -3,7 +3,8 @@
 Same cells as the AUROC table (`chestx.comparison.sections.auroc_table`): a run's value with its patient-bootstrap
 percentile interval (the same patient draws as AUROC: same `resamples=` and `seed=`), or mean ± sd over replicates;
 best per row in bold. The mean row is the metric's mean over pathologies with its own bootstrap interval (for AUPRC:
-mAP). No significance marks: the DeLong test is for AUROC only. Files: `<metric>_table.csv`, `<metric>_per_run.csv`.
+mAP). No significance marks: the DeLong test is for AUROC only. A run's TTA pass is a column of its own, as in the
+AUROC table. Files: `<metric>_table.csv`, `<metric>_per_run.csv`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from chestx.comparison.compare import MEAN, Comparison
-from chestx.comparison.sections import AUROC_SUFFIXES, auroc_table
+from chestx.comparison.sections import AUROC_SUFFIXES, auroc_table, tta_note
 from chestx.comparison.tables import NO_ROW, Cell, Section
 from chestx.metrics.ranking import METRICS
 
@@ -46,7 +47,8 @@ def metric_section(comparison: Comparison, out: Path, metric: str) -> Section:
     notes = [f"Test {spec.title} per pathology with a {comparison.ci:.0%} percentile interval from the same "
              f"patient bootstrap as AUROC ({comparison.n_resamples} resamples, seed {comparison.seed}); "
              f"row `{spec.mean_name}`: the mean over pathologies, bootstrapped as a whole. Best per row in bold; "
-             f"no significance test for this metric. Numbers: {table_csv}, {per_run_csv}."]
+             f"no significance test for this metric. Numbers: {table_csv}, {per_run_csv}.",
+             *tta_note(comparison, tested=False)]
     if any(c.text == NO_ROW for row in table.rows for c in row):
         notes.append(f"`{NO_ROW}`: the run group does not predict that pathology.")
     if any(c.text.startswith("n/a") for row in table.rows for c in row[1:]):

@@ -16,7 +16,7 @@ from chestx.comparison.tables import (
     ALPHA, NO_ROW, Cell, Section, Table, fmt, fmt_p, frame_cells, integer_text, is_missing, significant,
 )
 from chestx.runs.discover import Run
-from chestx.core.run_folder import OPERATING_POINTS_FILE
+from chestx.core.run_folder import OPERATING_POINTS_FILE, PREDICTIONS_TTA_FILE
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,22 @@ def auroc_table(frame: pd.DataFrame, pvalues: pd.DataFrame, reference: str, labe
     return Table(columns, rows)
 
 
+def tta_note(comparison: Comparison, tested: bool = True) -> list[str]:
+    """The note on TTA-pass columns (`<label> tta=<mode>`), when the comparison has any."""
+    if not comparison.passes:
+        return []
+    labels = ", ".join(f"`{label}`" for label, runs in comparison.groups.items() if runs[0].is_tta)
+    return [f"{labels}: the run's test-time-augmentation pass ({PREDICTIONS_TTA_FILE}, the same checkpoint and test "
+            "images as its plain pass), a column of its own with the same patient bootstrap"
+            + (" and DeLong test against the reference" if tested else "")
+            + "; its gain over its own plain pass is in the section on ensembles and test-time augmentation."]
+
+
 def auroc_section(comparison: Comparison, out: Path) -> Section:
     frame = auroc_frame(comparison)
     files = _write(frame, out, AUROC_CSV) | _write(comparison.per_run, out, AUROC_PER_RUN_CSV)
     table = auroc_table(frame, comparison.pvalues, comparison.reference, list(comparison.groups))
-    notes = []
+    notes = tta_note(comparison)
     if any(c.text == NO_ROW for row in table.rows for c in row):
         notes.append(f"`{NO_ROW}`: the run group does not predict that pathology.")
     if any(c.text.startswith("n/a") for row in table.rows for c in row[1:]):

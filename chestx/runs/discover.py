@@ -7,6 +7,10 @@ status for the report:
 - ``failed``: metrics.json says failed (its ``error`` is the reason);
 - ``incomplete``: no metrics.json or no predictions.csv (killed mid-way, or still running).
 
+A finished run with a test-time-augmentation pass (predictions_tta.csv, `tta=hflip|tencrop`) also yields that pass as
+a `Run` of its own (`tta_pass`): the same folder, its `predictions_file` predictions_tta.csv, labelled
+`<run's label> tta=<mode>`, so the report's metric tables list it beside the plain pass.
+
 The keys a sweep varied are found from each run's `.hydra/overrides.yaml`; the value of a key a
 run did not override is looked up in its resolved `config.yaml`.
 """
@@ -22,14 +26,15 @@ import pandas as pd
 import yaml
 
 from chestx.core.run_folder import (
-    EXTERNAL_DIR, HYDRA_DIR, METRICS_FILE, OVERRIDES_FILE, PREDICTIONS_FILE, STAGE_ONE_DIR, read_metrics,
-    read_predictions, read_run_config, select,
+    EXTERNAL_DIR, HYDRA_DIR, METRICS_FILE, OVERRIDES_FILE, PREDICTIONS_FILE, PREDICTIONS_TTA_FILE, STAGE_ONE_DIR,
+    read_metrics, read_predictions, read_run_config, select,
 )
 
 log = logging.getLogger(__name__)
 
 # Overrides that never describe *what* was compared: where things are, how fast loaders are,
-# and chestx.evaluate's input options. Replicates are aggregated, not columns.
+# and chestx.evaluate's input options. Replicates are aggregated, not columns. `tta` never changes a run's plain pass
+# (predictions.csv): its TTA pass is a column of its own (`tta_pass`), labelled with the mode.
 IGNORED_KEY_PREFIXES = ("hydra.", "paths.")
 REPLICATE_KEYS = ("seed", "data.fold")  # runs differing only in these are replicates of one configuration
 IGNORED_KEYS = frozenset({
@@ -37,7 +42,7 @@ IGNORED_KEYS = frozenset({
     "data.eval_batch_size", "loader.num_workers", "loader.pin_memory", "loader.eval_batch_size",
     "loader.persistent_workers", "loader.prefetch_factor", "logger", "trainer.accelerator", "trainer.devices",
     "ckpt_path",
-    "predictions", "ckpt", "prefix", "id_column", "name", "allow_missing", "task_name", "trust_checkpoint",
+    "predictions", "ckpt", "prefix", "id_column", "name", "allow_missing", "task_name", "trust_checkpoint", "tta",
 })
 
 
@@ -61,6 +66,7 @@ class Run:
     pathologies: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # swept key -> value (set by label_runs)
     label: str = ""                    # column name in the tables (set by label_runs)
+    predictions_file: str = PREDICTIONS_FILE  # the pass read: predictions.csv, or a TTA pass's predictions_tta.csv
 
     @property
     def model(self) -> str:
@@ -86,6 +92,15 @@ class Run:
     def replicate(self) -> str:
         """Which replicate of its configuration the run is: `seed 0`, or `seed 0 fold 2`."""
         return f"seed {self.seed}" + ("" if self.fold is None else f" fold {self.fold}")
+
+    @property
+    def key(self) -> str:
+        """What identifies this pass in the report's CSVs: the folder for the plain pass, else the predictions file."""
+        return str(self.path if self.predictions_file == PREDICTIONS_FILE else self.path / self.predictions_file)
+
+    @property
+    def is_tta(self) -> bool:
+        return self.predictions_file == PREDICTIONS_TTA_FILE
 
     def clinical_file(self, name: str) -> Path | None:
         path = self.path / name
@@ -182,6 +197,31 @@ def load_run(path: Path) -> Run:
         log.warning("%s: %s", path, run.reason)
     run.status = "ok"
     return run
+
+
+def tta_pass(run: Run) -> Run | None:
+    """The test-time-augmentation pass of a finished, labelled run (its predictions_tta.csv) as a `Run` of its own:
+    label `<run.label> tta=<mode>`, metrics.json's costs of the pass (GMACs x views per image, the pass's measured
+    images/s). None without that file; an unreadable one is left out with a warning."""
+    file = run.path / PREDICTIONS_TTA_FILE
+    if run.status != "ok" or not file.is_file():
+        return None
+    try:
+        ids, probs, labels, pathologies = read_predictions(file)
+    except (ValueError, KeyError) as error:
+        log.warning("%s unreadable (%s): its TTA pass is left out of the report", file, error)
+        return None
+    if not pathologies or len(ids) == 0:
+        log.warning("%s has no prob_<pathology> columns or no rows: its TTA pass is left out of the report", file)
+        return None
+    mode = run.metrics.get("tta") or select(run.config, "tta") or "unknown"
+    metrics = dict(run.metrics)
+    views = metrics.get("tta_views") or 1
+    metrics.update(macs=None if metrics.get("macs") is None else metrics["macs"] * views,
+                   infer_images_per_s=metrics.get("tta_infer_images_per_s"))
+    return Run(path=run.path, status="ok", metrics=metrics, overrides=run.overrides, config=run.config, ids=ids,
+               probs=probs, labels=labels, pathologies=pathologies, settings=dict(run.settings),
+               label=f"{run.label} tta={mode}", predictions_file=PREDICTIONS_TTA_FILE)
 
 
 def load_runs(folders: list[Path]) -> list[Run]:
