@@ -16,7 +16,7 @@ from scipy.special import expit, logit
 from chestx.comparison.gains import gains_frame
 from chestx.core.run_folder import read_metrics, read_predictions
 from chestx.inference.predictor import load_for_inference
-from chestx.runs.discover import ReportError, load_run
+from chestx.runs.discover import ReportError, label_runs, load_run
 from chestx.runs.ensemble import build_ensemble
 from chestx.train import train
 
@@ -120,6 +120,11 @@ def test_top_k_ensemble_is_the_mean_of_the_three(top_k_run, tmp_path: Path, comb
     assert mean["baseline"] == f"best member {best}" and mean["kind"] == "ensemble of 3"
     assert mean["auc_baseline"] == pytest.approx(aurocs[best], abs=1e-6)
     assert mean["auc"] == pytest.approx(metrics["test/auroc_mean"], abs=1e-6)
+    # beside their ensemble in a report, the members are columns of their own, not replicates of one setting
+    runs = [*(load_run(m) for m in members), ensemble]
+    label_runs(runs)
+    assert [r.label for r in runs] == [*(f"test_resnet checkpoint={m.name}" for m in members),
+                                       f"ensemble top-3 checkpoints test_resnet ({combine}) checkpoint=top-3"]
 
 
 @pytest.mark.slow
