@@ -25,8 +25,8 @@ from chestx._hydra import (
     CONFIG_DIR, data_config_name, instantiate_all, instantiate_optional, run_dir_of, write_config,
 )
 from chestx.core.run_folder import (
-    CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, SWA_CHECKPOINT, external_dir, failure_recorded, with_metadata,
-    write_metrics, write_run_predictions,
+    BEST_CHECKPOINT, CHECKPOINT_DIR, METRICS_FILE, SPLIT_FILE, SWA_CHECKPOINT, TOP_K_CHECKPOINT_NAME, external_dir,
+    failure_recorded, with_metadata, write_metrics, write_run_predictions,
 )
 
 from chestx.inference.tta import check_tta
@@ -55,6 +55,7 @@ class Run:
     subgroups: Any = None  # SubgroupAnalysis, or None with subgroups=none
     other_data: dict[str, ChestXData] = field(default_factory=dict)  # test_data=[...]
     best: str | None = None  # the best checkpoint
+    kept: list[Any] = field(default_factory=list)  # test_top_k=true: the ModelCheckpoint's top k (chestx.runs.top_k)
     metrics: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -194,6 +195,7 @@ def start(cfg: DictConfig) -> Run:
     started = time.perf_counter()
     run_dir = run_dir_of(cfg)
     apply_device_defaults(cfg)
+    check_top_k(cfg)
     write_config(run_dir, cfg)
     subgroups = instantiate_optional(cfg.get("subgroups"))
     check_tta(str(cfg.get("tta") or "none"))  # a bad tta= stops the run before training
@@ -206,6 +208,29 @@ def start(cfg: DictConfig) -> Run:
         load_backbone_weights(module.net, cfg.init_from, reset_head=cfg.get("init_reset_head", True),
                               trust=trusted(cfg))
     return Run(cfg, run_dir, data, datamodule, module, trainer, subgroups, other_data, started=started)
+
+
+def check_top_k(cfg: DictConfig) -> None:
+    """test_top_k=true: the checkpoints the ModelCheckpoint keeps get their own names (TOP_K_CHECKPOINT_NAME, in
+    config.yaml) unless its filename is a template already. Off: save_top_k > 1 under one fixed file name (best) is
+    refused, since Lightning would write every kept checkpoint to that one file."""
+    node = OmegaConf.select(cfg, "callbacks.model_checkpoint")
+    if node is None:
+        if cfg.get("test_top_k"):
+            raise ValueError("test_top_k=true tests the checkpoints callbacks.model_checkpoint keeps, but it is not "
+                             "set: use callbacks=default (or give callbacks.model_checkpoint)")
+        return
+    k, filename = int(node.get("save_top_k", 1)), str(node.get("filename") or "")
+    fixed = bool(filename) and "{" not in filename and not node.get("enable_version_counter", True)
+    if cfg.get("test_top_k"):
+        if fixed:
+            OmegaConf.update(cfg, "callbacks.model_checkpoint.filename", TOP_K_CHECKPOINT_NAME, merge=False)
+    elif fixed and k not in (0, 1):
+        raise ValueError(f"callbacks.model_checkpoint.save_top_k={k} keeps {k} checkpoints under the one name "
+                         f"{filename!r}: {filename}.ckpt would hold whichever entered the top {k} last, not the best; "
+                         f"add test_top_k=true (each kept checkpoint gets its own name, {TOP_K_CHECKPOINT_NAME}, "
+                         "and is tested into top_k/<name>/ for chestx.ensemble) or set "
+                         "callbacks.model_checkpoint.filename='e{epoch}'")
 
 
 def trusted(cfg: DictConfig) -> bool:
@@ -248,6 +273,64 @@ def score_best(run: Run) -> None:
             loop(run.module, datamodule=run.datamodule, ckpt_path=run.best, verbose=False,
                  weights_only=lightning_weights_only(run.best, trusted(run.cfg)))
         run.metrics.update({k: v for k, v in run.trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
+
+
+def keep_top_k(run: Run) -> None:
+    """test_top_k=true, right after fitting: the checkpoints the ModelCheckpoint kept, best first (read now: testing
+    a checkpoint restores the callback's state saved in it, which predates the checkpoints kept after it), and
+    checkpoints/best.ckpt as a copy of the best of them (the tested checkpoint, as without the key)."""
+    from chestx.runs.top_k import copy_best, few_kept_message, kept_checkpoints
+
+    callback = run.trainer.checkpoint_callback
+    if callback is None or not run.cfg.get("fit", True):
+        log.warning("test_top_k=true: %s, so no checkpoints were kept", "fit=false" if callback else "no checkpoint "
+                    "callback")
+        return
+    run.kept = kept_checkpoints(callback.best_k_models, callback.mode)
+    message = few_kept_message(run.kept, callback.save_top_k)
+    if message:
+        log.warning("%s", message)
+    if run.kept and callback.best_model_path:
+        if run.trainer.is_global_zero:
+            copy_best(callback.best_model_path, Path(callback.dirpath))
+        run.trainer.strategy.barrier()
+        if run.best == callback.best_model_path:  # swa=default tests swa.ckpt instead
+            run.best = str(Path(callback.dirpath) / BEST_CHECKPOINT)
+    log.info("test_top_k=true: %d checkpoints kept (%s %s): %s", len(run.kept), callback.monitor, callback.mode,
+             ", ".join(f"{k.path.name} ({k.score})" for k in run.kept))
+
+
+def top_k_step(run: Run) -> None:
+    """test_top_k=true: each kept checkpoint on the run's test dataloader (trainer.test, as score_best does), into
+    top_k/<checkpoint stem>/ (chestx.runs.top_k), the members of `python -m chestx.ensemble runs=[<run>/top_k]`. A
+    plain pass: tta= is not applied to them. The run's loggers keep the best checkpoint's test only."""
+    from chestx.core.checkpoint_io import lightning_weights_only, refusing_unsafe
+    from chestx.core.run_folder import top_k_member_dir
+    from chestx.runs.top_k import write_member
+
+    mode = str(run.cfg.get("tta") or "none")
+    if mode != "none":
+        log.info("test_top_k: the kept checkpoints are tested without tta=%s (plain pass; chestx.ensemble combines "
+                 "the members' plain passes)", mode)
+    ids = with_metadata(run.data.split_frame("test"), run.data.labels_only()[0].frame)
+    callback = run.trainer.checkpoint_callback
+    info = {"model": run.cfg.model.name, "seed": run.cfg.seed, "data": type(run.data).__name__,
+            "dataset": data_config_name(run.cfg), "monitor": callback.monitor, "monitor_mode": callback.mode,
+            "save_top_k": callback.save_top_k,
+            **{k: run.metrics.get(k) for k in ("image_size", "params", "macs", "infer_images_per_s")}}
+    loggers, run.trainer.loggers = run.trainer.loggers, []
+    try:
+        for kept in run.kept:
+            with refusing_unsafe(lambda: kept.path):  # read with weights_only (checkpoint_io)
+                run.trainer.test(run.module, datamodule=run.datamodule, ckpt_path=str(kept.path), verbose=False,
+                                 weights_only=lightning_weights_only(kept.path, trusted(run.cfg)))
+            if run.trainer.is_global_zero:
+                out = run.module.outputs["test"]
+                write_member(run.run_dir, kept, ids, out.index, out.probs, out.targets, run.data.pathologies, info,
+                             trust=trusted(run.cfg))
+    finally:
+        run.trainer.loggers = loggers
+    run.metrics["top_k_members"] = [str(top_k_member_dir(run.run_dir, k.path)) for k in run.kept]
 
 
 # ------------------------------------------------------------------ after the test, in this order
@@ -391,6 +474,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return train_two_stages(cfg, train)
     run = start(cfg)
     run.best = fit(run)
+    if cfg.get("test_top_k"):
+        keep_top_k(run)
     run.metrics = {k: v for k, v in run.trainer.callback_metrics.items() if k.startswith("train/")}
     if cfg.get("test", True):
         score_best(run)
@@ -399,6 +484,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.debug("After the test: %s", name)
                 step(run)
     run.metrics.update(run_summary(run))
+    if cfg.get("test_top_k") and cfg.get("test", True):
+        top_k_step(run)  # after the summary: the run's own cost figures are those of its best checkpoint's test
     if run.trainer.is_global_zero:
         write_metrics(run.run_dir / METRICS_FILE, run.metrics)
         if cfg.get("test", True):

@@ -9,6 +9,8 @@ and the formats of its predictions / AUROC / metrics files (writers and readers)
     <run>/auroc.csv, metrics.json   AUROC per pathology, the run's summary; error.txt when it failed
     <run>/predictions_tta.csv, auroc_tta.csv   the test split again with test-time augmentation (`tta=`), its own file
     <ensemble>/members.csv          an ensemble's members: run folder, checkpoint and its SHA-256 (chestx.ensemble)
+    <run>/top_k/<checkpoint stem>/  test_top_k=true: each checkpoint the ModelCheckpoint kept (save_top_k), tested on
+                                    the run's test split, a member run folder of its own (TOP_K_DIR, chestx.runs.top_k)
     <run>/thresholds.csv, operating_points.csv, calibration.csv, reliability.csv (+ .png), confusion_matrices.png,
           heatmaps/                 the clinical step (chestx.runs.clinical)
     <run>/subgroups.csv             subgroup performance (chestx.runs.subgroups)
@@ -55,6 +57,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_TTA_FILE = "predictions_tta.csv"  # test split, test-time augmentation (metrics.json "tta": the mode)
 AUROC_TTA_FILE = "auroc_tta.csv"
 MEMBERS_FILE = "members.csv"  # an ensemble run folder's members
+TOP_K_DIR = "top_k"  # test_top_k=true: <run>/top_k/<checkpoint stem>/ per kept checkpoint (an ensemble member)
+TOP_K_CHECKPOINT_NAME = "epoch{epoch:03d}-step{step}"  # test_top_k=true: the kept checkpoints' Lightning filename
 ERROR_FILE = "error.txt"
 THRESHOLDS_FILE = "thresholds.csv"
 OPERATING_POINTS_FILE = "operating_points.csv"
@@ -100,6 +104,25 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
                         BEST_CHECKPOINT, others[-1].name)
         return others[-1]
     return folder / LAST_CHECKPOINT if (folder / LAST_CHECKPOINT).is_file() else None
+
+
+def top_k_member_dir(run_dir: str | Path, ckpt: str | Path) -> Path:
+    """Where one kept checkpoint's test goes: `<run>/top_k/<checkpoint stem>` (`epoch004-step20.ckpt` ->
+    `<run>/top_k/epoch004-step20`)."""
+    return Path(run_dir) / TOP_K_DIR / Path(ckpt).stem
+
+
+def member_checkpoint(run_dir: str | Path, metrics: dict[str, Any]) -> Path | None:
+    """The checkpoint a run folder's predictions.csv came from: for a top-k member (`<run>/top_k/<stem>/`, its
+    metrics.json names its `checkpoint`) that file, or, when the run folder was moved, `<run>/checkpoints/<its
+    name>`; for any other run folder `best_checkpoint(run_dir)`. None when the file is gone."""
+    named = metrics.get("checkpoint") if metrics.get("top_k_of") else None
+    if not named:
+        return best_checkpoint(run_dir)
+    for candidate in (Path(str(named)), Path(run_dir).parent.parent / CHECKPOINT_DIR / Path(str(named)).name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def read_run_config(folder: str | Path) -> dict[str, Any]:

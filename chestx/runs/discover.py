@@ -172,6 +172,10 @@ def load_run(path: Path) -> Run:
             return run
     if run.metrics.get("stage"):  # a two-stage recipe's stage (chestx._stages): a setting the report labels runs by
         run.overrides.setdefault("stage", str(run.metrics["stage"]))
+    if run.metrics.get("top_k_of") and run.metrics.get("checkpoint"):  # a top-k member (chestx.runs.top_k): its
+        run.overrides.setdefault("checkpoint", Path(str(run.metrics["checkpoint"])).stem)  # own column, no replicate
+    elif run.metrics.get("top_k_run"):  # their ensemble, beside them
+        run.overrides.setdefault("checkpoint", f"top-{run.metrics.get('n_members')}")
     if run.metrics.get("status") == "failed":
         run.status = "failed"
         run.reason = run.metrics.get("error") or "failed (no error message in metrics.json)"

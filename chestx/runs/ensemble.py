@@ -1,7 +1,8 @@
 """An ensemble of finished runs, written as a run folder of its own (`python -m chestx.ensemble runs=[...]`).
 
-Members are run folders (the seeds of a sweep, the folds of a k-fold, several backbones): their test predictions
-(predictions.csv, the best checkpoint's) are combined per image and pathology, by the mean of the probabilities
+Members are run folders (the seeds of a sweep, the folds of a k-fold, several backbones, or the top-k checkpoints of
+one run: `<run>/top_k/<checkpoint>/`, chestx.runs.top_k): their test predictions (predictions.csv, of the best
+checkpoint or of the member's own checkpoint) are combined per image and pathology, by the mean of the probabilities
 (`combine=prob`, the default) or by the sigmoid of the mean logit (`combine=logit`). No network runs again, so the
 ensemble is exactly the combination of what each member's folder holds.
 
@@ -27,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import (
-    AUROC_FILE, METRICS_FILE, MEMBERS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, best_checkpoint, predictions_frame,
-    read_predictions, select, write_auroc, write_metrics, write_predictions,
+    AUROC_FILE, METRICS_FILE, MEMBERS_FILE, PREDICTIONS_FILE, TOP_K_DIR, VAL_PREDICTIONS_FILE, member_checkpoint,
+    predictions_frame, read_predictions, select, write_auroc, write_metrics, write_predictions,
 )
 from chestx.runs.discover import ReportError, Run, find_run_dirs, load_run
+from chestx.runs.top_k import RAISE_TOP_K
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +101,35 @@ def _load_members(folders: list[Path]) -> list[Run]:
                           + "; ".join(f"{r.path} ({r.status}: {r.reason})" for r in bad))
     if len(runs) < 2:
         raise ReportError(f"runs={[str(f) for f in folders]} holds {len(runs)} finished run: an ensemble needs 2 or "
-                          "more")
+                          f"more{_top_k_hint(runs)}")
     return runs
+
+
+def _top_k_hint(runs: list[Run]) -> str:
+    """What to do when a single run was given: its top-k members, or how to get them (`test_top_k=true`)."""
+    if len(runs) == 1 and runs[0].metrics.get("top_k_of"):
+        folder = runs[0].path.parent
+        if len(list(folder.glob(f"*/{METRICS_FILE}"))) > 1:
+            return f"; pass the run's whole top-k folder: runs=[{folder}]"
+        return (f" (the run {runs[0].metrics['top_k_of']} kept 1 checkpoint with "
+                f"callbacks.model_checkpoint.save_top_k={runs[0].metrics.get('save_top_k')}: {RAISE_TOP_K})")
+    if len(runs) == 1 and (runs[0].path / TOP_K_DIR).is_dir():
+        return f"; its top-k checkpoints are members with runs=[{runs[0].path / TOP_K_DIR}]"
+    return f"; the top-k checkpoints of one run become members when it is trained with test_top_k=true ({RAISE_TOP_K})"
+
 
 
 def _member_rows(members: list[Run]) -> pd.DataFrame:
     rows = []
     for run in members:
-        ckpt = best_checkpoint(run.path)
+        ckpt = member_checkpoint(run.path, run.metrics)  # a top-k member: its own checkpoint
         rows.append({"run": str(run.path), "model": run.model, "seed": run.seed, "fold": run.fold,
                      "test_auroc_mean": run.metrics.get("test/auroc_mean"),
                      "checkpoint": str(ckpt) if ckpt else "", "checkpoint_sha256": sha256(ckpt) if ckpt else "",
                      "predictions_sha256": sha256(run.path / PREDICTIONS_FILE)})
         if ckpt is None:
-            log.warning("Member %s has no checkpoint (a chestx.evaluate folder?): its predictions' digest identifies "
-                        "it", run.path)
+            log.warning("Member %s has no checkpoint (a chestx.evaluate folder, or a checkpoint deleted since?): its "
+                        "predictions' digest identifies it", run.path)
     return pd.DataFrame(rows)
 
 
@@ -167,10 +183,14 @@ def build_ensemble(folders: list[Path], out: Path, combine: str = "prob", name: 
     rows = _member_rows(members)
     rows.to_csv(out / MEMBERS_FILE, index=False, float_format="%.6f")
     models = sorted({r.model for r in members})
-    label = name or f"ensemble {len(members)}x {'+'.join(models)} ({combine})"
+    sources = {r.metrics.get("top_k_of") for r in members}
+    top_k_of = sources.pop() if len(sources) == 1 and None not in sources else None  # the top k of one run
+    label = name or (f"ensemble top-{len(members)} checkpoints {'+'.join(models)} ({combine})" if top_k_of
+                     else f"ensemble {len(members)}x {'+'.join(models)} ({combine})")
     per = dict(zip(table["pathology"], table["auroc"]))
     metrics = {"status": "ok", "error": None, "model": label, "ensemble": True, "combine": combine,
-               "members": [str(r.path) for r in members], "n_members": len(members), "seed": None,
+               "members": [str(r.path) for r in members], "n_members": len(members),
+               "seed": members[0].seed if top_k_of else None, "top_k_run": top_k_of,
                "test/auroc_mean": per.pop("mean"), **{f"test/auroc/{p}": v for p, v in per.items()},
                "n_test": len(ids), **_cost(members)}
     write_metrics(out / METRICS_FILE, metrics)
