@@ -12,6 +12,7 @@ MIMIC-CXR (`chestx.data.datasets.mimic_cxr`) and a user's CSV (`chestx.data.data
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -354,9 +355,14 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         folder = self._dataset_dir()
         return {name: LabelFile((str(folder / f"{name}.csv"),), key=None) for name in ("train", "valid")}
 
-    def _image_folders(self, parent: Path) -> list[Path]:
-        folder = self._dataset_dir()
-        return [folder.parent / parent, folder / Path(*parent.parts[1:])] if parent.parts else [folder]
+    def _image_folders(self, parent: str) -> list[str]:
+        """`<the folder holding the dataset folder>/<parent>`, then `<dataset folder>/<parent without its first part>`
+        (text: one call per study folder)."""
+        folder = str(self._dataset_dir())
+        if not parent:
+            return [folder]
+        parent = os.path.normpath(parent)  # as pathlib reads it: no `//`, no `./`
+        return [f"{os.path.dirname(folder)}/{parent}", os.path.join(folder, parent.partition("/")[2])]
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         options = dict(

@@ -56,14 +56,14 @@ class UnderRoot(ImageFinder):
 
 @dataclass(frozen=True)
 class InFolders(ImageFinder):
-    """(b) `frame.path` is `<parent>/<name>`; `candidates(data, Path(parent))` gives the folders where `<name>` may be,
-    in order (asked once per distinct parent). One directory listing per folder (made when a row first needs it, no
-    stat per file); the first folder holding the name wins (`files_in_folders`).
+    """(b) `frame.path` is `<parent>/<name>`; `candidates(data, parent)` gives the folders where `<name>` may be, in
+    order (`parent` as text, "" for a bare name; asked once per distinct parent). One directory listing per folder
+    (made when a row first needs it, no stat per file); the first folder holding the name wins (`files_in_folders`).
 
     Missing rows are named by their `frame.path` in row order, or (`sorted_names`, NIH and PadChest as they always
     have) by their file names, sorted."""
 
-    candidates: Callable[[ChestXData, Path], Sequence[Path]]
+    candidates: Callable[[ChestXData, str], Sequence[str | Path]]
     sorted_names: bool = False
 
     def find(self, data: ChestXData, table: LabelTable) -> Found:
@@ -89,34 +89,37 @@ class ByIndex(ImageFinder):
         return paths, [i for i, p in zip(ids, paths) if p is None]
 
 
-def files_in_folders(texts: Sequence[str], candidates: Callable[[Path], Sequence[Path]]) -> list[Path | None]:
-    """The file of each `<parent>/<name>` in `texts`: the first of `candidates(Path(parent))` holding `<name>`, else
-    None. Each folder is listed once (os.scandir; a folder that is absent holds nothing), when a name first needs it:
-    no stat per file, and the folders after the one that holds every name are never listed."""
+def files_in_folders(texts: Sequence[str], candidates: Callable[[str], Sequence[str | Path]]) -> list[Path | None]:
+    """The file of each `<parent>/<name>` in `texts`: the first of `candidates(parent)` holding `<name>`, else None.
+    Each folder is listed once (os.scandir; a folder that is absent holds nothing), when a name first needs it: no
+    stat per file, and the folders after the one that holds every name are never listed."""
     rows_of: dict[str, dict[str, list[int]]] = {}  # parent -> name -> rows
     for i, text in enumerate(texts):
         parent, _, name = text.rpartition("/")
         rows_of.setdefault(parent, {}).setdefault(name, []).append(i)
-    listings: dict[Path, set[str]] = {}
+    listings: dict[str, set[str]] = {}
     out: list[Path | None] = [None] * len(texts)
     for parent, wanted in rows_of.items():
         rest = dict(wanted)
-        for folder in candidates(Path(parent)):
+        for folder in candidates(parent):
             if not rest:
                 break
-            if folder not in listings:
-                listings[folder] = _names_in(folder)
-            for name in rest.keys() & listings[folder]:
+            key = os.fspath(folder)
+            if key not in listings:
+                listings[key] = _names_in(key)
+            for name in rest.keys() & listings[key]:
+                path = Path(key, name)
                 for i in rest.pop(name):
-                    out[i] = folder / name
+                    out[i] = path
     return out
 
 
-def _names_in(folder: Path) -> set[str]:
-    if not folder.is_dir():
+def _names_in(folder: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries}
+    except (FileNotFoundError, NotADirectoryError):  # an absent folder holds nothing
         return set()
-    with os.scandir(folder) as entries:
-        return {entry.name for entry in entries}
 
 
 # ------------------------------------------------------------------ index builders of ByIndex
