@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +50,13 @@ def sha256(path: Path) -> str:
 
 
 def label_files(data: Any) -> list[Path]:
-    """The label file(s) a ChestXData reads: `data.csv` when set; else, for each tuple of file names its module
-    declares (`*_FILES`, `*_CSV_NAMES`: NIH, Google's relabels, RSNA, SIIM, PadChest, VinDr), the first found in
-    data.root; else CheXpert's train.csv / valid.csv of its dataset folder; [] when none is known (the card says
-    so)."""
-    csv_path = getattr(data, "csv", None)
-    root = Path(getattr(data, "root", None) or ".")
-    if csv_path:  # relative to data.root when it is there (as ChestXData.label_file and CSVData read it)
-        path = Path(csv_path).expanduser()
-        return [root / path if not path.is_absolute() and (root / path).is_file() else path]
-    module = sys.modules.get(type(data).__module__)
+    """The label file(s) a ChestXData reads as configured, asked of the dataset itself (`ChestXData.label_paths`: the
+    files its class declares in `label_files`, `data.csv` and the like applied), in its order, each once; [] when it
+    declares none (the card says so)."""
     found: list[Path] = []
-    for name, value in (vars(module).items() if module else ()):
-        if name.endswith(("_FILES", "_CSV_NAMES")) and isinstance(value, tuple):
-            first = next((root / f for f in value if isinstance(f, str) and (root / f).is_file()), None)
-            if first is not None and first not in found:
-                found.append(first)
-    folder = getattr(data, "_dataset_dir", None)
-    if not found and callable(folder):
-        found = [p for p in (folder() / "train.csv", folder() / "valid.csv") if p.is_file()]
+    for path in data.label_paths().values():
+        if path not in found:
+            found.append(path)
     return found
 
 

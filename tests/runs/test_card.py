@@ -128,3 +128,33 @@ def test_label_files_of_each_dataset_class(shared_data: Path) -> None:
         shared_data / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"]
     assert label_files(CheXpertData(root=shared_data / "chexpert")) == [
         shared_data / "chexpert" / "train.csv", shared_data / "chexpert" / "valid.csv"]
+
+
+def test_label_files_are_what_each_dataset_declares(shared_data: Path, tmp_path: Path) -> None:
+    """The card asks the dataset (ChestXData.label_paths over its `label_files`): several files per dataset in their
+    declared order, the option that names a file instead, optional files only when present."""
+    from chestx.data.datasets.mimic_cxr import MIMIC_CXRData
+    from chestx.data.datasets.nih import NIHData
+    from chestx.data.datasets.nih_expert import NIHExpertData
+    from chestx.data.datasets.openi import OpenIData
+    from chestx.data.datasets.rsna_pneumonia import RSNAPneumoniaData
+    from chestx.data.datasets.vindr_cxr import VinDrData
+    from chestx.runs.card import label_files
+
+    nih, shared = shared_data / "nih", shared_data
+    assert label_files(NIHData(root=nih)) == [nih / "Data_Entry_2017_v2020.csv"]
+    assert label_files(NIHData(root=nih, csv="sample256/Data_Entry_sample.csv")) == [
+        nih / "sample256" / "Data_Entry_sample.csv"]  # data.csv relative to data.root
+    assert label_files(NIHExpertData(root=nih)) == [nih / "Data_Entry_2017_v2020.csv",
+                                                    nih / "google2019_nih-chest-xray-labels.csv.gz"]
+    assert label_files(VinDrData(root=shared / "vindr")) == [shared / "vindr" / "vinbigdata-train.csv.gz"]
+    assert label_files(OpenIData(root=shared / "openi")) == [shared / "openi" / "NLMCXR_reports.tgz",
+                                                             shared / "openi" / "nlmcxr_dicom_metadata.csv.gz"]
+    assert label_files(OpenIData(root=shared / "openi", metadata=None)) == [shared / "openi" / "NLMCXR_reports.tgz"]
+    for name in ("mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-2.0.0-negbio.csv", "mimic-cxr-2.0.0-metadata.csv.gz",
+                 "stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"):
+        (tmp_path / name).write_text("")
+    assert label_files(MIMIC_CXRData(root=tmp_path, labeler="negbio")) == [
+        tmp_path / "mimic-cxr-2.0.0-negbio.csv", tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"]
+    assert label_files(RSNAPneumoniaData(root=tmp_path)) == [tmp_path / "stage_2_train_labels.csv",
+                                                             tmp_path / "stage_2_detailed_class_info.csv"]

@@ -1,18 +1,21 @@
 """`ChestXData`, the base of every dataset: a label file as configured -> labels, patient split, image files.
 
-It does everything that is not dataset specific: patient-level k-fold over the train+val pool (`folds`, `fold`),
-resolve image files (and stop, or drop with a warning, when some are missing or unreadable), undersample normal
-images in the training split, check that splits are patient-disjoint and save the split. A dataset (one module of
-`chestx.data.datasets` each) says how to read its label file and which rows go to which split (`load_table`) and
-where the images are (`resolve_paths`). No Lightning here: `chestx.data.loading.datamodule` builds loaders.
+It does everything that is not dataset specific: find the label file(s) (`label_files`, `label_file`), the seeded
+patient split (`make_split`, `carve_validation`), the view filter (`keep_views`, `view_mask`), patient-level k-fold
+over the train+val pool (`folds`, `fold`), find the image files (`images`, `resolve_paths`; and stop, or drop with a
+warning, when some are missing or unreadable), undersample normal images in the training split, check that splits
+are patient-disjoint and save the split. A dataset (one module of `chestx.data.datasets` each) is its reader
+(`load_table`: label file -> rows and split) and its declarations: `label_files` (role -> `LabelFile`) and `images`
+(one of the finders of `chestx.data.datasets.image_finders`). No Lightning here: `chestx.data.loading.datamodule`
+builds loaders.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,6 +24,7 @@ from chestx.data.images.check import UnreadableImagesError, check_dicom_window, 
 from chestx.core.run_folder import UNREADABLE_FILE
 from chestx.data.images.read import find_undecodable
 from chestx.data.images.same_file import same_files
+from chestx.data.datasets.image_finders import ImageFinder, UnderRoot
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.splits import SPLITS, SplitError, check_patient_disjoint, kfold_split, random_split, save_split
 from chestx.data.stratify import StratifyError, stratified_split, train_subset
@@ -59,13 +63,32 @@ def refuse_renamed(given: dict[str, object]) -> None:
                                   f"{RENAMED_KEYS[key].split(' ')[0]}={value!r})" for key, value in used.items()))
 
 
+@dataclass(frozen=True)
+class LabelFile:
+    """One label file a dataset reads (`ChestXData.label_files` maps a role to it): unless `data.<key>` names it, the
+    first of `names` found in data.root. `required=False`: read when present (e.g. RSNA's detailed classes)."""
+
+    names: tuple[str, ...] = ()  # file names (or paths) relative to data.root, in order of preference
+    key: str | None = "csv"      # the dataset option (data.<key>, an attribute of the dataset) that names the file
+    required: bool = True
+
+
 class ChestXData:
     """A dataset as configured: labels, patient split and image files (loader settings: `chestx.data.loading`).
 
     Plain Python (no Lightning): `chestx.explore`, `chestx.evaluate` and `chestx.prepare` use it
-    as it is; `chestx.train` wraps it in `ChestXDataModule`. Subclasses only say how to read the
-    label file (`load_table`) and where the images are (`resolve_paths`).
+    as it is; `chestx.train` wraps it in `ChestXDataModule`. Subclasses read their label file(s) (`load_table`) and
+    declare which files those are (`label_files`) and how their images are found (`images`).
     """
+
+    # ------------------------------------------------------------ what a dataset declares
+    # role -> LabelFile, the first role being the main label file (class attribute, or a property where the files
+    # depend on an option: MIMIC's labeller, VinDr's layout, CheXpert's folder). `label_file(role)` finds one,
+    # `label_paths()` all of them (what chestx.runs.card digests).
+    label_files: Mapping[str, LabelFile] = {}
+    root_hint: str = "the dataset folder"  # what data.root must hold, for messages
+    # how resolve_paths finds the images: UnderRoot (frame.path under data.root), InFolders, ByIndex
+    images: ImageFinder = UnderRoot()
 
     def __init__(
         self,
@@ -122,7 +145,8 @@ class ChestXData:
         self.val_fraction = float(val_fraction)  # carve_validation(): validation's share of a training file
         self.split_method = split_method  # make_split(): random | stratified (chestx.data.stratify)
         self.train_fraction = float(train_fraction)  # keep_train_fraction(): share of training patients kept
-        self.label_path: Path | None = None  # the label file in use, once found (label_file)
+        self.label_path: Path | None = None  # the main label file in use, once found (label_file)
+        self._image_index: dict[str, Path] | None = None  # ByIndex finders: built once (image_index)
         self.dicom_window = dicom_window  # voi | minmax: how DICOM values become 0..255 (chestx.data.images.dicom)
         self.table: LabelTable | None = None
         self.split: np.ndarray | None = None  # (N,) "train"/"val"/"test"
@@ -130,20 +154,48 @@ class ChestXData:
         self.dropped: list[tuple[str, str, str]] = []  # image_id, file, reason of every row missing_images=drop drops
 
     # ------------------------------------------------------------ the chores, done once for every dataset
-    label_files: tuple[str, ...] = ()  # the label file's names in data.root, first found (label_file)
-
-    def label_file(self, given: str | Path | None = None, key: str = "data.csv",
-                   names: Sequence[str] | None = None) -> Path:
-        """The label file: `given` (the dataset's key `key`, e.g. data.csv) relative to data.root when it is there,
-        else as written (absolute, or relative to the working folder); unset: the first of `names` (default
-        `label_files`) in data.root. DataFileNotFoundError naming the key and the files looked for otherwise."""
+    def label_file(self, role: str | None = None) -> Path | None:
+        """The file of `label_files[role]` (default: the first role): `data.<key>` when set, relative to data.root
+        when the file is there, else as written (absolute, or relative to the working folder; a file that is in
+        neither place is named under data.root); unset: the first of its `names` in data.root. Not found ->
+        DataFileNotFoundError naming the files looked for, data.root and the key; None for an optional file that is
+        absent (or unset when it has no names). The main file is kept as `label_path` (for messages)."""
+        if not self.label_files:
+            raise NotImplementedError(f"{type(self).__name__} declares no label_files")
+        role = next(iter(self.label_files)) if role is None else role
+        spec = self.label_files[role]
+        given = getattr(self, spec.key, None) if spec.key else None
+        what = type(self).__name__.removesuffix("Data")
         if given:
-            path = Path(given).expanduser()
-            path = self.root / path if not path.is_absolute() and (self.root / path).is_file() else path
+            path = self.under_root(given)
+        elif spec.names:
+            try:
+                path = first_existing(self.root, spec.names, f"data.{spec.key}" if spec.key else None,
+                                      what, self.root_hint)
+            except DataFileNotFoundError:
+                if spec.required:
+                    raise
+                path = None
+        elif spec.required:
+            raise DataFileNotFoundError(f"{what}: set data.{spec.key}=<path to the {role} file>")
         else:
-            path = first_existing(self.root, list(names if names is not None else self.label_files), key,
-                                  type(self).__name__.removesuffix("Data"))
-        self.label_path = path
+            path = None
+        if role == next(iter(self.label_files)):
+            self.label_path = path
+        return path
+
+    def label_paths(self) -> dict[str, Path]:
+        """role -> file of every label file this dataset reads as configured (optional ones only when present), in
+        declaration order: what a run used (`chestx.runs.card` digests them)."""
+        paths = {role: self.label_file(role) for role in self.label_files}
+        return {role: path for role, path in paths.items() if path is not None}
+
+    def under_root(self, given: str | Path) -> Path:
+        """A path the user gave: relative to data.root when the file is there, else as written when it is there,
+        else under data.root (so that the message names data.root); absolute as written, `~` expanded."""
+        path = Path(given).expanduser()
+        if path.is_absolute() or (self.root / path).is_file() or not path.is_file():
+            return self.root / path
         return path
 
     def make_split(self, table: LabelTable, ratios: Sequence[float] | None = None) -> np.ndarray:
@@ -192,32 +244,36 @@ class ChestXData:
         split = np.concatenate([np.where(inner == "val", "val", "train"), np.full(len(test), "test")]).astype("<U5")
         return LabelTable.concat([train, test]), split
 
-    def keep_views(self, table: LabelTable, views: Sequence[str] | None) -> LabelTable:
-        """Rows of `table` whose `frame.view` is one of `views` (see `view_mask`); None keeps every row."""
+    def keep_views(self, table: LabelTable, views: Sequence[str] | str | None, column: str = "view",
+                   unknown: str = "leave_out", fix: str = "", what: str | None = None) -> LabelTable:
+        """Rows of `table` whose `frame.view` is one of `views` (`view_mask`: the one blank-view rule, or
+        `unknown="error"`); None keeps every row."""
         if views is None:
             return table
-        keep = view_mask(table.frame["view"], views, type(self).__name__.removesuffix("Data"))
+        keep = view_mask(table.frame["view"], views, what or type(self).__name__.removesuffix("Data"), column=column,
+                         unknown=unknown, fix=fix)
         return table if keep.all() else table.subset(keep)
 
-    def files_under_root(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        """`frame.path` relative to data.root (one stat per file): the image of every row, None where missing."""
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for rel in table.frame["path"].astype(str):
-            path = self.root / rel
-            found = path.is_file()
-            paths.append(path if found else None)
-            if not found:
-                missing.append(rel)
+    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
+        """Image file of every row (None when missing), and the missing rows' names: what `images` finds."""
+        paths, missing = self.images.find(self, table)
+        log.info("%s: found %d of %d image files under data.root=%s (%d missing)",
+                 type(self).__name__.removesuffix("Data"), len(paths) - len(missing), len(paths), self.root,
+                 len(missing))
         return paths, missing
+
+    def image_index(self) -> dict[str, Path]:
+        """image_id -> file, built once by a `ByIndex` finder's `build` (and kept for the dataset's life)."""
+        if self._image_index is None:
+            build = getattr(self.images, "build", None)
+            if build is None:
+                raise TypeError(f"{type(self).__name__}.images={self.images!r} builds no index (ByIndex does)")
+            self._image_index = build(self)
+        return self._image_index
 
     # ------------------------------------------------------------ subclass API
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         """Read labels and assign each row to a split."""
-        raise NotImplementedError
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        """Image file of every row (None when missing), and the missing image ids."""
         raise NotImplementedError
 
     @property
@@ -450,32 +506,50 @@ def _check_folds(folds: int | None, fold: int | None) -> None:
                         f"data.fold=0, or sweep them all with -m data.fold={','.join(map(str, range(folds)))}")
 
 
-def first_existing(root: Path, names: Sequence[str], key: str, what: str = "") -> Path:
-    """The first of `names` present in `root` (a file); DataFileNotFoundError naming them, the root and the key."""
+def first_existing(root: Path, names: Sequence[str], key: str | None, what: str = "",
+                   root_hint: str = "the dataset folder") -> Path:
+    """The first of `names` present in `root` (a file); DataFileNotFoundError naming them, the root and the key (the
+    option that names the file instead; None: the file is found in data.root only)."""
     for name in names:
         if (Path(root) / name).is_file():
             return Path(root) / name
+    fix = f" or set {key}=<path to the label file>" if key else ""
     raise DataFileNotFoundError(f"{what + ': ' if what else ''}none of the label files {list(names)} is in "
-                                f"data.root={str(root)!r}; point data.root at the dataset folder or set "
-                                f"{key}=<path to the label file>")
+                                f"data.root={str(root)!r}; point data.root at {root_hint}{fix}")
 
 
-def view_mask(view: pd.Series, views: Sequence[str] | str, what: str) -> np.ndarray:
-    """(N,) bool: rows whose view is one of `views`, compared stripped and upper-cased.
+VIEW_RULES = ("leave_out", "error")  # view_mask(unknown=...)
 
-    The one rule for blank views: a row whose view is blank or missing is not known to be any view, so a view
-    filter never keeps it; how many such rows were left out is logged. No row kept -> DataError naming the views
-    present. (RSNA / SIIM read views from the images' DICOM headers: a view unknown because the image or its header
-    is missing stops there instead, `dicom_meta.filter_views`, so the rows kept never depend on which files exist.)"""
+
+def view_mask(view: pd.Series, views: Sequence[str] | str, what: str, column: str = "view",
+              unknown: str = "leave_out", fix: str = "", option: str | None = None) -> np.ndarray:
+    """(N,) bool: rows whose view is one of `views`, compared stripped and upper-cased; THE view filter of every
+    dataset (`ChestXData.keep_views`, and the readers' `views` arguments).
+
+    The one rule for blank views (`unknown="leave_out"`): a row whose view is blank or missing is not known to be any
+    view, so a view filter never keeps it; how many such rows were left out is logged (naming `column`, the file's
+    view column). `unknown="error"` (RSNA / SIIM, whose views come from the images' DICOM headers): a blank view
+    stops with a DataError (`fix` says how to give it), so the rows kept never depend on which files exist. Views
+    asked for that no row has are logged; no row kept -> DataError naming `option` (default data.views=...) and the
+    views present."""
+    if unknown not in VIEW_RULES:
+        raise ValueError(f"unknown={unknown!r} is not one of {VIEW_RULES}")
     wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
+    option = option or f"data.views={wanted}"
     text = view.astype("string").str.strip().str.upper()
     blank = (text.isna() | (text == "")).to_numpy()
+    if unknown == "error" and blank.any():
+        raise DataError(f"{option} needs the view of every {what} image, but {int(blank.sum())} have no "
+                        f"{column}{fix}, or set data.views=null")
     keep = text.isin(wanted).fillna(False).to_numpy(dtype=bool) & ~blank
     present = sorted(set(text[~blank]))
+    absent = [v for v in wanted if v not in present]
+    if absent:
+        log.warning("%s: views %s occur in no row (views present: %s)", what, absent, present)
     if not keep.any():
-        raise DataError(f"data.views={wanted} keeps no row of {what}; views present: {present}")
+        raise DataError(f"{option} keeps no row of {what}; views present: {present}")
     if blank.any():
-        log.warning("%s view filter %s leaves out %d rows with a blank view (their view is unknown, so it cannot "
-                    "match)", what, wanted, int(blank.sum()))
+        log.warning("%s view filter %s leaves out %d rows with a blank %s (their view is unknown, so it cannot "
+                    "match)", what, wanted, int(blank.sum()), column)
     log.info("%s view filter %s keeps %d of %d rows", what, wanted, int(keep.sum()), len(keep))
     return keep

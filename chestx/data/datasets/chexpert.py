@@ -12,6 +12,7 @@ MIMIC-CXR (`chestx.data.datasets.mimic_cxr`) and a user's CSV (`chestx.data.data
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -20,14 +21,17 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels.table import (
-    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv,
+    CHEXPERT_COMPETITION_TASKS, CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, LabelTable, read_label_csv,
     select_pathologies,
 )
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, LabelFile, view_mask
+from chestx.data.datasets.image_finders import InFolders
 from chestx.data.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
 
+# in data.root, the first holding train.csv is the dataset folder
+DATASET_DIRS: tuple[str, ...] = ("CheXpert-v1.0-small", "CheXpert-v1.0", ".")
 UNCERTAINTY_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones", "multiclass", "lsr_zeros", "lsr_ones")
 BLANK_POLICIES: tuple[str, ...] = ("zeros", "mask")
 CHEXPERT_META_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -219,17 +223,9 @@ def read_chexpert(
 
     raw = read_label_csv(csv_path, [*CHEXPERT_META_COLUMNS, *dict.fromkeys([NO_FINDING, *names])], "CheXpert")
     if frontal_only:
-        keep = (raw["Frontal/Lateral"] == "Frontal").to_numpy()
-        no_view = int(optional_text(raw["Frontal/Lateral"]).isna().sum())
-        if no_view:
-            log.warning("CheXpert frontal_only leaves out %d rows of %s with a blank 'Frontal/Lateral' (not known to "
-                        "be frontal)", no_view, csv_path)
-        log.info("CheXpert frontal_only keeps %d of %d rows of %s", int(keep.sum()), len(raw), csv_path)
+        keep = view_mask(raw["Frontal/Lateral"], ["Frontal"], f"CheXpert label file {str(csv_path)!r}",
+                         column="'Frontal/Lateral'", option="data.frontal_only=true ('Frontal/Lateral' = Frontal)")
         raw = raw.loc[keep].reset_index(drop=True)
-        if raw.empty:
-            raise DataError(
-                f"frontal_only=True keeps no row of {str(csv_path)!r}: its Frontal/Lateral column has no 'Frontal'"
-            )
 
     paths = raw["Path"].astype(str)
     patient = paths.str.extract(r"(patient\d+)", expand=False)
@@ -316,6 +312,10 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
     `train.csv` by patient (`val_fraction`).
     """
 
+    # frame.path is CheXpert-v1.0-small/train/patientN/studyM/viewK.jpg: under the folder holding the dataset folder,
+    # else under the dataset folder without its first part
+    images = InFolders(lambda data, parent: data._image_folders(parent))
+
     def __init__(
         self,
         root: str,
@@ -334,35 +334,41 @@ class CheXpertData(UncertaintyPolicies, ChestXData):
         self.tasks = chexpert_tasks(findings)
         self.lsr_zeros = tuple(lsr_zeros)
         self.lsr_ones = tuple(lsr_ones)
+        self._folder: Path | None = None  # the dataset folder, once found (_dataset_dir)
 
     def _dataset_dir(self) -> Path:
-        for name in ("CheXpert-v1.0-small", "CheXpert-v1.0", "."):
+        """The dataset folder (resolved): the first of DATASET_DIRS in data.root holding train.csv; found once."""
+        if self._folder is not None:
+            return self._folder
+        for name in DATASET_DIRS:
             if (self.root / name / "train.csv").exists():
-                return (self.root / name).resolve()
+                self._folder = (self.root / name).resolve()
+                return self._folder
         raise DataError(
             f"train.csv not found in data.root={str(self.root)!r} or its CheXpert-v1.0[-small]/ folder; "
             "point data.root at the folder that holds CheXpert-v1.0-small/"
         )
 
-    def load_table(self) -> tuple[LabelTable, np.ndarray]:
+    @property
+    def label_files(self) -> dict[str, LabelFile]:
+        """train.csv (training and validation) and valid.csv (the test split) of the dataset folder."""
         folder = self._dataset_dir()
+        return {name: LabelFile((str(folder / f"{name}.csv"),), key=None) for name in ("train", "valid")}
+
+    def _image_folders(self, parent: str) -> list[str]:
+        """`<the folder holding the dataset folder>/<parent>`, then `<dataset folder>/<parent without its first part>`
+        (text: one call per study folder)."""
+        folder = str(self._dataset_dir())
+        if not parent:
+            return [folder]
+        parent = os.path.normpath(parent)  # as pathlib reads it: no `//`, no `./`
+        return [f"{os.path.dirname(folder)}/{parent}", os.path.join(folder, parent.partition("/")[2])]
+
+    def load_table(self) -> tuple[LabelTable, np.ndarray]:
         options = dict(
             pathologies=self.tasks, uncertainty=self.uncertainty, blank=self.blank, frontal_only=self.frontal_only,
             lsr_zeros=self.lsr_zeros, lsr_ones=self.lsr_ones, seed=self.seed,
         )
-        train = read_chexpert(folder / "train.csv", **options)
-        test = read_chexpert(folder / "valid.csv", **options)
+        train = read_chexpert(self.label_file("train"), **options)
+        test = read_chexpert(self.label_file("valid"), **options)
         return self.carve_validation(train, test)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        folder = self._dataset_dir()
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for rel in table.frame["path"]:
-            parts = Path(rel).parts
-            candidates = [folder.parent / rel, folder / Path(*parts[1:])] if len(parts) > 1 else [folder / rel]
-            hit = next((c for c in candidates if c.exists()), None)
-            paths.append(hit)
-            if hit is None:
-                missing.append(rel)
-        return paths, missing

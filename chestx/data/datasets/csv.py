@@ -27,7 +27,7 @@ from chestx.data.datasets.chexpert import (
     resolve_uncertainty,
 )
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, select_pathologies
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, LabelFile, view_mask
 from chestx.data.images.same_file import same_files
 from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import SPLITS
@@ -224,6 +224,8 @@ def split_from_column(frame: pd.DataFrame, values: Mapping[str, str], csv_path: 
 class CSVData(UncertaintyPolicies, ChestXData):
     """Any labelled image folder described by one CSV (`data=csv`); the keys are documented in conf/data/csv.yaml."""
 
+    label_files = {"labels": LabelFile(key="csv")}  # data.csv, relative to data.root or absolute; images: UnderRoot
+
     def __init__(
         self,
         root: str,
@@ -274,8 +276,9 @@ class CSVData(UncertaintyPolicies, ChestXData):
         if not self.csv:
             raise DataError("data=csv needs data.csv=<the label CSV> (relative to data.root, or absolute), and "
                             "data.image_column=<its image path column>")
-        path = Path(self.csv).expanduser()
-        return path if path.is_absolute() else self.root / path
+        path = self.label_file()
+        assert path is not None
+        return path
 
     @property
     def tasks(self) -> list[str]:
@@ -304,15 +307,8 @@ class CSVData(UncertaintyPolicies, ChestXData):
                      {name: int((split == name).sum()) for name in SPLITS})
         else:
             split = self.make_split(table)
-        if self.views:
-            view = table.frame["view"].astype("object").fillna("").astype(str).str.upper().to_numpy()
-            keep = np.isin(view, self.views)  # (N,)
-            present = sorted(set(view) - {""})
-            if not keep.any():
-                raise DataError(f"data.views={self.views} keeps no row of {str(path)!r}; its "
-                                f"data.view_column={self.view_column!r} holds {present}")
-            log.info("data.views=%s keeps %d of %d rows (views present: %s)", self.views, int(keep.sum()),
-                     len(keep), present)
+        if self.views:  # after the split, as it always was: the split is drawn over every row of the file
+            keep = view_mask(table.frame["view"], self.views, repr(str(path)), column=f"{self.view_column!r}")
             table, split = table.subset(keep), split[keep]
         return table, split
 
@@ -329,16 +325,3 @@ class CSVData(UncertaintyPolicies, ChestXData):
                 f"{texts[i]!r} and {_rows_named(np.array([j]))} {texts[j]!r} are both {real!r} (resolved against "
                 f"data.root={str(self.root)!r}); list each image once (one row per image, labels in its columns)"
             )
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for text in table.frame["path"].astype(str):
-            path = Path(text).expanduser()
-            path = path if path.is_absolute() else self.root / path
-            found = path.is_file()
-            paths.append(path if found else None)
-            if not found:
-                missing.append(text)
-        log.info("Found %d of %d images of %s under %s", len(paths) - len(missing), len(paths), self.csv, self.root)
-        return paths, missing

@@ -84,6 +84,11 @@ class MergedData(ChestXData):
     def multiclass(self) -> list[bool]:
         return [False] * len(self.pathologies)
 
+    def label_paths(self) -> dict[str, Path]:
+        """Every source's label files, as `<source>/<role>`."""
+        return {f"{name}/{role}": path for name, source in self.sources.items()
+                for role, path in source.label_paths().items()}
+
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         parts, splits, columns = [], [], []
         for name, source in self.sources.items():

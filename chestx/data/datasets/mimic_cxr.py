@@ -40,7 +40,7 @@ from chestx.data.labels.table import (
     CHEXPERT_PATHOLOGIES, NO_FINDING, DataError, DataFileNotFoundError, LabelTable,
     check_columns, select_pathologies,
 )
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, LabelFile, view_mask
 from chestx.data.datasets.registry import register_dataset
 from chestx.data.labels.splits import SPLITS
 
@@ -65,7 +65,8 @@ SPLIT_OPTIONS: tuple[str, ...] = ("official", "random")
 
 
 def find_file(root: Path, name: str, key: str) -> Path:
-    """`root/name`, or its uncompressed copy (`.csv`); DataFileNotFoundError naming both and the fix."""
+    """`root/name`, or its uncompressed copy (`.csv`); DataFileNotFoundError naming both and the fix (the split file;
+    the label files are `MIMIC_CXRData.label_files`)."""
     for candidate in (root / name, root / name.removesuffix(".gz")):
         if candidate.is_file():
             return candidate
@@ -135,7 +136,8 @@ def read_mimic_cxr(
 ) -> LabelTable:
     """One row per image of the metadata file (its order) whose study has a label row, under the CheXpert rules.
 
-    `views`: keep these `ViewPosition` values (case-insensitive); None keeps all, blank ones included.
+    `views`: keep these `ViewPosition` values (`view_mask`: case-insensitive, a blank one never matches); None
+    keeps all, blank ones included.
     `frame`: image_id = dicom_id, patient_id = subject_id, path (relative to the dataset folder), view =
     ViewPosition, sex / age from `patients_csv` (NaN without it), no_finding = the study's No Finding == 1,
     and study_id, study_date. Images of studies without a label row are left out (logged with counts).
@@ -152,17 +154,9 @@ def read_mimic_cxr(
     row_names = "subject_id " + studies["subject_id"] + ", study_id " + studies["study_id"]
     values = parse_label_cells(studies, MIMIC_LABEL_COLUMNS, labels_csv, row_names=row_names)  # (S, 14) per study
 
-    n_images = len(meta)
-    if views is not None:
-        wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
-        view = meta["ViewPosition"].str.upper()
-        keep = view.isin(wanted).to_numpy()
-        present = view.replace("", "(blank)").value_counts().to_dict()
-        if not keep.any():
-            raise DataError(f"data.views={wanted} keeps no image of {str(metadata_csv)!r}; its ViewPosition values "
-                            f"are {present}")
-        log.info("MIMIC-CXR data.views=%s keeps %d of %d images (ViewPosition counts: %s)", wanted, int(keep.sum()),
-                 n_images, present)
+    if views is not None:  # the base class's one view rule: a blank ViewPosition never matches
+        keep = view_mask(meta["ViewPosition"], views, f"MIMIC-CXR metadata {str(metadata_csv)!r}",
+                         column="ViewPosition")
         meta = meta.loc[keep].reset_index(drop=True)
 
     study_row = pd.MultiIndex.from_frame(studies[["subject_id", "study_id"]]).get_indexer(
@@ -255,6 +249,15 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
     `Data`, lower-cased, and `chestx.train test_data=[mimic_cxr]` by the config key: both are `mimic_cxr`.
     """
 
+    root_hint = "the MIMIC-CXR-JPG folder as PhysioNet ships it (the one holding files/ and mimic-cxr-2.0.0-*.csv.gz)"
+
+    @property
+    def label_files(self) -> dict[str, LabelFile]:
+        """The chosen labeller's file (one row per study) and the metadata file (one row per image), each also read
+        uncompressed (`.csv`); both in data.root."""
+        names = {"labels": LABEL_FILE.format(labeler=self.labeler), "metadata": METADATA_FILE}
+        return {role: LabelFile((name, name.removesuffix(".gz")), key=None) for role, name in names.items()}
+
     def __init__(
         self,
         root: str,
@@ -288,24 +291,11 @@ class MIMIC_CXRData(UncertaintyPolicies, ChestXData):  # noqa: N801
         resolve_uncertainty(self.uncertainty, self.tasks)  # unknown policies stop now, before any file is read
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        labels_csv = find_file(self.root, LABEL_FILE.format(labeler=self.labeler), "data.root")
         table = read_mimic_cxr(
-            labels_csv, find_file(self.root, METADATA_FILE, "data.root"), pathologies=self.tasks,
+            self.label_file("labels"), self.label_file("metadata"), pathologies=self.tasks,
             uncertainty=self.uncertainty, blank=self.blank, views=self.views, lsr_zeros=self.lsr_zeros,
             lsr_ones=self.lsr_ones, seed=self.seed, patients_csv=self.patients_csv,
         )
         if self.split_name == "official":
             return table, read_official_split(table.frame, find_file(self.root, SPLIT_FILE, "data.root"))
         return table, self.make_split(table)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for rel in table.frame["path"]:
-            path = self.root / rel
-            found = path.is_file()
-            paths.append(path if found else None)
-            if not found:
-                missing.append(rel)
-        log.info("Found %d of %d MIMIC-CXR images under %s/files", len(paths) - len(missing), len(paths), self.root)
-        return paths, missing

@@ -19,7 +19,8 @@ from chestx.data.labels.table import (
     NIH_PATHOLOGIES, NO_FINDING, DataError, LabelTable, optional_text, read_label_csv, refuse_blank_ids, required_text,
     select_pathologies,
 )
-from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.base import ChestXData, LabelFile, view_mask
+from chestx.data.datasets.image_finders import InFolders, files_in_folders
 from chestx.data.datasets.registry import NIH_CXR14, Regions, register_dataset
 from chestx.data.labels.splits import SPLITS, list_split, official_split
 
@@ -80,22 +81,7 @@ def read_nih(
     names = select_pathologies(pathologies, NIH_PATHOLOGIES, "NIH")
     raw = read_label_csv(csv_path, NIH_COLUMNS, "NIH")
     if views is not None:
-        wanted = [str(v).strip().upper() for v in ([views] if isinstance(views, str) else views)]
-        view_col = optional_text(raw["View Position"]).str.upper()  # (N,) blank or missing: NaN
-        present = sorted(view_col.dropna().unique())
-        absent = [v for v in wanted if v not in present]
-        if absent:
-            log.warning("NIH views %s occur in no row of %s (views present: %s)", absent, csv_path, present)
-        keep = view_col.isin(wanted).to_numpy()
-        if not keep.any():
-            raise DataError(
-                f"views={wanted} keeps no row of {str(csv_path)!r}; views present: {present}"
-            )
-        no_view = int(view_col.isna().sum())
-        if no_view:
-            log.warning("NIH view filter %s leaves out %d rows of %s with a blank 'View Position' (their view is "
-                        "unknown, so it cannot match)", wanted, no_view, csv_path)
-        log.info("NIH view filter %s keeps %d of %d rows", wanted, int(keep.sum()), len(raw))
+        keep = view_mask(raw["View Position"], views, f"NIH label file {str(csv_path)!r}", column="'View Position'")
         raw = raw.loc[keep].reset_index(drop=True)
 
     image_ids = required_text(raw["Image Index"], "Image Index", csv_path, "NIH label")
@@ -113,7 +99,7 @@ def read_nih(
     frame = pd.DataFrame({
         "image_id": image_ids,
         "patient_id": required_text(raw["Patient ID"], "Patient ID", csv_path, "NIH label"),
-        "path": image_ids,  # file name; find_nih_images() resolves it under the dataset root
+        "path": image_ids,  # file name; NIHData.images (nih_image_dirs) finds its folder
         "view": optional_text(raw["View Position"]),  # missing: NaN (subgroups: unknown)
         "age": _parse_age(raw["Patient Age"]),
         "sex": optional_text(raw["Patient Gender"]),
@@ -186,8 +172,8 @@ def with_list_labels(table: LabelTable, list_labels: pd.DataFrame) -> LabelTable
     return LabelTable(frame=frame, labels=labels, uncertain=table.uncertain.copy(), pathologies=list(table.pathologies))
 
 
-def _image_dirs(root: Path) -> list[Path]:
-    """Folders that may hold NIH images: root/images, root/images_0NN/images, root/images_0NN, root."""
+def nih_image_dirs(root: Path) -> list[Path]:
+    """Folders that may hold NIH images, in order: root/images, root/images_0NN/images, root/images_0NN, root."""
     dirs = [root / "images"]
     with os.scandir(root) as it:
         split_dirs = sorted(e.name for e in it if e.is_dir() and e.name.startswith("images_"))
@@ -198,26 +184,15 @@ def _image_dirs(root: Path) -> list[Path]:
 
 
 def find_nih_images(root: str | Path, image_ids: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
-    """Locate image files by name under `root` (one directory listing per folder, no stat per file).
-
-    Looks in `root/images/`, `root/images_0NN/images/`, `root/images_0NN/` and `root/` itself; the
-    first folder holding a name wins. Returns (found: image id -> Path, sorted missing ids).
-    """
+    """Locate image files by name under `root`, as `NIHData` does (`nih_image_dirs`, one directory listing per
+    folder, the first folder holding a name wins). Returns (found: image id -> Path, sorted missing ids)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"NIH image root {str(root)!r} is not a folder; point data.root at the dataset folder")
-    wanted = set(image_ids)
-    found: dict[str, Path] = {}
-    for folder in _image_dirs(root):
-        with os.scandir(folder) as it:
-            names = [e.name for e in it if e.name in wanted and e.name not in found]
-        for name in names:
-            found[name] = folder / name
-        if len(found) == len(wanted):
-            break
-    missing = sorted(wanted - found.keys())
-    log.info("Found %d of %d NIH images under %s (%d missing)", len(found), len(wanted), root, len(missing))
-    return found, missing
+    ids = list(image_ids)
+    paths = files_in_folders(ids, lambda _: nih_image_dirs(root))
+    found = {i: p for i, p in zip(ids, paths) if p is not None}
+    return found, sorted(set(ids) - found.keys())
 
 
 BBOX_LABEL_NAMES = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one label differently
@@ -248,6 +223,7 @@ CHEXNET_LABEL_SOURCES = ("lists", "csv")
 
 
 NIH_LABEL_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # in data.root, first found
+NIH_LABEL_FILE = LabelFile(NIH_LABEL_FILES, key="csv")
 
 
 @register_dataset(
@@ -258,6 +234,9 @@ NIH_LABEL_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_201
 )
 class NIHData(ChestXData):
     """NIH ChestX-ray14 as NIH ships it (`Data_Entry_2017*.csv`, `images*/`)."""
+
+    label_files = {"labels": NIH_LABEL_FILE}
+    images = InFolders(lambda data, _: nih_image_dirs(data.root), sorted_names=True)
 
     def __init__(
         self,
@@ -288,11 +267,8 @@ class NIHData(ChestXData):
         self.findings = select_pathologies(list(findings), NIH_PATHOLOGIES, "data.findings (NIH)") if findings else None
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        csv = Path(self.csv) if self.csv else first_existing(
-            self.root, list(NIH_LABEL_FILES), "data.csv"
-        )
-        table = read_nih(csv, self.findings or NIH_PATHOLOGIES, include_no_finding=self.include_no_finding,
-                         views=self.views)
+        table = read_nih(self.label_file(), self.findings or NIH_PATHOLOGIES,
+                         include_no_finding=self.include_no_finding, views=self.views)
         split_dir = Path(self.split_dir) if self.split_dir else self.root
         if self.split_name == "official":
             split = official_split(
@@ -313,8 +289,3 @@ class NIHData(ChestXData):
             log.info("%d rows are in none of the split lists and are left out", int((~keep).sum()))
             table, split = table.subset(keep), split[keep]
         return table, split
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        ids = table.frame["image_id"].tolist()
-        found, missing = find_nih_images(self.root, ids)
-        return [found.get(i) for i in ids], missing

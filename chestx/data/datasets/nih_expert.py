@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels.table import NIH_PATHOLOGIES, DataError, LabelTable, read_label_csv
-from chestx.data.datasets.nih import NIH_LABEL_FILES, find_nih_images, read_nih
-from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.nih import NIH_LABEL_FILE, NIHData, read_nih
+from chestx.data.datasets.base import ChestXData, LabelFile
 from chestx.data.datasets.registry import NIH_CXR14, register_dataset
 from chestx.data.labels.splits import SPLITS, check_patient_disjoint
 
@@ -131,6 +131,10 @@ class NIHExpertData(ChestXData):
 
     # an NIH model's predictions.csv covers more images than these 4,376: chestx.evaluate scores the ones here
     unknown_prediction_ids = "ignore"
+    # NIH's label file (data.csv) for the metadata and the original labels, Google's (data.expert_csv: a file, or
+    # {val: file, test: file}) for the expert labels
+    label_files = {"labels": NIH_LABEL_FILE, "expert": LabelFile(EXPERT_FILES, key="expert_csv")}
+    images = NIHData.images
 
     def __init__(
         self,
@@ -156,15 +160,23 @@ class NIHExpertData(ChestXData):
         self.findings = resolve_findings(findings)
         self.split_name = split
 
-    def _expert_file(self) -> str | Path | Mapping[str, str | Path]:
-        if self.expert_csv:
-            return self.expert_csv if isinstance(self.expert_csv, Mapping) else Path(self.expert_csv).expanduser()
-        return first_existing(self.root, EXPERT_FILES, "data.expert_csv", "Google NIH expert")
+    def _expert_files(self) -> Path | dict[str, Path]:
+        """Google's label file, or {val: file, test: file} (data.expert_csv as a mapping)."""
+        if isinstance(self.expert_csv, Mapping):
+            return {set_id: self.under_root(path) for set_id, path in self.expert_csv.items()}
+        path = self.label_file("expert")
+        assert path is not None
+        return path
+
+    def label_paths(self) -> dict[str, Path]:
+        """As ChestXData.label_paths; data.expert_csv as a mapping gives one role per set (expert_val, ...)."""
+        if not isinstance(self.expert_csv, Mapping):
+            return super().label_paths()
+        return {"labels": self.label_file("labels"), **{f"expert_{s}": p for s, p in self._expert_files().items()}}
 
     def _nih_table(self, expert: pd.DataFrame) -> LabelTable:
         """NIH's labels and metadata of the expert images, in the expert file's order."""
-        nih_csv = Path(self.csv).expanduser() if self.csv else first_existing(
-            self.root, NIH_LABEL_FILES, "data.csv", "NIH (the label file beside Google's)")
+        nih_csv = self.label_file("labels")
         table = read_nih(nih_csv, NIH_PATHOLOGIES)
         position = pd.Series(np.arange(len(table.frame)), index=table.frame["image_id"].to_numpy())
         absent = ~expert["image_id"].isin(position.index)
@@ -175,7 +187,7 @@ class NIHExpertData(ChestXData):
         return table.subset(position.loc[expert["image_id"]].to_numpy())
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        expert = read_expert(self._expert_file())
+        expert = read_expert(self._expert_files())
         nih = self._nih_table(expert)  # rows aligned with `expert`
         labels = np.empty((len(expert), len(self.findings)), dtype=np.float32)  # (N, K)
         for k, name in enumerate(self.findings):
@@ -201,11 +213,6 @@ class NIHExpertData(ChestXData):
         log.info("NIH expert labels (%s) of %d images for %s: split %s", self.label_source, len(frame), self.findings,
                  {s: int((split == s).sum()) for s in SPLITS})
         return table, split
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        ids = table.frame["image_id"].tolist()
-        found, missing = find_nih_images(self.root, ids)
-        return [found.get(i) for i in ids], missing
 
     def _evaluation_only(self) -> bool:
         return self.split_name == "google" and self.folds is None

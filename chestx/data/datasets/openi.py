@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, LabelFile
 from chestx.data.datasets.registry import register_dataset
 from chestx.data.errors import DataError, DataFileNotFoundError
 from chestx.data.labels.table import LabelTable, select_pathologies
@@ -132,7 +132,8 @@ def _left_out() -> str:
 class OpenIData(ChestXData):
     """Open-i as NLM ships it (`data=openi`); keys documented in conf/data/openi.yaml."""
 
-    label_files = (OPENI_REPORTS,)
+    label_files = {"reports": LabelFile((OPENI_REPORTS,), key="reports"),
+                   "metadata": LabelFile(key="metadata", required=False)}  # data.metadata=null: views unknown
 
     def __init__(self, root: str, reports: str | None = None, metadata: str | None = OPENI_METADATA,
                  image_dir: str = "images", findings: Sequence[str] | None = None,
@@ -143,10 +144,6 @@ class OpenIData(ChestXData):
         self.views = None if views is None else [str(v) for v in ([views] if isinstance(views, str) else views)]
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        metadata = None if self.metadata is None else self.root / self.metadata
-        table = read_openi(self.label_file(self.reports, "data.reports"), metadata, self.findings, self.image_dir)
+        table = read_openi(self.label_file("reports"), self.label_file("metadata"), self.findings, self.image_dir)
         table = self.keep_views(table, self.views)
         return table, self.make_split(table)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        return self.files_under_root(table)

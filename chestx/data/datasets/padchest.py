@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns, select_pathologies
-from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.base import ChestXData, LabelFile, view_mask
+from chestx.data.datasets.image_finders import InFolders
 from chestx.data.datasets.registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,8 @@ def parse_terms(text: str, where: str) -> tuple[list[str], int, int]:
 
 
 def _view_names(views: Sequence[str] | str) -> list[str]:
-    """views option -> frame.view names; accepts the file's Projection values and chestx's names, any case."""
+    """views option -> frame.view names (the normaliser in front of the base class's view filter, `view_mask`);
+    accepts the file's Projection values and chestx's names, any case."""
     by_key = {k.lower(): v for k, v in PROJECTION_VIEWS.items()} | {v.lower(): v for v in PROJECTION_VIEWS.values()}
     out = []
     for view in [views] if isinstance(views, str) else views:
@@ -255,12 +256,7 @@ def read_padchest(
         raise DataError(f"{str(csv_path)!r}: unknown 'Projection' values {sorted(projection[unknown_view].unique())} "
                         f"(e.g. row {int(np.flatnonzero(unknown_view)[0])}); known: {sorted(PROJECTION_VIEWS)}")
     if views is not None:
-        wanted = _view_names(views)
-        keep = view.isin(wanted).to_numpy()
-        if not keep.any():
-            raise DataError(f"data.views={wanted} keeps no row of {str(csv_path)!r}; views present: "
-                            f"{sorted(view.dropna().unique())}")
-        log.info("PadChest view filter %s keeps %d of %d rows", wanted, int(keep.sum()), n_file)
+        keep = view_mask(view, _view_names(views), f"PadChest label file {str(csv_path)!r}", column="'Projection'")
         raw, view = raw.loc[keep].reset_index(drop=True), view[keep].reset_index(drop=True)
     no_labels = raw["Labels"].isna().to_numpy()
     if no_labels.any():
@@ -365,6 +361,11 @@ class PadChestData(ChestXData):
     lists as missing or broken (`XRV_BROKEN_IMAGES`) are left out before the split when `drop_known_broken`.
     """
 
+    label_files = {"labels": LabelFile(PADCHEST_CSV_NAMES, key="csv")}
+    # frame.path is <ImageDir>/<ImageID>: the release's zip folder first, then root/images/, then root/
+    images = InFolders(lambda data, image_dir: [data.root / image_dir, data.root / "images", data.root],
+                       sorted_names=True)
+
     def __init__(
         self,
         root: str,
@@ -385,8 +386,7 @@ class PadChestData(ChestXData):
         self.drop_known_broken = drop_known_broken
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        csv = Path(self.csv) if self.csv else first_existing(self.root, PADCHEST_CSV_NAMES, "data.csv")
-        table = read_padchest(csv, self.requested, matching=self.matching, views=self.views)
+        table = read_padchest(self.label_file(), self.requested, matching=self.matching, views=self.views)
         broken = table.frame["image_id"].isin(XRV_BROKEN_IMAGES).to_numpy()
         if broken.any():
             if self.drop_known_broken:
@@ -398,36 +398,3 @@ class PadChestData(ChestXData):
                 log.warning("PadChest: keeping %d images torchxrayvision lists as missing or broken "
                             "(data.drop_known_broken=false)", int(broken.sum()))
         return table, self.make_split(table)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        found = find_padchest_images(self.root, table.frame["image_id"].tolist(), table.frame["image_dir"].tolist())
-        ids = table.frame["image_id"].tolist()
-        return [found.get(i) for i in ids], sorted(set(ids) - found.keys())
-
-
-def find_padchest_images(root: str | Path, image_ids: Sequence[str], image_dirs: Sequence[int]) -> dict[str, Path]:
-    """image id -> file, looking in root/<ImageDir>/ (the release's zips), then root/images/, then root/.
-
-    One directory listing per folder (no stat per file); the first folder holding a name wins.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"PadChest image root {str(root)!r} is not a folder; point data.root at the dataset folder")
-    wanted: dict[str, set[str]] = {}
-    for image_id, image_dir in zip(image_ids, image_dirs):
-        wanted.setdefault(str(image_dir), set()).add(image_id)
-    found: dict[str, Path] = {}
-    for image_dir, names in wanted.items():
-        folder = root / image_dir
-        if folder.is_dir():
-            with os.scandir(folder) as it:
-                found.update({e.name: folder / e.name for e in it if e.name in names})
-    rest = set(image_ids) - found.keys()
-    for folder in (root / "images", root):
-        if rest and folder.is_dir():
-            with os.scandir(folder) as it:
-                hits = {e.name: folder / e.name for e in it if e.name in rest}
-            found.update(hits)
-            rest -= hits.keys()
-    log.info("Found %d of %d PadChest images under %s (%d missing)", len(found), len(set(image_ids)), root, len(rest))
-    return found

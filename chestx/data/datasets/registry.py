@@ -22,7 +22,7 @@ import pandas as pd
 from chestx.data.errors import DataError
 
 # modules of chestx.data.datasets that are not datasets (the base class, this registry, shared helpers)
-_NOT_DATASETS = frozenset({"base", "registry", "vocabulary", "dicom_meta"})
+_NOT_DATASETS = frozenset({"base", "registry", "vocabulary", "dicom_meta", "image_finders"})
 REGION_KINDS: tuple[str, ...] = ("box", "mask")
 
 

@@ -28,11 +28,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.datasets.dicom_meta import (
-    filter_views, parse_dicom_age, read_dicom_headers, read_header_csv,
-)
+from chestx.data.datasets.dicom_meta import parse_dicom_age, read_dicom_headers, read_header_csv
+from chestx.data.datasets.image_finders import ByIndex, index_folder
 from chestx.data.labels.table import NO_FINDING, DataError, DataFileNotFoundError, LabelTable, read_label_csv
-from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.base import ChestXData, LabelFile
 from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
 
 log = logging.getLogger(__name__)
@@ -198,6 +197,10 @@ class RSNAPneumoniaData(ChestXData):
     labelled images (`ratios`, seeded by `seed`).
     """
 
+    label_files = {"labels": LabelFile(RSNA_LABEL_FILES, key="csv"),
+                   "detailed": LabelFile((RSNA_DETAILED_FILE,), key="detailed_csv", required=False)}
+    images = ByIndex(lambda data: index_folder(data.root / data.image_dir, data.extension))  # patientId -> file
+
     def __init__(
         self,
         root: str,
@@ -218,36 +221,13 @@ class RSNAPneumoniaData(ChestXData):
         self.headers = headers
         self.findings = [findings] if isinstance(findings, str) else list(findings)
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
-    def _label_file(self) -> Path:
-        if self.csv:
-            return Path(self.csv).expanduser()
-        return first_existing(self.root, RSNA_LABEL_FILES, "data.csv", "RSNA")
-
     def _detailed_file(self) -> Path | None:
-        if self.detailed_csv:
-            return Path(self.detailed_csv).expanduser()
-        default = self.root / RSNA_DETAILED_FILE
-        if default.is_file():
-            return default
-        log.info("No %s in data.root: detailed classes unknown (frame.no_finding all False)", RSNA_DETAILED_FILE)
-        return None
-
-    def _image_files(self) -> dict[str, Path]:
-        """patientId -> image file, from one listing of the image folder."""
-        if self._files is None:
-            import os
-
-            folder = self.root / self.image_dir
-            self._files = {}
-            if folder.is_dir():
-                with os.scandir(folder) as entries:
-                    self._files = {e.name[: -len(self.extension)]: folder / e.name for e in entries
-                                   if e.name.endswith(self.extension)}
-            log.info("Found %d %s files in %s", len(self._files), self.extension, folder)
-        return self._files
+        path = self.label_file("detailed")
+        if path is None:
+            log.info("No %s in data.root: detailed classes unknown (frame.no_finding all False)", RSNA_DETAILED_FILE)
+        return path
 
     def _metadata(self, ids: pd.Series) -> pd.DataFrame:
         """sex / age / view (and the header's PatientID) per image: header CSV, else DICOM headers of present files."""
@@ -262,11 +242,11 @@ class RSNAPneumoniaData(ChestXData):
             log.warning("data.extension=%s: no DICOM headers to read, sex / age / view unknown (set data.headers "
                         "to a header CSV)", self.extension)
             return read_dicom_headers([None] * len(ids))
-        files = self._image_files()
+        files = self.image_index()
         return read_dicom_headers([files.get(i) for i in ids])
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        table = read_rsna(self._label_file(), self.findings, self._detailed_file(), self.image_dir, self.extension)
+        table = read_rsna(self.label_file(), self.findings, self._detailed_file(), self.image_dir, self.extension)
         meta = self._metadata(table.frame["image_id"])
         known = meta["dicom_patient_id"].notna().to_numpy()
         differ = known & (meta["dicom_patient_id"].to_numpy() != table.frame["image_id"].to_numpy())
@@ -278,12 +258,6 @@ class RSNAPneumoniaData(ChestXData):
                                    age=parse_dicom_age(meta["age"], "RSNA"))
         table = LabelTable(frame=frame, labels=table.labels, uncertain=table.uncertain,
                            pathologies=table.pathologies)
-        keep = filter_views(self.views, frame["view"], "RSNA")
-        if not keep.all():
-            table = table.subset(keep)
+        table = self.keep_views(table, self.views, column="ViewPosition", unknown="error", what="RSNA", fix=(
+            " (image file or header missing); provide the images (or data.headers=<header CSV>)"))
         return table, self.make_split(table)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        files = self._image_files()
-        paths = [files.get(i) for i in table.frame["image_id"]]
-        return paths, [i for i, p in zip(table.frame["image_id"], paths) if p is None]

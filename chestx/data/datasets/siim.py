@@ -28,11 +28,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from chestx.data.datasets.dicom_meta import (
-    filter_views, index_dicom_files, parse_dicom_age, read_dicom_headers,
-)
+from chestx.data.datasets.dicom_meta import parse_dicom_age, read_dicom_headers
+from chestx.data.datasets.image_finders import ByIndex, index_dicom_files
 from chestx.data.labels.table import DataError, DataFileNotFoundError, LabelTable, check_columns
-from chestx.data.datasets.base import ChestXData, first_existing
+from chestx.data.datasets.base import ChestXData, LabelFile
 from chestx.data.datasets.registry import NIH_CXR14_ANONYMISED, Regions, register_dataset
 
 log = logging.getLogger(__name__)
@@ -194,6 +193,9 @@ class SIIMData(ChestXData):
     """SIIM-ACR Pneumothorax (the competition's training set) as Kaggle ships it; a patient-level random split
     (the test set's labels are not part of the download)."""
 
+    label_files = {"labels": LabelFile(SIIM_LABEL_FILES, key="csv")}
+    images = ByIndex(lambda data: index_dicom_files(data._image_folder(), "SIIM"))  # SOPInstanceUID -> file
+
     def __init__(
         self,
         root: str,
@@ -211,7 +213,6 @@ class SIIMData(ChestXData):
         self.image_dir = image_dir
         self.patient_ids = patient_ids
         self.views = [views] if isinstance(views, str) else (list(views) if views else None)
-        self._files: dict[str, Path] | None = None
         self._headers: pd.DataFrame | None = None  # read once: labels_only() and prepare() both load the table
 
     def _image_folder(self) -> Path:
@@ -219,18 +220,9 @@ class SIIMData(ChestXData):
             return self.root / self.image_dir
         return self.root / SIIM_IMAGE_DIR if (self.root / SIIM_IMAGE_DIR).is_dir() else self.root
 
-    def _image_files(self) -> dict[str, Path]:
-        """SOPInstanceUID -> file, from one recursive walk of the image folder."""
-        if self._files is None:
-            folder = self._image_folder()
-            self._files = index_dicom_files(folder, "SIIM") if folder.is_dir() else {}
-        return self._files
-
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
-        csv = Path(self.csv).expanduser() if self.csv else first_existing(self.root, SIIM_LABEL_FILES, "data.csv",
-                                                                          "SIIM-ACR")
-        table = read_siim(csv, self.image_dir or SIIM_IMAGE_DIR)
-        files = self._image_files()
+        table = read_siim(self.label_file(), self.image_dir or SIIM_IMAGE_DIR)
+        files = self.image_index()
         if self._headers is None or len(self._headers) != len(table):
             self._headers = read_dicom_headers([files.get(i) for i in table.frame["image_id"]])
         meta = self._headers
@@ -248,12 +240,6 @@ class SIIMData(ChestXData):
             log.info("SIIM patients from the DICOM PatientID: %d images of %d patients", len(frame),
                      frame["patient_id"].nunique())
         table = LabelTable(frame=frame, labels=table.labels, uncertain=table.uncertain, pathologies=table.pathologies)
-        keep = filter_views(self.views, frame["view"], "SIIM")
-        if not keep.all():
-            table = table.subset(keep)
+        table = self.keep_views(table, self.views, column="ViewPosition", unknown="error", what="SIIM",
+                                fix=" (image file or header missing); provide the images")
         return table, self.make_split(table)
-
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        files = self._image_files()
-        paths = [files.get(i) for i in table.frame["image_id"]]
-        return paths, [i for i, p in zip(table.frame["image_id"], paths) if p is None]

@@ -24,7 +24,6 @@ after aggregation. Sex and age are not in the label files (only in the DICOM hea
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +34,8 @@ from chestx.data.datasets.dicom_meta import parse_dicom_age, read_dicom_headers
 from chestx.data.labels.table import (
     NO_FINDING, DataError, DataFileNotFoundError, LabelTable, check_columns, refuse_blank_ids, select_pathologies,
 )
-from chestx.data.datasets.base import ChestXData
+from chestx.data.datasets.base import ChestXData, LabelFile
+from chestx.data.datasets.image_finders import InFolders
 from chestx.data.datasets.registry import Regions, register_dataset
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,9 @@ class VinDrData(ChestXData):
     images (seeded). Each image is its own patient (VinDr has no patient id).
     """
 
+    # frame.path is <train|test>/<image_id>.dicom: in that folder of data.root (as both releases ship), else in root
+    images = InFolders(lambda data, folder: [data.root / folder, data.root])
+
     def __init__(
         self,
         root: str,
@@ -359,24 +362,23 @@ class VinDrData(ChestXData):
         raise DataError(f"data.root={str(self.root)!r} holds neither {PHYSIONET_TRAIN} (PhysioNet) nor one of "
                         f"{list(KAGGLE_CSV_NAMES)} (Kaggle); point data.root at the VinDr-CXR folder or set data.csv")
 
-    def _kaggle_csv(self) -> Path:
-        if self.csv:
-            return Path(self.csv).expanduser()
-        hit = next((self.root / n for n in KAGGLE_CSV_NAMES if (self.root / n).is_file()), None)
-        if hit is None:
-            raise DataError(f"none of {list(KAGGLE_CSV_NAMES)} found under data.root={str(self.root)!r}; "
-                            "set data.csv=<the competition's train.csv>")
-        return hit
+    @property
+    def label_files(self) -> dict[str, LabelFile]:
+        """Kaggle: the competition's train.csv (data.csv); PhysioNet: the training and test label files."""
+        if self.layout == "kaggle":
+            return {"labels": LabelFile(KAGGLE_CSV_NAMES, key="csv")}
+        return {"train": LabelFile((str(PHYSIONET_TRAIN),), key=None),
+                "test": LabelFile((str(PHYSIONET_TEST),), key=None)}
 
     def load_table(self) -> tuple[LabelTable, np.ndarray]:
         if self.layout == "kaggle":
-            table = read_vindr(self._kaggle_csv(), self.findings, self.aggregation)
+            table = read_vindr(self.label_file(), self.findings, self.aggregation)
             log.info("VinDr-CXR Kaggle layout: its test labels were never released, so train / val / test are an "
                      "image-level random split of train.csv (ratios %s, seed %d)", self.ratios, self.seed)
             split = self.make_split(table)
         else:
-            train = read_vindr(self.root / PHYSIONET_TRAIN, self.findings, self.aggregation, image_folder="train")
-            test = read_vindr(self.root / PHYSIONET_TEST, self.findings, image_folder="test")
+            train = read_vindr(self.label_file("train"), self.findings, self.aggregation, image_folder="train")
+            test = read_vindr(self.label_file("test"), self.findings, image_folder="test")
             table, split = self.carve_validation(train, test)
         if self.dicom_demographics:
             table = self._with_demographics(table)
@@ -392,29 +394,10 @@ class VinDrData(ChestXData):
         frame = table.frame.assign(sex=sex, age=age)
         return LabelTable(frame=frame, labels=table.labels, uncertain=table.uncertain, pathologies=table.pathologies)
 
-    def resolve_paths(self, table: LabelTable) -> tuple[list[Path | None], list[str]]:
-        """`root/<train|test>/<image_id>.dicom` (as both releases ship), else `<image_id>.dicom` directly in root."""
-        listing: dict[Path, set[str]] = {}
-        for folder in {self.root / Path(p).parent for p in table.frame["path"]} | {self.root}:
-            if folder.is_dir():
-                with os.scandir(folder) as it:
-                    listing[folder] = {e.name for e in it}
-        paths: list[Path | None] = []
-        missing: list[str] = []
-        for rel in table.frame["path"]:
-            rel = Path(rel)
-            hit = next((folder / rel.name for folder in (self.root / rel.parent, self.root)
-                        if rel.name in listing.get(folder, ())), None)
-            paths.append(hit)
-            if hit is None:
-                missing.append(str(rel))
-        log.info("Found %d of %d VinDr-CXR images under %s", len(paths) - len(missing), len(paths), self.root)
-        return paths, missing
-
     def boxes(self) -> pd.DataFrame:
         """The radiologists' boxes of this layout's label files (`read_vindr_boxes`), for the pointing game."""
         if self.layout == "kaggle":
-            return read_vindr_boxes(self._kaggle_csv())
+            return read_vindr_boxes(self.label_file())
         files = [self.root / p for p in PHYSIONET_BOXES if (self.root / p).is_file()]
         if not files:
             raise DataFileNotFoundError(f"no {[str(p) for p in PHYSIONET_BOXES]} under data.root={str(self.root)!r}")

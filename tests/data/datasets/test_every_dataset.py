@@ -210,3 +210,24 @@ def test_every_dataset_is_a_test_set_and_a_merge_source(name: str, trees, compos
     merged, _ = instantiate(cfg.data).labels_only()
     assert (merged.frame["source"] == name).sum() == len(own), f"sources=[{name}] lost rows"
     assert sorted(merged.frame["source_image_id"].astype(str)) == sorted(own.frame["image_id"].astype(str))
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_label_files_and_images_are_declared_through_the_base_class(name: str, trees, compose,
+                                                                    tmp_path: Path) -> None:
+    """Each dataset declares its label file(s) (`label_files`) and its image finder (`images`), and writes no
+    resolve_paths of its own: the file it reads is the first that `label_paths()` (what the model card digests)
+    names, every named file exists, and the finder finds every image of its tree."""
+    from chestx.data.datasets.base import ChestXData
+    from chestx.data.datasets.image_finders import ByIndex, InFolders, UnderRoot
+
+    data = instantiate(compose(trees(name), tmp_path).data)
+    cls = type(data)
+    assert cls.resolve_paths is ChestXData.resolve_paths, f"data={name}: resolve_paths is the base class's"
+    assert isinstance(data.images, (UnderRoot, InFolders, ByIndex))
+    table, _ = data.labels_only()
+    files = data.label_paths()
+    assert files and all(path.is_file() for path in files.values()), files
+    assert data.label_path == next(iter(files.values())), f"data={name}: read {data.label_path}, declares {files}"
+    paths, missing = data.resolve_paths(table)
+    assert missing == [] and len(paths) == len(table) and all(p is not None and p.is_file() for p in paths)
