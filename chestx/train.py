@@ -303,15 +303,13 @@ def keep_top_k(run: Run) -> None:
 def top_k_step(run: Run) -> None:
     """test_top_k=true: each kept checkpoint on the run's test dataloader (trainer.test, as score_best does), into
     top_k/<checkpoint stem>/ (chestx.runs.top_k), the members of `python -m chestx.ensemble runs=[<run>/top_k]`. A
-    plain pass: tta= is not applied to them. The run's loggers keep the best checkpoint's test only."""
+    tta=hflip|tencrop: each also gets its TTA pass (predictions_tta.csv), as the best checkpoint does (tta_step), so
+    chestx.ensemble combines the passes too. The run's loggers keep the best checkpoint's test only."""
     from chestx.core.checkpoint_io import lightning_weights_only, refusing_unsafe
-    from chestx.core.run_folder import top_k_member_dir
+    from chestx.core.run_folder import METRICS_FILE, top_k_member_dir, write_metrics
     from chestx.runs.top_k import write_member
 
     mode = str(run.cfg.get("tta") or "none")
-    if mode != "none":
-        log.info("test_top_k: the kept checkpoints are tested without tta=%s (plain pass; chestx.ensemble combines "
-                 "the members' plain passes)", mode)
     ids = with_metadata(run.data.split_frame("test"), run.data.labels_only()[0].frame)
     callback = run.trainer.checkpoint_callback
     info = {"model": run.cfg.model.name, "seed": run.cfg.seed, "data": type(run.data).__name__,
@@ -326,8 +324,12 @@ def top_k_step(run: Run) -> None:
                                  weights_only=lightning_weights_only(kept.path, trusted(run.cfg)))
             if run.trainer.is_global_zero:
                 out = run.module.outputs["test"]
-                write_member(run.run_dir, kept, ids, out.index, out.probs, out.targets, run.data.pathologies, info,
-                             trust=trusted(run.cfg))
+                member = write_member(run.run_dir, kept, ids, out.index, out.probs, out.targets,
+                                      run.data.pathologies, info, trust=trusted(run.cfg))
+                if mode != "none":
+                    folder = top_k_member_dir(run.run_dir, kept.path)
+                    member.update(tta_pass(run, kept.path, mode, folder))
+                    write_metrics(folder / METRICS_FILE, member)
     finally:
         run.trainer.loggers = loggers
     run.metrics["top_k_members"] = [str(top_k_member_dir(run.run_dir, k.path)) for k in run.kept]
@@ -350,14 +352,20 @@ def tta_step(run: Run) -> None:
     if run.best is None:
         log.warning("tta=%s: no checkpoint was saved, so there is no TTA pass", mode)
         return
+    run.metrics.update(tta_pass(run, run.best, mode, run.run_dir))
+
+
+def tta_pass(run: Run, ckpt: str | Path, mode: str, out_dir: Path) -> dict[str, Any]:
+    """The checkpoint `ckpt` on the run's test split with test-time augmentation `mode`, written into `out_dir`
+    (predictions_tta.csv, auroc_tta.csv); returns the metrics.json entries (chestx.runs.tta)."""
     from chestx.inference.external import checkpoint_device, score_external
     from chestx.inference.predictor import load_for_inference
     from chestx.runs.tta import write_tta
 
-    predictor = load_for_inference(run.best, device=checkpoint_device(), trust=trusted(run.cfg), tta=mode)
+    predictor = load_for_inference(ckpt, device=checkpoint_device(), trust=trusted(run.cfg), tta=mode)
     scores = score_external(predictor, run.data, batch_size=int(run.cfg.loader.eval_batch_size),
                             num_workers=int(run.cfg.loader.num_workers or 0), tta=True)
-    run.metrics.update(write_tta(run.run_dir, scores, mode))
+    return write_tta(out_dir, scores, mode)
 
 
 def clinical_step(run: Run) -> None:

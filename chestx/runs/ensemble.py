@@ -9,6 +9,9 @@ ensemble is exactly the combination of what each member's folder holds.
     <ensemble>/predictions.csv       the combined test predictions (ids, metadata and labels of the members)
     <ensemble>/predictions_val.csv   the combined validation predictions, when every member has the same ones
     <ensemble>/auroc.csv             per pathology and mean
+    <ensemble>/predictions_tta.csv   the members' TTA passes combined the same way, when every member has one of one
+    <ensemble>/auroc_tta.csv         mode (tta=hflip|tencrop) on the same test images; metrics.json then has tta,
+                                     tta_views, test_tta/auroc_* and tta_infer_images_per_s (members one after another)
     <ensemble>/members.csv           run, model, seed, fold, test AUROC, checkpoint, its SHA-256, predictions SHA-256
     <ensemble>/metrics.json          status, model (the ensemble's name), combine, members, test/auroc_*, and the cost:
                                      params and MACs summed over the members, inference images/s of running them one
@@ -28,10 +31,12 @@ import numpy as np
 import pandas as pd
 
 from chestx.core.run_folder import (
-    AUROC_FILE, METRICS_FILE, MEMBERS_FILE, PREDICTIONS_FILE, TOP_K_DIR, VAL_PREDICTIONS_FILE, member_checkpoint,
+    AUROC_FILE, METRICS_FILE, MEMBERS_FILE, PREDICTIONS_FILE, PREDICTIONS_TTA_FILE, TOP_K_DIR, VAL_PREDICTIONS_FILE,
+    member_checkpoint,
     predictions_frame, read_predictions, select, write_auroc, write_metrics, write_predictions,
 )
 from chestx.runs.discover import ReportError, Run, find_run_dirs, load_run
+from chestx.runs.tta import write_tta_pass
 from chestx.runs.top_k import RAISE_TOP_K
 
 log = logging.getLogger(__name__)
@@ -164,6 +169,44 @@ def _val_predictions(members: list[Run], combine: str) -> tuple[pd.DataFrame, np
     return ids0, combine_probs(np.stack([p for _, p, _, _ in read]), combine), labels0
 
 
+def _tta_pass(members: list[Run], combine: str, ids: pd.DataFrame, labels: np.ndarray
+              ) -> tuple[str, np.ndarray, float | None] | None:
+    """The members' TTA passes (predictions_tta.csv) combined like their plain passes: (mode, probs (N, K) in the
+    order of `ids`, images/s of running every member's pass one after the other), when every member has one, of one
+    mode, on the ensemble's test images and labels. None (and a warning saying why) otherwise; None silently when no
+    member has one."""
+    have = [r for r in members if (r.path / PREDICTIONS_TTA_FILE).is_file()]
+    if not have:
+        return None
+    if len(have) < len(members):
+        log.warning("No ensemble %s: %d of %d members have no TTA pass (%s); train or evaluate every member with the "
+                    "same tta=", PREDICTIONS_TTA_FILE, len(members) - len(have), len(members),
+                    ", ".join(str(r.path) for r in members if r not in have))
+        return None
+    modes = {str(r.metrics.get("tta")) for r in members}
+    if len(modes) > 1:
+        log.warning("No ensemble %s: the members' TTA modes differ (%s)", PREDICTIONS_TTA_FILE, sorted(modes))
+        return None
+    position = pd.Series(np.arange(len(ids)), index=ids["image_id"].to_numpy(dtype=str))
+    combined = []
+    for run in members:
+        tta_ids, probs, tta_labels, names = read_predictions(run.path / PREDICTIONS_TTA_FILE)
+        image_ids = tta_ids["image_id"].to_numpy(dtype=str)
+        if names != list(run.pathologies) or sorted(image_ids) != sorted(position.index):
+            log.warning("No ensemble %s: %s's TTA pass is not on the ensemble's test images and pathologies",
+                        PREDICTIONS_TTA_FILE, run.path)
+            return None
+        order = np.argsort(position.loc[image_ids].to_numpy(), kind="stable")  # rows in the order of `ids`
+        if not np.array_equal(tta_labels[order], labels, equal_nan=True):
+            log.warning("No ensemble %s: %s's TTA pass has other labels than its plain pass", PREDICTIONS_TTA_FILE,
+                        run.path)
+            return None
+        combined.append(probs[order])
+    rates = [r.metrics.get("tta_infer_images_per_s") for r in members]
+    rate = None if any(not v for v in rates) else 1.0 / sum(1.0 / float(v) for v in rates)
+    return modes.pop(), combine_probs(np.stack(combined), combine), rate
+
+
 def build_ensemble(folders: list[Path], out: Path, combine: str = "prob", name: str | None = None) -> dict[str, Any]:
     """Combine the finished runs under `folders` into the run folder `out`; returns its metrics.json content."""
     if combine not in COMBINE:
@@ -180,6 +223,8 @@ def build_ensemble(folders: list[Path], out: Path, combine: str = "prob", name: 
     if val is not None:
         write_predictions(out / VAL_PREDICTIONS_FILE, predictions_frame(*val, pathologies))
     table = write_auroc(out / AUROC_FILE, probs, labels, pathologies)
+    tta = _tta_pass(members, combine, ids, labels)
+    tta_metrics = {} if tta is None else write_tta_pass(out, ids, tta[1], labels, pathologies, tta[0], tta[2])
     rows = _member_rows(members)
     rows.to_csv(out / MEMBERS_FILE, index=False, float_format="%.6f")
     models = sorted({r.model for r in members})
@@ -192,7 +237,7 @@ def build_ensemble(folders: list[Path], out: Path, combine: str = "prob", name: 
                "members": [str(r.path) for r in members], "n_members": len(members),
                "seed": members[0].seed if top_k_of else None, "top_k_run": top_k_of,
                "test/auroc_mean": per.pop("mean"), **{f"test/auroc/{p}": v for p, v in per.items()},
-               "n_test": len(ids), **_cost(members)}
+               "n_test": len(ids), **_cost(members), **tta_metrics}
     write_metrics(out / METRICS_FILE, metrics)
     best = rows["test_auroc_mean"].astype(float).max()
     log.info("Ensemble of %d runs (%s): test mean AUROC %.4f, best member %.4f -> %s", len(members), combine,

@@ -4,7 +4,8 @@ on the run's test split and written as a member run folder of its own, so that
 
     <run>/checkpoints/epoch004-step20.ckpt            the kept checkpoints (TOP_K_CHECKPOINT_NAME), best.ckpt a copy
                                                       of the best of them
-    <run>/top_k/<checkpoint stem>/predictions.csv     that checkpoint on the run's test dataloader (plain pass, no TTA)
+    <run>/top_k/<checkpoint stem>/predictions.csv     that checkpoint on the run's test dataloader (plain pass)
+    <run>/top_k/<checkpoint stem>/predictions_tta.csv its TTA pass, with the run's tta=hflip|tencrop (chestx.train)
     <run>/top_k/<checkpoint stem>/auroc.csv
     <run>/top_k/<checkpoint stem>/metrics.json        status ok, model, seed, checkpoint (its path), monitor,
                                                       monitor_mode, monitor_score (Lightning's best_k_models), epoch,

@@ -11,6 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from chestx.core.run_folder import (
     AUROC_TTA_FILE, PREDICTIONS_TTA_FILE, format_auroc_table, predictions_frame, write_auroc, write_predictions,
 )
@@ -21,13 +24,20 @@ log = logging.getLogger(__name__)
 
 def write_tta(out_dir: Path, scores: Any, mode: str, stage: str = "test_tta") -> dict[str, Any]:
     """Write one TTA `ExternalScores` (chestx.inference.external) into `out_dir`; returns the metrics.json entries."""
+    return write_tta_pass(out_dir, scores.ids, scores.probs, scores.targets, scores.pathologies, mode,
+                          scores.images_per_s, stage)
+
+
+def write_tta_pass(out_dir: Path, ids: pd.DataFrame, probs: np.ndarray, targets: np.ndarray, pathologies: list[str],
+                   mode: str, images_per_s: float | None, stage: str = "test_tta") -> dict[str, Any]:
+    """predictions_tta.csv and auroc_tta.csv of one TTA pass (ids: image_id, patient_id (+ metadata) per row; probs,
+    targets (N, K)) into `out_dir`; returns the metrics.json entries (tta, tta_views, <stage>/auroc_*, images/s)."""
     out = Path(out_dir)
-    write_predictions(out / PREDICTIONS_TTA_FILE, predictions_frame(scores.ids, scores.probs, scores.targets,
-                                                                    scores.pathologies))
-    table = write_auroc(out / AUROC_TTA_FILE, scores.probs, scores.targets, scores.pathologies)
-    log.info("Test AUROC with tta=%s (%d views per image, %d images):\n%s", mode, n_views(mode), len(scores.ids),
+    write_predictions(out / PREDICTIONS_TTA_FILE, predictions_frame(ids, probs, targets, pathologies))
+    table = write_auroc(out / AUROC_TTA_FILE, probs, targets, pathologies)
+    log.info("Test AUROC with tta=%s (%d views per image, %d images):\n%s", mode, n_views(mode), len(ids),
              format_auroc_table(table))
-    metrics: dict[str, Any] = {"tta": mode, "tta_views": n_views(mode), "tta_infer_images_per_s": scores.images_per_s}
+    metrics: dict[str, Any] = {"tta": mode, "tta_views": n_views(mode), "tta_infer_images_per_s": images_per_s}
     for row in table.itertuples():
         key = f"{stage}/auroc_mean" if row.pathology == "mean" else f"{stage}/auroc/{row.pathology}"
         metrics[key] = float(row.auroc) if not math.isnan(row.auroc) else float("nan")

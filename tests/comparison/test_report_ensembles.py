@@ -163,3 +163,55 @@ def test_a_sweep_with_its_ensemble_folder_is_found_in_order(members, tmp_path: P
         shutil.copytree(run, sweep / name)
     build_ensemble([sweep / n for n in ("0", "1", "2")], sweep / "ensemble")
     assert [p.name for p in find_run_dirs([sweep])] == ["0", "1", "2", "10", "ensemble"]
+
+
+def _with_tta(run: Path, dest: Path, mode: str, seed: int) -> Path:
+    """A copy of `run` with a TTA pass of `mode`: its probabilities nudged, its rows in another order."""
+    from chestx.core.run_folder import write_metrics
+    from chestx.runs.tta import write_tta_pass
+
+    shutil.copytree(run, dest)
+    ids, probs, labels, names = read_predictions(dest / "predictions.csv")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    nudged = np.clip(probs + np.random.default_rng(seed).normal(0, 0.05, probs.shape), 0, 1)
+    extra = write_tta_pass(dest, ids.iloc[order].reset_index(drop=True), nudged[order], labels[order], names, mode,
+                           50.0)
+    write_metrics(dest / "metrics.json", {**read_metrics(dest / "metrics.json"), **extra})
+    return dest
+
+
+def test_ensemble_combines_its_members_tta_passes_or_says_why_not(members, tmp_path: Path, caplog) -> None:
+    _, runs, _ = members
+    modes = ["hflip", "hflip", "hflip"]
+    copies = [_with_tta(r, tmp_path / "runs" / r.name, m, seed=i) for i, (r, m) in enumerate(zip(runs, modes))]
+    metrics = build_ensemble(copies, tmp_path / "ens")
+    ids, want, labels = _sorted_probs(tmp_path / "ens")
+    stack = []
+    for run in copies:
+        tta_ids, probs, _, _ = read_predictions(run / "predictions_tta.csv")
+        order = np.argsort(tta_ids["image_id"].to_numpy(dtype=str))
+        stack.append(probs[order])
+    got_ids, got, got_labels, _ = read_predictions(tmp_path / "ens" / "predictions_tta.csv")
+    order = np.argsort(got_ids["image_id"].to_numpy(dtype=str))
+    np.testing.assert_array_equal(got_ids["image_id"].to_numpy(dtype=str)[order], ids)
+    np.testing.assert_allclose(got[order], np.mean(stack, axis=0), rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(got_labels[order], labels)
+    assert metrics["tta"] == "hflip" and metrics["tta_views"] == 2
+    assert metrics["tta_infer_images_per_s"] == pytest.approx(50.0 / 3)
+    assert metrics["test_tta/auroc_mean"] == pytest.approx(float(np.nanmean(auroc_vector(got[order], labels))),
+                                                           abs=1e-6)
+    # the report shows the ensemble's TTA pass as a column of its own
+    result = build_report([tmp_path / "ens"], tmp_path / "report", n_resamples=20)
+    assert f"{metrics['model']} tta=hflip" in (result.out / "auroc_table.md").read_text()
+    # one member without a pass, or another mode: no ensemble pass, and the log says why
+    (copies[2] / "predictions_tta.csv").unlink()
+    with caplog.at_level("WARNING", logger="chestx.runs.ensemble"):
+        build_ensemble(copies, tmp_path / "ens_missing")
+    assert not (tmp_path / "ens_missing" / "predictions_tta.csv").exists()
+    assert f"1 of 3 members have no TTA pass ({copies[2]})" in caplog.text
+    other = _with_tta(runs[2], tmp_path / "tencrop" / runs[2].name, "tencrop", seed=5)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="chestx.runs.ensemble"):
+        build_ensemble([*copies[:2], other], tmp_path / "ens_modes")
+    assert not (tmp_path / "ens_modes" / "predictions_tta.csv").exists()
+    assert "TTA modes differ (['hflip', 'tencrop'])" in caplog.text

@@ -35,10 +35,10 @@ def _by_id(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def top_k_run(compose, tiny_overrides, tmp_path_factory) -> tuple[Path, dict, object]:
-    """One tiny run, 4 epochs, save_top_k=3, test_top_k=true: (run folder, metrics.json, its config)."""
+    """One tiny run, 4 epochs, save_top_k=3, test_top_k=true, tta=hflip: (run folder, metrics.json, its config)."""
     run = tmp_path_factory.mktemp("top_k") / "run"
     cfg = compose([*tiny_overrides, *TINY_NET, "trainer.max_epochs=4", "callbacks.early_stopping=null",
-                   "callbacks.model_checkpoint.save_top_k=3", "test_top_k=true"], run)
+                   "callbacks.model_checkpoint.save_top_k=3", "test_top_k=true", "tta=hflip"], run)
     return run, train(cfg), cfg
 
 
@@ -58,7 +58,7 @@ def test_each_kept_checkpoint_is_a_member_run_folder(top_k_run) -> None:
     for m in saved:
         assert m["status"] == "ok" and m["model"] == "test_resnet" and m["seed"] == cfg.seed
         assert m["monitor"] == "val/auroc_mean" and m["monitor_mode"] == "max" and m["top_k_of"] == str(run)
-        assert m["params"] == metrics["params"] and m["n_test"] == metrics["n_test"] and m["tta"] == "none"
+        assert m["params"] == metrics["params"] and m["n_test"] == metrics["n_test"] and m["tta"] == "hflip"
     ranked = sorted(saved, key=lambda m: m["top_k_rank"])
     assert [m["top_k_rank"] for m in ranked] == [1, 2, 3]
     scores = [m["monitor_score"] for m in ranked]
@@ -69,6 +69,7 @@ def test_each_kept_checkpoint_is_a_member_run_folder(top_k_run) -> None:
     assert metrics["best_epoch"] == ranked[0]["epoch"]
     best_member = run / "top_k" / Path(ranked[0]["checkpoint"]).stem
     assert (best_member / "predictions.csv").read_bytes() == (run / "predictions.csv").read_bytes()
+    assert (best_member / "predictions_tta.csv").read_bytes() == (run / "predictions_tta.csv").read_bytes()
 
 
 @pytest.mark.slow
@@ -88,6 +89,12 @@ def test_member_predictions_are_their_checkpoints_forward_pass(top_k_run) -> Non
         got_ids, got, _ = _by_id(member / "predictions.csv")
         assert list(got_ids) == ids
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)  # written with 9 digits
+        # tta=hflip: the mean of the image's and its mirror's probabilities, the mirror made here with NumPy
+        mirrored = predictor.probabilities(predictor.preprocess([np.ascontiguousarray(i[:, ::-1]) for i in images]))
+        tta_ids, tta, _ = _by_id(member / "predictions_tta.csv")
+        assert list(tta_ids) == ids
+        np.testing.assert_allclose(tta, (want + mirrored) / 2, rtol=0, atol=1e-5)
+        assert not np.allclose(tta, got, atol=1e-4), "the TTA pass is not the plain pass"
         passes.append(got)
     assert not np.allclose(passes[0], passes[1]) and not np.allclose(passes[1], passes[2])
 
@@ -105,6 +112,11 @@ def test_top_k_ensemble_is_the_mean_of_the_three(top_k_run, tmp_path: Path, comb
     ids, probs, labels = _by_id(out / "predictions.csv")
     np.testing.assert_allclose(probs, want, rtol=0, atol=1e-8)
     np.testing.assert_array_equal(labels, _by_id(members[0] / "predictions.csv")[2])
+    # the members' TTA passes are combined the same way into the ensemble's own predictions_tta.csv
+    stack = np.stack([_by_id(m / "predictions_tta.csv")[1] for m in members])  # (3, N, K)
+    want = stack.mean(0) if combine == "prob" else expit(logit(np.clip(stack, 1e-7, 1 - 1e-7)).mean(0))
+    np.testing.assert_allclose(_by_id(out / "predictions_tta.csv")[1], want, rtol=0, atol=1e-8)
+    assert metrics["tta"] == "hflip" and metrics["tta_views"] == 2 and "test_tta/auroc_mean" in metrics
     rows = pd.read_csv(out / "members.csv")
     ckpts = [read_metrics(m / "metrics.json")["checkpoint"] for m in members]
     assert list(rows["checkpoint"]) == ckpts, "each member's own checkpoint, not the run's best.ckpt"
