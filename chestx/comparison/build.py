@@ -112,16 +112,19 @@ def _describe(comparison: Comparison | None, runs: list[Run], swept: list[str]) 
     if fixed:
         lines.append("Common overrides: " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ".")
     if comparison is not None:
-        first = comparison.runs[0]
         replicates = _replicates(comparison)
         if replicates:
             lines.append(replicates)
-        every = [_settings(run) for run in comparison.runs]  # those the columns share; the others named
-        settings = {k: v for k, v in _settings(first).items() if all(s.get(k) == v for s in every)}
+        # those the columns share; the others named. An ensemble has no config of its own (its members' settings
+        # are theirs): it is left out of this line rather than counted as differing in every setting.
+        every = [s for s in (_settings(run) for run in comparison.runs) if s]
+        settings = {k: v for k, v in (every[0] if every else {}).items() if all(s.get(k) == v for s in every)}
         varying = sorted({k for s in every for k in s} - set(settings))
-        if settings or varying:
+        if settings:
             lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())
                          + ("; differing between columns: " + ", ".join(varying) if varying else "") + ".")
+        elif varying:
+            lines.append("Settings differing between columns: " + ", ".join(varying) + ".")
         ts = comparison.test_sets[0]
         lines.append(
             f"Cells: test AUROC with a {comparison.ci:.0%} percentile CI from a patient-level bootstrap "

@@ -145,11 +145,13 @@ def costs_frame(runs: list[Run]) -> pd.DataFrame:
                          "rate_source": "members' measured rates, one after the other"})
         if m.get("tta") and m.get("tta") != "none":
             views = m.get("tta_views") or 1
+            members = int(m.get("n_members") or 1) if m.get("ensemble") else 1  # an ensemble's pass: every member's
             rows.append({"label": run.label, "replicate": run.replicate, "kind": f"tta={m['tta']}",
-                         "passes_per_image": views,
+                         "passes_per_image": views * members,
                          "params": m.get("params"), "macs": None if m.get("macs") is None else m["macs"] * views,
                          "test_images_per_s": m.get("tta_infer_images_per_s"),
-                         "rate_source": "measured TTA pass, image loading included"})
+                         "rate_source": "members' measured TTA passes, one after the other" if members > 1
+                         else "measured TTA pass, image loading included"})
     return pd.DataFrame(rows, columns=["label", "replicate", "kind", "passes_per_image", "params", "macs",
                                        "test_images_per_s", "rate_source"])
 

@@ -171,6 +171,9 @@ def _with_tta(run: Path, dest: Path, mode: str, seed: int) -> Path:
     from chestx.runs.tta import write_tta_pass
 
     shutil.copytree(run, dest)
+    config = dest / "config.yaml"  # the data settings the report's "Settings" line reads
+    config.write_text((config.read_text() if config.is_file() else "") + "\ndata:\n  _target_: "
+                      "chestx.data.datasets.nih.NIHData\n  split: random\n  ratios: [0.7, 0.1, 0.2]\n")
     ids, probs, labels, names = read_predictions(dest / "predictions.csv")
     order = np.random.default_rng(seed).permutation(len(ids))
     nudged = np.clip(probs + np.random.default_rng(seed).normal(0, 0.05, probs.shape), 0, 1)
@@ -201,8 +204,15 @@ def test_ensemble_combines_its_members_tta_passes_or_says_why_not(members, tmp_p
     assert metrics["test_tta/auroc_mean"] == pytest.approx(float(np.nanmean(auroc_vector(got[order], labels))),
                                                            abs=1e-6)
     # the report shows the ensemble's TTA pass as a column of its own
-    result = build_report([tmp_path / "ens"], tmp_path / "report", n_resamples=20)
-    assert f"{metrics['model']} tta=hflip" in (result.out / "auroc_table.md").read_text()
+    result = build_report([*copies, tmp_path / "ens"], tmp_path / "report", n_resamples=20)
+    text = (result.out / "auroc_table.md").read_text()
+    assert f"{metrics['model']} tta=hflip" in text
+    assert "Settings: ;" not in text, "an ensemble (no config of its own) is not a column whose settings differ"
+    assert "Settings: data NIHData, split random" in text, text[:800]  # shared by the members, the ensemble aside
+    costs = pd.read_csv(result.out / "tta_ensemble_costs.csv")
+    costs = costs[costs["label"] == metrics["model"]].set_index("kind")
+    assert costs.loc["tta=hflip", "passes_per_image"] == 3 * 2, "an ensemble's TTA pass: members x views"
+    assert costs.loc["ensemble of 3", "passes_per_image"] == 3
     # one member without a pass, or another mode: no ensemble pass, and the log says why
     (copies[2] / "predictions_tta.csv").unlink()
     with caplog.at_level("WARNING", logger="chestx.runs.ensemble"):
