@@ -302,12 +302,14 @@ def keep_top_k(run: Run) -> None:
 
 def top_k_step(run: Run) -> None:
     """test_top_k=true: each kept checkpoint on the run's test dataloader (trainer.test, as score_best does), into
-    top_k/<checkpoint stem>/ (chestx.runs.top_k), the members of `python -m chestx.ensemble runs=[<run>/top_k]`. A
-    tta=hflip|tencrop: each also gets its TTA pass (predictions_tta.csv), as the best checkpoint does (tta_step), so
-    chestx.ensemble combines the passes too. The run's loggers keep the best checkpoint's test only."""
+    top_k/<checkpoint stem>/ (chestx.runs.top_k), the members of `python -m chestx.ensemble runs=[<run>/top_k]`. With
+    tta=hflip|tencrop each also gets its TTA pass (predictions_tta.csv), so chestx.ensemble combines the passes too;
+    the member that is the run's tested checkpoint reuses the run's own pass (tta_step) instead of running it again.
+    The run's loggers keep the best checkpoint's test only."""
     from chestx.core.checkpoint_io import lightning_weights_only, refusing_unsafe
     from chestx.core.run_folder import METRICS_FILE, top_k_member_dir, write_metrics
     from chestx.runs.top_k import write_member
+    from chestx.runs.tta import copy_tta
 
     mode = str(run.cfg.get("tta") or "none")
     ids = with_metadata(run.data.split_frame("test"), run.data.labels_only()[0].frame)
@@ -328,7 +330,9 @@ def top_k_step(run: Run) -> None:
                                       run.data.pathologies, info, trust=trusted(run.cfg))
                 if mode != "none":
                     folder = top_k_member_dir(run.run_dir, kept.path)
-                    member.update(tta_pass(run, kept.path, mode, folder))
+                    tested = kept.rank == 1 and run.best == str(Path(callback.dirpath) / BEST_CHECKPOINT)
+                    member.update(copy_tta(run.run_dir, folder, run.metrics) if tested
+                                  else tta_pass(run, kept.path, mode, folder))
                     write_metrics(folder / METRICS_FILE, member)
     finally:
         run.trainer.loggers = loggers

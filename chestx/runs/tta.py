@@ -42,3 +42,15 @@ def write_tta_pass(out_dir: Path, ids: pd.DataFrame, probs: np.ndarray, targets:
         key = f"{stage}/auroc_mean" if row.pathology == "mean" else f"{stage}/auroc/{row.pathology}"
         metrics[key] = float(row.auroc) if not math.isnan(row.auroc) else float("nan")
     return metrics
+
+
+def copy_tta(source_dir: Path, out_dir: Path, metrics: dict[str, Any], stage: str = "test_tta") -> dict[str, Any]:
+    """The TTA pass already written into `source_dir` (its files, and its entries of `metrics`, that folder's
+    metrics.json content) copied into `out_dir`, for a folder whose checkpoint is the same one (a top-k member that
+    is the run's tested checkpoint). Returns the metrics.json entries, as `write_tta` does."""
+    import shutil
+
+    for name in (PREDICTIONS_TTA_FILE, AUROC_TTA_FILE):
+        shutil.copyfile(Path(source_dir) / name, Path(out_dir) / name)
+    keys = ("tta", "tta_views", "tta_infer_images_per_s")
+    return {k: v for k, v in metrics.items() if k in keys or k.startswith(f"{stage}/")}
